@@ -1,0 +1,530 @@
+//! GGUF v2/v3 reader over a memory map.
+//!
+//! Every count, length and offset read from the file is checked against the bytes that are
+//! actually there before anything is allocated or sliced, so a truncated or corrupted file
+//! gives a [`GgufError`] naming the file and the field — never a panic or a huge allocation.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use super::value::{GgufArray, GgufValue};
+use crate::quant::GgmlType;
+
+const MAGIC: &[u8; 4] = b"GGUF";
+const DEFAULT_ALIGNMENT: u64 = 32;
+/// ggml's GGML_MAX_DIMS.
+const MAX_DIMS: u32 = 4;
+/// Nesting depth for arrays of arrays; real files use at most 1.
+const MAX_ARRAY_DEPTH: u32 = 8;
+
+#[derive(Debug, thiserror::Error)]
+pub enum GgufError {
+    #[error("{path}: {source}")]
+    Io {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{path}: {msg}")]
+    Format { path: String, msg: String },
+    #[error("{path}: metadata key `{key}`: {msg}")]
+    Key {
+        path: String,
+        key: String,
+        msg: String,
+    },
+}
+
+/// Where a tensor lives and what it holds. `dims` are in GGML order: `dims[0]` is the
+/// contiguous (innermost) dimension, so a weight matrix `[out, in]` has `dims = [in, out]`.
+#[derive(Clone, Debug)]
+pub struct TensorInfo {
+    pub name: String,
+    pub ty: GgmlType,
+    pub dims: Vec<u64>,
+    /// Byte offset from the start of the file.
+    pub offset: usize,
+    pub size_bytes: usize,
+}
+
+impl TensorInfo {
+    pub fn n_elements(&self) -> u64 {
+        self.dims.iter().product()
+    }
+    /// Elements in one row (`dims[0]`).
+    pub fn row_len(&self) -> usize {
+        self.dims[0] as usize
+    }
+    /// Number of rows (product of all dims but the first).
+    pub fn n_rows(&self) -> usize {
+        self.dims[1..].iter().product::<u64>() as usize
+    }
+}
+
+enum Backing {
+    Mmap(memmap2::Mmap),
+    Bytes(Vec<u8>),
+}
+
+impl Backing {
+    fn bytes(&self) -> &[u8] {
+        match self {
+            Backing::Mmap(m) => m,
+            Backing::Bytes(b) => b,
+        }
+    }
+}
+
+pub struct GgufFile {
+    path: PathBuf,
+    backing: Backing,
+    version: u32,
+    alignment: u64,
+    metadata: Vec<(String, GgufValue)>,
+    meta_index: HashMap<String, usize>,
+    tensors: Vec<TensorInfo>,
+    tensor_index: HashMap<String, usize>,
+    data_offset: usize,
+}
+
+impl std::fmt::Debug for GgufFile {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GgufFile")
+            .field("path", &self.path)
+            .field("version", &self.version)
+            .field("metadata", &self.metadata.len())
+            .field("tensors", &self.tensors.len())
+            .finish()
+    }
+}
+
+impl GgufFile {
+    /// Memory-map and parse a GGUF file.
+    pub fn open(path: impl AsRef<Path>) -> Result<Self, GgufError> {
+        let path = path.as_ref();
+        let io = |source| GgufError::Io {
+            path: path.display().to_string(),
+            source,
+        };
+        let file = std::fs::File::open(path).map_err(io)?;
+        // SAFETY: the map is read-only; like every mmap-based loader we rely on nobody
+        // truncating the model file while it is served.
+        let mmap = unsafe { memmap2::Mmap::map(&file) }.map_err(io)?;
+        Self::parse(path.to_path_buf(), Backing::Mmap(mmap))
+    }
+
+    /// Parse GGUF bytes held in memory; `name` is used in error messages.
+    pub fn from_bytes(name: impl Into<PathBuf>, bytes: Vec<u8>) -> Result<Self, GgufError> {
+        Self::parse(name.into(), Backing::Bytes(bytes))
+    }
+
+    fn parse(path: PathBuf, backing: Backing) -> Result<Self, GgufError> {
+        let shown = path.display().to_string();
+        let bytes = backing.bytes();
+        let mut cur = Cursor {
+            buf: bytes,
+            pos: 0,
+            path: &shown,
+        };
+        let magic = cur.take(4, "magic")?;
+        if magic != MAGIC {
+            return Err(cur.err(format!(
+                "not a GGUF file (magic {:02x?}, expected \"GGUF\")",
+                magic
+            )));
+        }
+        let version = cur.u32("version")?;
+        if !(2..=3).contains(&version) {
+            return Err(cur.err(format!(
+                "unsupported GGUF version {version} (supported: 2, 3)"
+            )));
+        }
+        let n_tensors = cur.u64("tensor_count")?;
+        let n_kv = cur.u64("metadata_kv_count")?;
+        // A key/value pair takes at least 8 (key length) + 4 (type) + 1 bytes.
+        cur.check_count(n_kv, 13, "metadata_kv_count")?;
+        let mut metadata = Vec::with_capacity(n_kv as usize);
+        let mut meta_index = HashMap::with_capacity(n_kv as usize);
+        for i in 0..n_kv {
+            let key = cur.string(&format!("metadata key #{i}"))?;
+            let ty = cur.u32(&format!("type of `{key}`"))?;
+            let value = cur.value(ty, &key, 0)?;
+            if meta_index.insert(key.clone(), metadata.len()).is_some() {
+                return Err(cur.err(format!("duplicate metadata key `{key}`")));
+            }
+            metadata.push((key, value));
+        }
+        let alignment = match meta_index.get("general.alignment") {
+            None => DEFAULT_ALIGNMENT,
+            Some(&i) => {
+                let a = metadata[i].1.as_u64().unwrap_or(0);
+                if a == 0 || !a.is_power_of_two() || a > 1 << 20 {
+                    return Err(cur.err(format!(
+                        "general.alignment = {:?} is not a power of two",
+                        metadata[i].1
+                    )));
+                }
+                a
+            }
+        };
+
+        // A tensor info takes at least 8 (name length) + 4 (n_dims) + 8 (one dim) + 4 + 8 bytes.
+        cur.check_count(n_tensors, 32, "tensor_count")?;
+        let mut raw = Vec::with_capacity(n_tensors as usize);
+        for i in 0..n_tensors {
+            let name = cur.string(&format!("tensor #{i} name"))?;
+            let n_dims = cur.u32(&format!("tensor `{name}` n_dims"))?;
+            if n_dims == 0 || n_dims > MAX_DIMS {
+                return Err(cur.err(format!(
+                    "tensor `{name}` has {n_dims} dimensions (1..={MAX_DIMS} allowed)"
+                )));
+            }
+            let mut dims = Vec::with_capacity(n_dims as usize);
+            for d in 0..n_dims {
+                dims.push(cur.u64(&format!("tensor `{name}` dim {d}"))?);
+            }
+            let ty_id = cur.u32(&format!("tensor `{name}` type"))?;
+            let ty = GgmlType::from_id(ty_id).ok_or_else(|| {
+                cur.err(format!("tensor `{name}` has unknown ggml type id {ty_id}"))
+            })?;
+            let offset = cur.u64(&format!("tensor `{name}` offset"))?;
+            raw.push((name, dims, ty, offset));
+        }
+        let data_offset = align_up(cur.pos as u64, alignment);
+        let file_len = bytes.len() as u64;
+        if data_offset > file_len && !raw.is_empty() {
+            return Err(cur.err(format!(
+                "file is truncated: tensor data would start at byte {data_offset} but the file has {file_len} bytes"
+            )));
+        }
+
+        let mut tensors = Vec::with_capacity(raw.len());
+        let mut tensor_index = HashMap::with_capacity(raw.len());
+        for (name, dims, ty, offset) in raw {
+            let n_elem = dims.iter().try_fold(1u64, |acc, &d| acc.checked_mul(d));
+            let n_elem = n_elem
+                .filter(|&n| n <= (1u64 << 48))
+                .ok_or_else(|| cur.err(format!("tensor `{name}` has absurd shape {dims:?}")))?;
+            if dims[0] % ty.block_size() as u64 != 0 {
+                return Err(cur.err(format!(
+                    "tensor `{name}`: row length {} is not a multiple of the {} block size {}",
+                    dims[0],
+                    ty,
+                    ty.block_size()
+                )));
+            }
+            let size = n_elem / ty.block_size() as u64 * ty.type_size() as u64;
+            if offset % alignment != 0 {
+                return Err(cur.err(format!(
+                    "tensor `{name}` offset {offset} is not aligned to {alignment}"
+                )));
+            }
+            let start = data_offset.checked_add(offset);
+            let end = start.and_then(|s| s.checked_add(size));
+            match end {
+                Some(end) if end <= file_len => {}
+                _ => {
+                    return Err(cur.err(format!(
+                        "file is truncated or corrupt: tensor `{name}` ({ty}, {dims:?}) needs bytes {}..{} but the file has {file_len}",
+                        data_offset.saturating_add(offset),
+                        data_offset.saturating_add(offset).saturating_add(size)
+                    )))
+                }
+            }
+            if tensor_index.insert(name.clone(), tensors.len()).is_some() {
+                return Err(cur.err(format!("duplicate tensor name `{name}`")));
+            }
+            tensors.push(TensorInfo {
+                name,
+                ty,
+                dims,
+                offset: (data_offset + offset) as usize,
+                size_bytes: size as usize,
+            });
+        }
+        Ok(GgufFile {
+            path,
+            backing,
+            version,
+            alignment,
+            metadata,
+            meta_index,
+            tensors,
+            tensor_index,
+            data_offset: data_offset as usize,
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+    pub fn version(&self) -> u32 {
+        self.version
+    }
+    pub fn alignment(&self) -> u64 {
+        self.alignment
+    }
+    pub fn data_offset(&self) -> usize {
+        self.data_offset
+    }
+    pub fn file_size(&self) -> usize {
+        self.backing.bytes().len()
+    }
+
+    /// Metadata in file order.
+    pub fn metadata(&self) -> impl Iterator<Item = (&str, &GgufValue)> {
+        self.metadata.iter().map(|(k, v)| (k.as_str(), v))
+    }
+
+    pub fn get(&self, key: &str) -> Option<&GgufValue> {
+        self.meta_index.get(key).map(|&i| &self.metadata[i].1)
+    }
+
+    pub fn tensors(&self) -> &[TensorInfo] {
+        &self.tensors
+    }
+
+    pub fn tensor(&self, name: &str) -> Option<&TensorInfo> {
+        self.tensor_index.get(name).map(|&i| &self.tensors[i])
+    }
+
+    /// The raw bytes of a tensor (bounds were checked at open).
+    pub fn tensor_data(&self, info: &TensorInfo) -> &[u8] {
+        &self.backing.bytes()[info.offset..info.offset + info.size_bytes]
+    }
+
+    /// The raw bytes of a tensor, as a `'static`-free borrow of the whole map; errors name it.
+    pub fn require_tensor(&self, name: &str) -> Result<&TensorInfo, GgufError> {
+        self.tensor(name).ok_or_else(|| GgufError::Format {
+            path: self.path.display().to_string(),
+            msg: format!("missing tensor `{name}`"),
+        })
+    }
+
+    fn key_err(&self, key: &str, msg: impl Into<String>) -> GgufError {
+        GgufError::Key {
+            path: self.path.display().to_string(),
+            key: key.to_string(),
+            msg: msg.into(),
+        }
+    }
+
+    fn require(&self, key: &str) -> Result<&GgufValue, GgufError> {
+        self.get(key).ok_or_else(|| self.key_err(key, "missing"))
+    }
+
+    pub fn get_u64(&self, key: &str) -> Result<u64, GgufError> {
+        let v = self.require(key)?;
+        v.as_u64().ok_or_else(|| {
+            self.key_err(
+                key,
+                format!("expected a non-negative integer, found {}", v.type_name()),
+            )
+        })
+    }
+
+    pub fn get_f64(&self, key: &str) -> Result<f64, GgufError> {
+        let v = self.require(key)?;
+        v.as_f64()
+            .ok_or_else(|| self.key_err(key, format!("expected a number, found {}", v.type_name())))
+    }
+
+    pub fn get_str(&self, key: &str) -> Result<&str, GgufError> {
+        let v = self.require(key)?;
+        v.as_str()
+            .ok_or_else(|| self.key_err(key, format!("expected a string, found {}", v.type_name())))
+    }
+
+    pub fn get_bool(&self, key: &str) -> Result<bool, GgufError> {
+        let v = self.require(key)?;
+        v.as_bool()
+            .ok_or_else(|| self.key_err(key, format!("expected a bool, found {}", v.type_name())))
+    }
+
+    /// Optional typed getters: missing is `Ok(None)`, present with the wrong type is an error.
+    pub fn opt_u64(&self, key: &str) -> Result<Option<u64>, GgufError> {
+        self.get(key).map(|_| self.get_u64(key)).transpose()
+    }
+    pub fn opt_f64(&self, key: &str) -> Result<Option<f64>, GgufError> {
+        self.get(key).map(|_| self.get_f64(key)).transpose()
+    }
+    pub fn opt_bool(&self, key: &str) -> Result<Option<bool>, GgufError> {
+        self.get(key).map(|_| self.get_bool(key)).transpose()
+    }
+    pub fn opt_str(&self, key: &str) -> Result<Option<&str>, GgufError> {
+        self.get(key).map(|_| self.get_str(key)).transpose()
+    }
+
+    /// An array of strings (e.g. `tokenizer.ggml.tokens`).
+    pub fn get_str_array(&self, key: &str) -> Result<Vec<&str>, GgufError> {
+        let arr = self.get_array(key)?;
+        arr.values
+            .iter()
+            .enumerate()
+            .map(|(i, v)| {
+                v.as_str().ok_or_else(|| {
+                    self.key_err(key, format!("element {i} is {}, expected string", v.type_name()))
+                })
+            })
+            .collect()
+    }
+
+    /// An array of integers (e.g. `tokenizer.ggml.token_type`).
+    pub fn get_i64_array(&self, key: &str) -> Result<Vec<i64>, GgufError> {
+        let arr = self.get_array(key)?;
+        arr.values
+            .iter()
+            .enumerate()
+            .map(|(i, v)| {
+                v.as_i64().ok_or_else(|| {
+                    self.key_err(key, format!("element {i} is {}, expected integer", v.type_name()))
+                })
+            })
+            .collect()
+    }
+
+    /// An array of floats (e.g. `tokenizer.ggml.scores`).
+    pub fn get_f32_array(&self, key: &str) -> Result<Vec<f32>, GgufError> {
+        let arr = self.get_array(key)?;
+        arr.values
+            .iter()
+            .enumerate()
+            .map(|(i, v)| {
+                v.as_f64().map(|x| x as f32).ok_or_else(|| {
+                    self.key_err(key, format!("element {i} is {}, expected number", v.type_name()))
+                })
+            })
+            .collect()
+    }
+
+    pub fn get_array(&self, key: &str) -> Result<&GgufArray, GgufError> {
+        let v = self.require(key)?;
+        v.as_array()
+            .ok_or_else(|| self.key_err(key, format!("expected an array, found {}", v.type_name())))
+    }
+}
+
+fn align_up(x: u64, a: u64) -> u64 {
+    x.div_ceil(a) * a
+}
+
+/// Minimum encoded size of one value of a GGUF value type, used to bound array counts.
+fn min_value_size(ty: u32) -> Option<u64> {
+    Some(match ty {
+        0 | 1 | 7 => 1,
+        2 | 3 => 2,
+        4..=6 => 4,
+        10..=12 => 8,
+        8 => 8,  // string: u64 length
+        9 => 12, // array: u32 type + u64 count
+        _ => return None,
+    })
+}
+
+struct Cursor<'a> {
+    buf: &'a [u8],
+    pos: usize,
+    path: &'a str,
+}
+
+impl<'a> Cursor<'a> {
+    fn err(&self, msg: String) -> GgufError {
+        GgufError::Format {
+            path: self.path.to_string(),
+            msg,
+        }
+    }
+
+    fn remaining(&self) -> usize {
+        self.buf.len() - self.pos
+    }
+
+    fn take(&mut self, n: usize, what: &str) -> Result<&'a [u8], GgufError> {
+        if n > self.remaining() {
+            return Err(self.err(format!(
+                "file is truncated: reading {what} needs {n} bytes at offset {} but only {} remain",
+                self.pos,
+                self.remaining()
+            )));
+        }
+        let s = &self.buf[self.pos..self.pos + n];
+        self.pos += n;
+        Ok(s)
+    }
+
+    /// Reject a count that cannot fit in the rest of the file before allocating for it.
+    fn check_count(&self, count: u64, min_each: u64, what: &str) -> Result<(), GgufError> {
+        if count.saturating_mul(min_each) > self.remaining() as u64 {
+            return Err(self.err(format!(
+                "{what} = {count} cannot fit in the {} bytes left at offset {} (corrupt or truncated file)",
+                self.remaining(),
+                self.pos
+            )));
+        }
+        Ok(())
+    }
+
+    fn array<const N: usize>(&mut self, what: &str) -> Result<[u8; N], GgufError> {
+        Ok(self.take(N, what)?.try_into().expect("length checked"))
+    }
+    fn u32(&mut self, what: &str) -> Result<u32, GgufError> {
+        Ok(u32::from_le_bytes(self.array(what)?))
+    }
+    fn u64(&mut self, what: &str) -> Result<u64, GgufError> {
+        Ok(u64::from_le_bytes(self.array(what)?))
+    }
+
+    fn string(&mut self, what: &str) -> Result<String, GgufError> {
+        let len = self.u64(&format!("{what} (length)"))?;
+        if len > self.remaining() as u64 {
+            return Err(self.err(format!(
+                "{what}: string length {len} at offset {} exceeds the {} bytes left (corrupt or truncated file)",
+                self.pos - 8,
+                self.remaining()
+            )));
+        }
+        let at = self.pos;
+        let bytes = self.take(len as usize, what)?;
+        String::from_utf8(bytes.to_vec())
+            .map_err(|_| self.err(format!("{what}: string at offset {at} is not valid UTF-8")))
+    }
+
+    fn value(&mut self, ty: u32, key: &str, depth: u32) -> Result<GgufValue, GgufError> {
+        let w = || format!("value of `{key}`");
+        Ok(match ty {
+            0 => GgufValue::U8(self.array::<1>(&w())?[0]),
+            1 => GgufValue::I8(self.array::<1>(&w())?[0] as i8),
+            2 => GgufValue::U16(u16::from_le_bytes(self.array(&w())?)),
+            3 => GgufValue::I16(i16::from_le_bytes(self.array(&w())?)),
+            4 => GgufValue::U32(u32::from_le_bytes(self.array(&w())?)),
+            5 => GgufValue::I32(i32::from_le_bytes(self.array(&w())?)),
+            6 => GgufValue::F32(f32::from_le_bytes(self.array(&w())?)),
+            7 => match self.array::<1>(&w())?[0] {
+                0 => GgufValue::Bool(false),
+                1 => GgufValue::Bool(true),
+                b => return Err(self.err(format!("`{key}`: bool byte {b} is neither 0 nor 1"))),
+            },
+            8 => GgufValue::String(self.string(&w())?),
+            9 => {
+                if depth >= MAX_ARRAY_DEPTH {
+                    return Err(self.err(format!("`{key}`: arrays nested too deeply")));
+                }
+                let elem_type = self.u32(&format!("array type of `{key}`"))?;
+                let min = min_value_size(elem_type).ok_or_else(|| {
+                    self.err(format!("`{key}`: unknown array element type {elem_type}"))
+                })?;
+                let count = self.u64(&format!("array length of `{key}`"))?;
+                self.check_count(count, min, &format!("array length of `{key}`"))?;
+                let mut values = Vec::with_capacity(count as usize);
+                for _ in 0..count {
+                    values.push(self.value(elem_type, key, depth + 1)?);
+                }
+                GgufValue::Array(GgufArray { elem_type, values })
+            }
+            10 => GgufValue::U64(u64::from_le_bytes(self.array(&w())?)),
+            11 => GgufValue::I64(i64::from_le_bytes(self.array(&w())?)),
+            12 => GgufValue::F64(f64::from_le_bytes(self.array(&w())?)),
+            other => return Err(self.err(format!("`{key}`: unknown value type {other}"))),
+        })
+    }
+}
