@@ -2,6 +2,10 @@
 
 use clap::{Parser, Subcommand};
 
+mod bench;
+mod generate;
+mod inspect;
+mod load;
 mod pull;
 
 #[derive(Parser)]
@@ -17,13 +21,36 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Generate a completion for one prompt, streamed to stdout.
+    Run(generate::RunArgs),
+    /// Interactive multi-turn chat using the model's chat template.
+    Chat(generate::ChatArgs),
+    /// Print what a model file holds: architecture, sizes, quant types, tokenizer, template.
+    Inspect(inspect::InspectArgs),
+    /// Measure prompt-processing and generation speed (like llama-bench).
+    Bench(bench::BenchArgs),
     /// Download a model from the Hugging Face hub (or a mirror set by HF_ENDPOINT).
     Pull(pull::PullArgs),
 }
 
-fn main() -> anyhow::Result<()> {
+fn main() {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("R1SERVE_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
     let cli = Cli::parse();
-    match cli.command {
-        Command::Pull(args) => pull::run(&args),
+    let result = match cli.command {
+        Command::Run(a) => generate::run(&a),
+        Command::Chat(a) => generate::chat(&a),
+        Command::Inspect(a) => inspect::run(&a),
+        Command::Bench(a) => bench::run(&a),
+        Command::Pull(a) => pull::run(&a),
+    };
+    if let Err(e) = result {
+        eprintln!("error: {e:#}");
+        std::process::exit(1);
     }
 }

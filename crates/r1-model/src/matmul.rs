@@ -1,0 +1,97 @@
+//! Parallel `y = x · Wᵀ` over the worker pool, on quantized weights.
+//!
+//! Activations are quantized once per input (to the weight type's dot-product type, as
+//! llama.cpp does) and may be shared by several matmuls with the same input. Work is split by
+//! weight rows, so every output element is computed by the same kernel in the same order
+//! whatever the batch size: the batch-invariance rule of DESIGN.md.
+
+use crate::ops::SharedMut;
+use crate::pool::ThreadPool;
+use crate::quant::{self, GgmlType};
+use crate::weights::QMatrix;
+
+/// Activation rows quantized for one dot-product type.
+pub struct QuantizedActs {
+    pub ty: GgmlType,
+    pub n: usize,
+    pub k: usize,
+    pub row_bytes: usize,
+    pub data: Vec<u8>,
+}
+
+impl QuantizedActs {
+    /// Quantize `n` rows of `k` values for weights of type `weight_ty`.
+    pub fn new(pool: &ThreadPool, weight_ty: GgmlType, x: &[f32], n: usize, k: usize) -> Self {
+        let ty = quant::vec_dot_type(weight_ty);
+        let row_bytes = ty.row_bytes(k).expect("activation width fits the block size");
+        let mut data = vec![0u8; row_bytes * n];
+        let ptr = SharedMut::new(&mut data);
+        let per_task = n.div_ceil(pool.threads()).max(1);
+        pool.run(n.div_ceil(per_task), |t| {
+            for r in t * per_task..((t + 1) * per_task).min(n) {
+                // SAFETY: each row is written by one task only.
+                let dst = unsafe { ptr.slice(r * row_bytes, row_bytes) };
+                quant::quantize_row(ty, &x[r * k..(r + 1) * k], dst)
+                    .expect("buffer sized for the type");
+            }
+        });
+        QuantizedActs {
+            ty,
+            n,
+            k,
+            row_bytes,
+            data,
+        }
+    }
+}
+
+/// Rows of W per task: small enough to balance the threads, large enough to amortise the
+/// activation loads; a multiple of 8 so SIMD kernels see whole row groups.
+fn rows_per_task(rows: usize, threads: usize) -> usize {
+    let target = rows.div_ceil(threads * 4);
+    target.div_ceil(8).max(1) * 8
+}
+
+/// `out[t, r] = x_t · W_r` for all `n` activation rows; `out` is `[n, w.rows]`.
+pub fn matmul(pool: &ThreadPool, w: &QMatrix, acts: &QuantizedActs, out: &mut [f32]) {
+    assert_eq!(acts.ty, quant::vec_dot_type(w.ty), "activations quantized for another type");
+    assert_eq!(acts.k, w.cols);
+    let n = acts.n;
+    assert_eq!(out.len(), n * w.rows);
+    // The kernel writes weight-row-major tiles ([r][t]); for one token that is already the
+    // output layout, otherwise transpose afterwards.
+    if n == 1 {
+        run_tiles(pool, w, acts, out);
+        return;
+    }
+    let mut tmp = vec![0.0; n * w.rows];
+    run_tiles(pool, w, acts, &mut tmp);
+    for (r, col) in tmp.chunks_exact(n).enumerate() {
+        for (t, &v) in col.iter().enumerate() {
+            out[t * w.rows + r] = v;
+        }
+    }
+}
+
+/// `dst[r * n + t] = x_t · W_r`, split over the pool by weight rows.
+fn run_tiles(pool: &ThreadPool, w: &QMatrix, acts: &QuantizedActs, dst: &mut [f32]) {
+    let n = acts.n;
+    let rb = w.row_bytes();
+    let chunk = rows_per_task(w.rows, pool.threads());
+    let n_tasks = w.rows.div_ceil(chunk);
+    let ptr = SharedMut::new(dst);
+    let wdata = w.data();
+    pool.run(n_tasks, |t| {
+        let r0 = t * chunk;
+        let r1 = (r0 + chunk).min(w.rows);
+        // SAFETY: tasks cover disjoint row ranges.
+        let o = unsafe { ptr.slice(r0 * n, (r1 - r0) * n) };
+        quant::gemm(w.ty, w.cols, &wdata[r0 * rb..r1 * rb], &acts.data, n, o);
+    });
+}
+
+/// Quantize `x` and multiply in one call.
+pub fn matmul_f32(pool: &ThreadPool, w: &QMatrix, x: &[f32], n: usize, out: &mut [f32]) {
+    let acts = QuantizedActs::new(pool, w.ty, x, n, w.cols);
+    matmul(pool, w, &acts, out);
+}

@@ -1,0 +1,131 @@
+//! Small element-wise operations of the forward pass, written to follow ggml's numerics
+//! (RMSNorm sums in f64, rope angles by repeated multiplication) so outputs track llama.cpp.
+
+/// `out = x / sqrt(mean(x²) + eps) * w`, one row.
+pub fn rms_norm(x: &[f32], w: &[f32], eps: f32, out: &mut [f32]) {
+    let sum: f64 = x.iter().map(|&v| (v * v) as f64).sum();
+    let mean = (sum / x.len() as f64) as f32;
+    let scale = 1.0 / (mean + eps).sqrt();
+    for ((o, &v), &g) in out.iter_mut().zip(x).zip(w) {
+        *o = (v * scale) * g;
+    }
+}
+
+/// In place: `gate = silu(gate) * up` (SwiGLU).
+pub fn silu_mul(gate: &mut [f32], up: &[f32]) {
+    for (g, &u) in gate.iter_mut().zip(up) {
+        let s = *g / (1.0 + (-*g).exp());
+        *g = s * u;
+    }
+}
+
+/// Add a bias vector to every row of `x` (`[rows, bias.len()]`).
+pub fn add_bias(x: &mut [f32], bias: &[f32]) {
+    for row in x.chunks_exact_mut(bias.len()) {
+        for (v, &b) in row.iter_mut().zip(bias) {
+            *v += b;
+        }
+    }
+}
+
+/// Element-wise `x += y`.
+pub fn add_assign(x: &mut [f32], y: &[f32]) {
+    for (a, &b) in x.iter_mut().zip(y) {
+        *a += b;
+    }
+}
+
+/// cos/sin for one position: `rope_dims / 2` pairs.
+pub struct RopeTable {
+    pub cos: Vec<f32>,
+    pub sin: Vec<f32>,
+}
+
+/// Rotation angles as ggml computes them: `theta_i = pos · base^(-2i/d)` by repeated
+/// multiplication, divided by an optional per-frequency factor (llama 3 `rope_freqs`).
+pub fn rope_table(
+    pos: f32,
+    rope_dims: usize,
+    base: f32,
+    freq_factors: Option<&[f32]>,
+) -> RopeTable {
+    let half = rope_dims / 2;
+    let theta_scale = base.powf(-2.0 / rope_dims as f32);
+    let mut theta = pos;
+    let mut cos = Vec::with_capacity(half);
+    let mut sin = Vec::with_capacity(half);
+    for i in 0..half {
+        let ff = freq_factors.map_or(1.0, |f| f[i]);
+        let t = theta / ff;
+        cos.push(t.cos());
+        sin.push(t.sin());
+        theta *= theta_scale;
+    }
+    RopeTable { cos, sin }
+}
+
+/// Rotate one head vector in place.
+pub fn apply_rope(x: &mut [f32], t: &RopeTable, neox: bool) {
+    let half = t.cos.len();
+    if neox {
+        for i in 0..half {
+            let (a, b) = (x[i], x[i + half]);
+            x[i] = a * t.cos[i] - b * t.sin[i];
+            x[i + half] = a * t.sin[i] + b * t.cos[i];
+        }
+    } else {
+        for i in 0..half {
+            let (a, b) = (x[2 * i], x[2 * i + 1]);
+            x[2 * i] = a * t.cos[i] - b * t.sin[i];
+            x[2 * i + 1] = a * t.sin[i] + b * t.cos[i];
+        }
+    }
+}
+
+/// A raw pointer that lets parallel tasks write disjoint parts of one buffer.
+#[derive(Clone, Copy)]
+pub struct SharedMut<T>(*mut T, usize);
+
+unsafe impl<T: Send> Send for SharedMut<T> {}
+unsafe impl<T: Send> Sync for SharedMut<T> {}
+
+impl<T> SharedMut<T> {
+    pub fn new(s: &mut [T]) -> Self {
+        SharedMut(s.as_mut_ptr(), s.len())
+    }
+
+    /// # Safety
+    /// No two live slices obtained from this pointer may overlap.
+    #[allow(clippy::mut_from_ref)]
+    pub unsafe fn slice(&self, start: usize, len: usize) -> &mut [T] {
+        assert!(start + len <= self.1, "SharedMut slice out of bounds");
+        std::slice::from_raw_parts_mut(self.0.add(start), len)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rope_rotates_pairs_by_the_expected_angle() {
+        let t = rope_table(3.0, 4, 10000.0, None);
+        assert!((t.cos[0] - 3f32.cos()).abs() < 1e-6);
+        assert!((t.sin[1] - (3.0f32 * 0.01).sin()).abs() < 1e-6);
+        let mut x = [1.0, 0.0, 1.0, 0.0];
+        apply_rope(&mut x, &t, false);
+        assert!((x[0] - 3f32.cos()).abs() < 1e-6 && (x[1] - 3f32.sin()).abs() < 1e-6);
+        let mut y = [1.0, 1.0, 0.0, 0.0];
+        apply_rope(&mut y, &t, true);
+        assert!((y[0] - 3f32.cos()).abs() < 1e-6 && (y[2] - 3f32.sin()).abs() < 1e-6);
+    }
+
+    #[test]
+    fn rms_norm_normalises() {
+        let x = [3.0, 4.0];
+        let mut o = [0.0; 2];
+        rms_norm(&x, &[1.0, 2.0], 0.0, &mut o);
+        let r = (12.5f32).sqrt();
+        assert!((o[0] - 3.0 / r).abs() < 1e-6 && (o[1] - 8.0 / r).abs() < 1e-6);
+    }
+}

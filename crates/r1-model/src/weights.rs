@@ -1,0 +1,125 @@
+//! Weight matrices as raw GGML bytes, borrowed from a memory-mapped file or owned.
+
+use std::sync::Arc;
+
+use crate::gguf::{GgufError, GgufFile, TensorInfo};
+use crate::quant::{self, GgmlType};
+
+/// Anything that holds weight bytes for the lifetime of a model.
+pub trait ByteSource: Send + Sync {
+    fn bytes(&self) -> &[u8];
+}
+
+impl ByteSource for Vec<u8> {
+    fn bytes(&self) -> &[u8] {
+        self
+    }
+}
+
+/// Bytes of one tensor inside a GGUF file.
+struct GgufTensor {
+    file: Arc<GgufFile>,
+    info: TensorInfo,
+}
+
+impl ByteSource for GgufTensor {
+    fn bytes(&self) -> &[u8] {
+        self.file.tensor_data(&self.info)
+    }
+}
+
+/// A `[rows, cols]` weight matrix (row = one output feature) in a GGML type.
+#[derive(Clone)]
+pub struct QMatrix {
+    pub ty: GgmlType,
+    pub rows: usize,
+    pub cols: usize,
+    src: Arc<dyn ByteSource>,
+}
+
+impl std::fmt::Debug for QMatrix {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "QMatrix({} {}x{})", self.ty, self.rows, self.cols)
+    }
+}
+
+impl QMatrix {
+    /// Wrap encoded bytes; fails if the length does not match the shape.
+    pub fn from_bytes(
+        ty: GgmlType,
+        rows: usize,
+        cols: usize,
+        bytes: Vec<u8>,
+    ) -> Result<Self, String> {
+        let need = ty
+            .row_bytes(cols)
+            .and_then(|r| r.checked_mul(rows))
+            .ok_or_else(|| format!("{cols} columns is not a whole number of {ty} blocks"))?;
+        if bytes.len() != need {
+            return Err(format!(
+                "{ty} {rows}x{cols} needs {need} bytes, got {}",
+                bytes.len()
+            ));
+        }
+        Ok(QMatrix {
+            ty,
+            rows,
+            cols,
+            src: Arc::new(bytes),
+        })
+    }
+
+    /// An f32 matrix.
+    pub fn from_f32(rows: usize, cols: usize, data: &[f32]) -> Self {
+        assert_eq!(data.len(), rows * cols);
+        let bytes = data.iter().flat_map(|v| v.to_le_bytes()).collect();
+        Self::from_bytes(GgmlType::F32, rows, cols, bytes).expect("shape checked")
+    }
+
+    /// A 2-D tensor of a GGUF file, borrowed from its memory map.
+    pub fn from_gguf(file: &Arc<GgufFile>, name: &str) -> Result<Self, GgufError> {
+        let info = file.require_tensor(name)?.clone();
+        if info.dims.len() > 2 {
+            return Err(GgufError::Format {
+                path: file.path().display().to_string(),
+                msg: format!("tensor `{name}` should be 2-D, has dims {:?}", info.dims),
+            });
+        }
+        Ok(QMatrix {
+            ty: info.ty,
+            rows: info.n_rows(),
+            cols: info.row_len(),
+            src: Arc::new(GgufTensor {
+                file: file.clone(),
+                info,
+            }),
+        })
+    }
+
+    pub fn data(&self) -> &[u8] {
+        self.src.bytes()
+    }
+
+    pub fn row_bytes(&self) -> usize {
+        self.ty.row_bytes(self.cols).expect("checked at construction")
+    }
+
+    /// Dequantize row `r` into `out` (`cols` values).
+    pub fn dequantize_row(&self, r: usize, out: &mut [f32]) {
+        let rb = self.row_bytes();
+        quant::dequantize(self.ty, &self.data()[r * rb..(r + 1) * rb], out)
+            .expect("row length matches the type");
+    }
+}
+
+/// Read a 1-D f32 tensor (norm weights, biases), converting from F16/BF16 if needed.
+pub fn vector_from_gguf(file: &GgufFile, name: &str) -> Result<Vec<f32>, GgufError> {
+    let info = file.require_tensor(name)?;
+    let n = info.n_elements() as usize;
+    let mut out = vec![0.0; n];
+    quant::dequantize(info.ty, file.tensor_data(info), &mut out).map_err(|e| GgufError::Format {
+        path: file.path().display().to_string(),
+        msg: format!("tensor `{name}`: {e}"),
+    })?;
+    Ok(out)
+}

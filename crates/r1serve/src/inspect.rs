@@ -1,0 +1,107 @@
+//! `r1serve inspect PATH`: what a model file holds.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use anyhow::Context;
+use r1_engine::tokenizer::Tokenizer;
+use r1_model::gguf::{GgufFile, GgufValue};
+use r1_model::ModelConfig;
+
+#[derive(clap::Args)]
+pub struct InspectArgs {
+    /// Path to a GGUF model file.
+    pub path: PathBuf,
+    /// Print the whole chat template instead of its first lines.
+    #[arg(long)]
+    pub template: bool,
+    /// Print every metadata key (arrays abbreviated).
+    #[arg(long)]
+    pub metadata: bool,
+}
+
+pub fn run(args: &InspectArgs) -> anyhow::Result<()> {
+    let f = GgufFile::open(&args.path)?;
+    let cfg = ModelConfig::from_gguf(&f)?;
+    println!("file:           {} (GGUF v{}, {} tensors, {:.1} MiB)", args.path.display(), f.version(), f.tensors().len(), f.file_size() as f64 / (1 << 20) as f64);
+    println!("name:           {}", cfg.name);
+    println!("architecture:   {}", cfg.arch);
+    let params: u64 = f.tensors().iter().map(|t| t.n_elements()).sum();
+    println!("parameters:     {} ({:.1} M)", params, params as f64 / 1e6);
+    println!("context length: {}", cfg.context_length);
+    println!(
+        "layers {} | hidden {} | ffn {} | heads {} (kv {}) x {} | vocab {}",
+        cfg.n_layers, cfg.hidden, cfg.ffn_hidden, cfg.n_heads, cfg.n_kv_heads, cfg.head_dim, cfg.vocab_size
+    );
+    println!(
+        "rope:           base {} over {} dims, {:?} pairs{} | rms eps {:e}{}",
+        cfg.rope_base,
+        cfg.rope_dims,
+        cfg.rope_style,
+        if cfg.rope_linear_scale != 1.0 { format!(", linear scale {}", cfg.rope_linear_scale) } else { String::new() },
+        cfg.rms_eps,
+        if cfg.qkv_bias { " | q/k/v bias" } else { "" }
+    );
+    let kv_per_token = cfg.n_layers * 2 * cfg.kv_dim();
+    println!(
+        "KV cache:       {} values/token = {} bytes/token at f32 ({} at f16); {:.1} MiB for the full context at f32",
+        kv_per_token,
+        kv_per_token * 4,
+        kv_per_token * 2,
+        (kv_per_token * 4 * cfg.context_length) as f64 / (1 << 20) as f64
+    );
+    let mut hist: BTreeMap<&str, (usize, u64)> = BTreeMap::new();
+    for t in f.tensors() {
+        let e = hist.entry(t.ty.name()).or_default();
+        e.0 += 1;
+        e.1 += t.size_bytes as u64;
+    }
+    println!("tensor types:");
+    for (ty, (n, bytes)) in &hist {
+        println!("  {ty:<6} {n:>5} tensors {:>10.1} MiB", *bytes as f64 / (1 << 20) as f64);
+    }
+    match Tokenizer::from_gguf(&f) {
+        Ok(tok) => {
+            println!(
+                "tokenizer:      {} / pre {} | {} tokens | bos {:?} eos {:?} | stop ids {:?}",
+                f.opt_str("tokenizer.ggml.model")?.unwrap_or("?"),
+                f.opt_str("tokenizer.ggml.pre")?.unwrap_or("default"),
+                tok.vocab_size(),
+                tok.bos_id(),
+                tok.eos_id(),
+                tok.stop_ids()
+            );
+        }
+        Err(e) => println!("tokenizer:      unusable: {e}"),
+    }
+    match f.opt_str("tokenizer.chat_template").context("reading the chat template")? {
+        None => println!("chat template:  none"),
+        Some(t) if args.template => println!("chat template:\n{t}"),
+        Some(t) => {
+            println!("chat template:  {} lines (--template shows it all)", t.lines().count());
+            for line in t.lines().take(6) {
+                println!("  | {line}");
+            }
+        }
+    }
+    if args.metadata {
+        println!("metadata:");
+        for (k, v) in f.metadata() {
+            println!("  {k} = {}", short(v));
+        }
+    }
+    Ok(())
+}
+
+fn short(v: &GgufValue) -> String {
+    match v {
+        GgufValue::Array(a) if a.values.len() > 8 => {
+            let head: Vec<String> = a.values[..8].iter().map(short).collect();
+            format!("[{}, … {} items]", head.join(", "), a.values.len())
+        }
+        GgufValue::Array(a) => format!("[{}]", a.values.iter().map(short).collect::<Vec<_>>().join(", ")),
+        GgufValue::String(s) if s.len() > 120 => format!("{:?}…", &s[..s.floor_char_boundary(120)]),
+        GgufValue::String(s) => format!("{s:?}"),
+        other => format!("{other:?}"),
+    }
+}

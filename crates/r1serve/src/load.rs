@@ -1,0 +1,79 @@
+//! Loading a model file for the CLI commands: progress bar, thread count, tokenizer.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Instant;
+
+use anyhow::Context;
+use indicatif::{ProgressBar, ProgressStyle};
+use r1_engine::tokenizer::Tokenizer;
+use r1_model::gguf::GgufFile;
+use r1_model::Model;
+
+/// Options every model-running command shares.
+#[derive(clap::Args, Clone, Debug)]
+pub struct ModelArgs {
+    /// Path to a GGUF model file.
+    #[arg(long, short = 'm', env = "R1SERVE_MODEL")]
+    pub model: PathBuf,
+    /// Worker threads (default: the number of physical cores).
+    #[arg(long, short = 't')]
+    pub threads: Option<usize>,
+}
+
+impl ModelArgs {
+    pub fn threads(&self) -> usize {
+        self.threads
+            .unwrap_or_else(r1_model::pool::physical_cores)
+            .max(1)
+    }
+}
+
+pub struct Loaded {
+    pub file: Arc<GgufFile>,
+    pub model: Box<dyn Model>,
+    pub tokenizer: Tokenizer,
+}
+
+/// Open the model and its tokenizer, with a progress bar while the weights are paged in.
+pub fn load(args: &ModelArgs) -> anyhow::Result<Loaded> {
+    let path: &Path = &args.model;
+    if !path.is_file() {
+        anyhow::bail!(
+            "{}: no such model file (fetch the test models with scripts/fetch-models.sh, or `r1serve pull`)",
+            path.display()
+        );
+    }
+    let start = Instant::now();
+    let bar = ProgressBar::new(0);
+    bar.set_style(
+        ProgressStyle::with_template("loading {msg} [{bar:30}] {bytes}/{total_bytes} ({eta})")
+            .expect("valid template")
+            .progress_chars("=> "),
+    );
+    bar.set_message(
+        path.file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default(),
+    );
+    let (file, model) = r1_model::load_gguf(path, args.threads(), &mut |done, total| {
+        bar.set_length(total);
+        bar.set_position(done);
+    })
+    .with_context(|| format!("loading {}", path.display()))?;
+    bar.finish_and_clear();
+    let tokenizer = Tokenizer::from_gguf(&file)
+        .with_context(|| format!("building the tokenizer of {}", path.display()))?;
+    tracing::info!(
+        model = %model.config().name,
+        arch = %model.config().arch,
+        threads = args.threads(),
+        secs = start.elapsed().as_secs_f64(),
+        "model loaded"
+    );
+    Ok(Loaded {
+        file,
+        model,
+        tokenizer,
+    })
+}
