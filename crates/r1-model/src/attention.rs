@@ -64,21 +64,41 @@ thread_local! {
     static SCRATCH: RefCell<Scratch> = const { RefCell::new(Scratch { q: Vec::new(), acc: Vec::new() }) };
 }
 
-/// Dot product of an f32 vector with f16 keys, eight partial sums in a fixed order.
+/// `q · k` for an f16-valued query and f16 keys, summed in exactly the order of ggml's
+/// AVX-512 `ggml_vec_dot_f16` (four 16-lane accumulators over 64-element steps, a fixed
+/// reduction tree, leftovers added in f64). Products of two f16 values are exact in f32, so
+/// plain multiply-add equals the FMA ggml uses.
 #[inline]
-fn dot_f16(a: &[f32], b: &[u16], table: &[f32]) -> f32 {
-    let mut acc = [0.0f32; 8];
-    let chunks = a.len() / 8;
-    for c in 0..chunks {
-        for j in 0..8 {
-            acc[j] += a[c * 8 + j] * table[b[c * 8 + j] as usize];
+fn dot_f16(q: &[f32], k: &[u16], table: &[f32]) -> f32 {
+    let n = q.len();
+    let np = n & !63;
+    let mut acc = [[0.0f32; 16]; 4];
+    for i in (0..np).step_by(64) {
+        for (j, a) in acc.iter_mut().enumerate() {
+            for (l, x) in a.iter_mut().enumerate() {
+                let e = i + 16 * j + l;
+                *x += q[e] * table[k[e] as usize];
+            }
         }
     }
-    let mut s = ((acc[0] + acc[4]) + (acc[1] + acc[5])) + ((acc[2] + acc[6]) + (acc[3] + acc[7]));
-    for i in chunks * 8..a.len() {
-        s += a[i] * table[b[i] as usize];
+    // GGML_F32x16_REDUCE: x0 += x2, x1 += x3; x0 += x1; then _mm512_reduce_add_ps.
+    let mut v = [0.0f32; 16];
+    for l in 0..16 {
+        v[l] = (acc[0][l] + acc[2][l]) + (acc[1][l] + acc[3][l]);
     }
-    s
+    let mut t3 = [0.0f32; 8];
+    for m in 0..8 {
+        t3[m] = v[8 + m] + v[m];
+    }
+    let mut t6 = [0.0f32; 4];
+    for m in 0..4 {
+        t6[m] = t3[4 + m] + t3[m];
+    }
+    let mut sum = ((t6[0] + t6[2]) + (t6[1] + t6[3])) as f64;
+    for e in np..n {
+        sum += (q[e] * table[k[e] as usize]) as f64;
+    }
+    sum as f32
 }
 
 /// One query row against keys/values `slots` (in position order), ggml's online softmax.

@@ -40,6 +40,9 @@ pub struct Llama {
     lm_head: QMatrix,
     rope_freqs: Option<Vec<f32>>,
     n_params: u64,
+    /// `R1SERVE_DUMP_DIR`: write every layer's intermediate tensors there (named as
+    /// llama.cpp's graph names them) to compare runs with llama.cpp's eval-callback.
+    dump_dir: Option<std::path::PathBuf>,
 }
 
 impl Llama {
@@ -129,7 +132,20 @@ impl Llama {
             lm_head,
             rope_freqs,
             n_params,
+            dump_dir: std::env::var_os("R1SERVE_DUMP_DIR").map(Into::into),
         })
+    }
+
+    /// Debug tap: write `v` as raw little-endian f32 to `$R1SERVE_DUMP_DIR/NAME.bin`.
+    fn tap(&self, name: &str, v: &[f32]) {
+        if let Some(dir) = &self.dump_dir {
+            let bytes: Vec<u8> = v.iter().flat_map(|x| x.to_le_bytes()).collect();
+            let written = std::fs::create_dir_all(dir)
+                .and_then(|_| std::fs::write(dir.join(format!("{name}.bin")), bytes));
+            if let Err(e) = written {
+                tracing::warn!(dir = %dir.display(), "cannot write tensor dump: {e}");
+            }
+        }
     }
 
     fn check_batch(&self, batch: &Batch, kv: &KvCache) -> Result<(), ModelError> {
@@ -226,6 +242,7 @@ impl Model for Llama {
 
         for (l, ly) in self.layers.iter().enumerate() {
             norm_rows(pool, &x, &ly.attn_norm, c.rms_eps, &mut h, d);
+            self.tap(&format!("attn_norm-{l}"), &h);
             let acts = QuantizedActs::new(pool, ly.wq.ty, &h, t, d);
             matmul(pool, &ly.wq, &acts, &mut q);
             if quant_eq(&ly.wk, &ly.wq) {
@@ -257,9 +274,14 @@ impl Model for Llama {
                     ops::apply_rope(&mut k[s..s + c.rope_dims], rope, neox);
                 }
             }
+            self.tap(&format!("Qcur-{l}"), &q);
+            self.tap(&format!("Kcur-{l}"), &k);
+            self.tap(&format!("Vcur-{l}"), &v);
             attention::write_kv(kv, l, batch, &k, &v);
             attention::attention(pool, kv, l, batch, &shape, &q, &mut attn);
+            self.tap(&format!("kqv_out-{l}"), &attn);
             matmul_f32(pool, &ly.wo, &attn, t, &mut o);
+            self.tap(&format!("attn_out-{l}"), &o);
             ops::add_assign(&mut x, &o);
 
             norm_rows(pool, &x, &ly.ffn_norm, c.rms_eps, &mut h, d);
@@ -271,8 +293,11 @@ impl Model for Llama {
                 matmul_f32(pool, &ly.w_up, &h, t, &mut up);
             }
             ops::silu_mul(&mut gate, &up);
+            self.tap(&format!("ffn_swiglu-{l}"), &gate);
             matmul_f32(pool, &ly.w_down, &gate, t, &mut o);
+            self.tap(&format!("ffn_out-{l}"), &o);
             ops::add_assign(&mut x, &o);
+            self.tap(&format!("l_out-{l}"), &x);
         }
 
         let rows = batch.logit_rows.len();

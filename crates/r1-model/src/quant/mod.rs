@@ -1,6 +1,235 @@
 //! Quantized tensor formats (GGML block layouts): dequantization, activation quantization
 //! and the dot-product kernels the matmuls are built from.
+//!
+//! Numerics follow ggml (llama.cpp): weights stay in their GGML blocks, activations are
+//! quantized to the weight type's [`vec_dot_type`] (Q8_0 / Q8_1 / Q8_K, or f32/f16/bf16), each
+//! block's dot product is an exact integer sum, and the block sums are scaled in f32.
+//!
+//! # Accumulation order (batch invariance)
+//!
+//! Every (weight row, activation row) dot product has one fixed float evaluation order that
+//! depends only on `k` and the weight type, never on which kernel (scalar, AVX2, AVX-512),
+//! how many rows/tokens share a [`gemm`] call, or whether [`vec_dot`] computed it:
+//!
+//! * 32-element block types (Q4_0, Q4_1, Q5_0, Q5_1, Q8_0): block `b`'s value
+//!   `(dx*dy)*sumi [+ mx*sy]` (separate multiplies and adds, no FMA) is added to lane
+//!   `b % 8` of an 8-lane f32 accumulator; the lanes are summed as
+//!   `((l0+l4)+(l2+l6)) + ((l1+l5)+(l3+l7))`.
+//! * K-quants (super-blocks of 256): block values `d*isum - dmin*summs` are added in block
+//!   order to one f32 accumulator.
+//! * F32/F16/BF16: element `i` is fused-multiply-added into lane `i % 32`; the lanes are
+//!   folded `(l[j]+l[j+8]) + (l[j+16]+l[j+24])` and then summed as above.
+//!
+//! The SIMD kernels reproduce the scalar code bit for bit (tests check this).
+//!
+//! Precondition of the integer kernels (as in ggml): quantized activation bytes lie in
+//! -127..=127, which [`quantize_row`] guarantees.
 
+mod dequant;
+mod dispatch;
+mod dot_float;
+mod dot_scalar;
+mod gemm;
+mod q8;
+mod quantize;
 mod types;
+mod util;
+#[cfg(target_arch = "x86_64")]
+mod x86_b32;
+#[cfg(target_arch = "x86_64")]
+mod x86_float;
+#[cfg(target_arch = "x86_64")]
+mod x86_k;
+#[cfg(target_arch = "x86_64")]
+mod x86_q8;
 
+pub use dispatch::Isa;
 pub use types::GgmlType;
+
+/// Errors from the quantization API: bad buffer sizes and unsupported types.
+#[derive(Debug, thiserror::Error)]
+pub enum QuantError {
+    #[error("{ty}: {n} elements is not a whole number of {block}-element blocks")]
+    NotWholeBlocks {
+        ty: GgmlType,
+        n: usize,
+        block: usize,
+    },
+    #[error("{ty}: {what} has length {got}, expected {expected}")]
+    BadLength {
+        ty: GgmlType,
+        what: &'static str,
+        expected: usize,
+        got: usize,
+    },
+    #[error("{ty} is not supported by {op}")]
+    Unsupported { ty: GgmlType, op: &'static str },
+    #[error("{ty}: the row length k must be positive")]
+    EmptyRow { ty: GgmlType },
+    #[error("ISA {0:?} is not available on this CPU")]
+    IsaUnavailable(Isa),
+}
+
+/// Bytes for `n` elements of `ty`, or an error if `n` is not a whole number of blocks.
+pub fn row_bytes(ty: GgmlType, n: usize) -> Result<usize, QuantError> {
+    ty.row_bytes(n).ok_or(QuantError::NotWholeBlocks {
+        ty,
+        n,
+        block: ty.block_size(),
+    })
+}
+
+fn check_len(
+    ty: GgmlType,
+    what: &'static str,
+    expected: usize,
+    got: usize,
+) -> Result<(), QuantError> {
+    if expected == got {
+        Ok(())
+    } else {
+        Err(QuantError::BadLength {
+            ty,
+            what,
+            expected,
+            got,
+        })
+    }
+}
+
+/// Dequantize `out.len()` elements (whole blocks) from raw GGML bytes of type `ty`.
+/// `data` must hold exactly those blocks.
+pub fn dequantize(ty: GgmlType, data: &[u8], out: &mut [f32]) -> Result<(), QuantError> {
+    let need = row_bytes(ty, out.len())?;
+    check_len(ty, "dequantize input", need, data.len())?;
+    dequant::dequantize(ty, data, out)
+}
+
+/// llama.cpp's `vec_dot_type`: the type activations are quantized to for a weight type.
+/// Types without a dot kernel map to F32.
+pub fn vec_dot_type(weight: GgmlType) -> GgmlType {
+    use GgmlType::*;
+    match weight {
+        Q4_0 | Q5_0 | Q8_0 => Q8_0,
+        Q4_1 | Q5_1 => Q8_1,
+        Q2_K | Q3_K | Q4_K | Q5_K | Q6_K | Q8_K => Q8_K,
+        F16 => F16,
+        BF16 => BF16,
+        _ => F32,
+    }
+}
+
+/// Whether [`vec_dot`] / [`gemm`] support weights of type `ty`.
+pub fn has_dot_kernel(ty: GgmlType) -> bool {
+    dispatch::kernel(Isa::Scalar, ty).is_some()
+}
+
+/// Quantize one row (or several concatenated rows) of f32 values into `ty`.
+///
+/// For activation types this matches ggml's reference quantizers bit for bit:
+/// `quantize_row_q8_0_ref` / `q8_1_ref` / `q8_K_ref` (Q8_K with ggml's current
+/// `iscale = -127/max`), f32→f16 and f32→bf16 with round-to-nearest-even, F32 a copy.
+/// Weight types (Q4_0, Q4_1, Q5_0, Q5_1, Q2_K..Q6_K) use ggml's `quantize_row_*_ref`
+/// algorithms (no importance matrix). `out` must be exactly the row's byte size.
+pub fn quantize_row(ty: GgmlType, x: &[f32], out: &mut [u8]) -> Result<(), QuantError> {
+    quantize_row_isa(Isa::best(), ty, x, out)
+}
+
+/// [`quantize_row`] on an explicit instruction set (all give identical bytes for finite
+/// input; tests compare them).
+pub fn quantize_row_isa(
+    isa: Isa,
+    ty: GgmlType,
+    x: &[f32],
+    out: &mut [u8],
+) -> Result<(), QuantError> {
+    if !isa.is_available() {
+        return Err(QuantError::IsaUnavailable(isa));
+    }
+    let need = row_bytes(ty, x.len())?;
+    check_len(ty, "quantize output", need, out.len())?;
+    quantize::quantize(isa, ty, x, out)
+}
+
+/// Dot product of one weight row (type `w_ty`, `k` elements) and one activation row
+/// (type `vec_dot_type(w_ty)`, from [`quantize_row`]).
+///
+/// # Panics
+/// On wrong buffer lengths or an unsupported type; [`try_vec_dot`] returns an error instead.
+pub fn vec_dot(w_ty: GgmlType, k: usize, w: &[u8], a: &[u8]) -> f32 {
+    match try_vec_dot(w_ty, k, w, a) {
+        Ok(v) => v,
+        Err(e) => panic!("vec_dot: {e}"),
+    }
+}
+
+/// [`vec_dot`] returning an error on wrong buffer lengths or an unsupported type.
+pub fn try_vec_dot(w_ty: GgmlType, k: usize, w: &[u8], a: &[u8]) -> Result<f32, QuantError> {
+    let mut out = [0f32; 1];
+    try_gemm_isa(Isa::best(), w_ty, k, w, a, 1, &mut out)?;
+    Ok(out[0])
+}
+
+/// Tile GEMM: `w` holds `m` consecutive weight rows of `k` elements (m = w.len()/row_bytes),
+/// `a` holds `n` consecutive quantized activation rows. Writes `out[r * n + t] = dot(w_r, a_t)`
+/// for r in 0..m, t in 0..n (weight-row-major output). Each output is bit-identical to
+/// [`vec_dot`] of the same rows.
+///
+/// # Panics
+/// On wrong buffer lengths or an unsupported type; [`try_gemm`] returns an error instead.
+pub fn gemm(w_ty: GgmlType, k: usize, w: &[u8], a: &[u8], n: usize, out: &mut [f32]) {
+    if let Err(e) = try_gemm_isa(Isa::best(), w_ty, k, w, a, n, out) {
+        panic!("gemm: {e}");
+    }
+}
+
+/// [`gemm`] returning an error on wrong buffer lengths or an unsupported type.
+pub fn try_gemm(
+    w_ty: GgmlType,
+    k: usize,
+    w: &[u8],
+    a: &[u8],
+    n: usize,
+    out: &mut [f32],
+) -> Result<(), QuantError> {
+    try_gemm_isa(Isa::best(), w_ty, k, w, a, n, out)
+}
+
+/// [`try_gemm`] on an explicit instruction set (tests and benchmarks compare them).
+pub fn try_gemm_isa(
+    isa: Isa,
+    w_ty: GgmlType,
+    k: usize,
+    w: &[u8],
+    a: &[u8],
+    n: usize,
+    out: &mut [f32],
+) -> Result<(), QuantError> {
+    if !isa.is_available() {
+        return Err(QuantError::IsaUnavailable(isa));
+    }
+    let kern = dispatch::kernel(isa, w_ty).ok_or(QuantError::Unsupported {
+        ty: w_ty,
+        op: "vec_dot/gemm",
+    })?;
+    if k == 0 {
+        return Err(QuantError::EmptyRow { ty: w_ty });
+    }
+    let wrow = row_bytes(w_ty, k)?;
+    let a_ty = vec_dot_type(w_ty);
+    let arow = row_bytes(a_ty, k)?;
+    if !w.len().is_multiple_of(wrow) {
+        return Err(QuantError::BadLength {
+            ty: w_ty,
+            what: "weight buffer (a whole number of rows)",
+            expected: wrow * (w.len() / wrow + 1),
+            got: w.len(),
+        });
+    }
+    let m = w.len() / wrow;
+    check_len(a_ty, "activation buffer", arow * n, a.len())?;
+    check_len(w_ty, "gemm output", m * n, out.len())?;
+    // SAFETY: lengths checked above; `kernel` only hands out kernels for available ISAs.
+    unsafe { kern(k, w, a, n, out) };
+    Ok(())
+}

@@ -1,0 +1,110 @@
+//! Quick single-thread throughput of the quantized GEMV / GEMM kernels per ISA.
+//! `cargo bench -p r1-model --bench quant [-- FILTER]`; `QUANT_BENCH_SECS` sets the time per case.
+
+use std::hint::black_box;
+use std::time::{Duration, Instant};
+
+use r1_model::quant::{self, GgmlType, Isa};
+
+fn values(n: usize, seed: u64) -> Vec<f32> {
+    let mut s = seed;
+    (0..n)
+        .map(|_| {
+            s = s
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            ((s >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
+        })
+        .collect()
+}
+
+/// Best time of one call, over repeated calls for about `secs`.
+fn time_it(secs: f64, mut f: impl FnMut()) -> Duration {
+    f();
+    let start = Instant::now();
+    let mut best = Duration::MAX;
+    let mut iters = 0;
+    while start.elapsed().as_secs_f64() < secs || iters < 3 {
+        let t = Instant::now();
+        f();
+        best = best.min(t.elapsed());
+        iters += 1;
+    }
+    best
+}
+
+fn main() {
+    let filter: Option<String> = std::env::args().skip(1).find(|a| !a.starts_with('-'));
+    let secs: f64 = std::env::var("QUANT_BENCH_SECS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0.4);
+    // (type, rows m, row length k): the test models' matrices
+    let cases = [
+        (GgmlType::Q4_1, 576, 1536, "smollm2 ffn_down"),
+        (GgmlType::Q4_1, 1536, 576, "smollm2 ffn_up/gate"),
+        (GgmlType::Q5_0, 896, 4864, "qwen05 ffn_down"),
+        (GgmlType::Q5_0, 4864, 896, "qwen05 ffn_up/gate"),
+        (GgmlType::Q8_0, 896, 896, "qwen05 attn (Q8_0)"),
+        (GgmlType::Q4_K, 896, 4864, "qwen05 ffn_down (Q4_K)"),
+        (GgmlType::Q6_K, 896, 4864, "qwen05 ffn_down (Q6_K)"),
+        (GgmlType::F32, 576, 576, "f32"),
+    ];
+    println!("best ISA: {:?}; single thread; best-of timing", Isa::best());
+    for (ty, k) in [
+        (GgmlType::Q8_0, 4864),
+        (GgmlType::Q8_1, 1536),
+        (GgmlType::Q8_K, 4864),
+    ] {
+        let name = format!("quantize {ty} k={k}");
+        if filter.as_ref().is_some_and(|f| !name.contains(f.as_str())) {
+            continue;
+        }
+        let x = values(k, 3);
+        let mut out = vec![0u8; quant::row_bytes(ty, k).unwrap()];
+        let d = time_it(secs, || {
+            quant::quantize_row(ty, black_box(&x), &mut out).unwrap();
+            black_box(&out);
+        });
+        println!("{name:<28} {:>8.2} us", d.as_secs_f64() * 1e6);
+    }
+    for (ty, m, k, what) in cases {
+        let name = format!("{ty} {m}x{k}");
+        if let Some(f) = &filter {
+            if !name.contains(f.as_str()) && !what.contains(f.as_str()) {
+                continue;
+            }
+        }
+        let wrow = quant::row_bytes(ty, k).unwrap();
+        let mut w = vec![0u8; m * wrow];
+        let x = values(m * k, 1);
+        quant::quantize_row(ty, &x, &mut w).unwrap();
+        let a_ty = quant::vec_dot_type(ty);
+        let arow = quant::row_bytes(a_ty, k).unwrap();
+        for n in [1usize, 4, 64] {
+            let xa = values(n * k, 2);
+            let mut a = vec![0u8; n * arow];
+            quant::quantize_row(a_ty, &xa, &mut a).unwrap();
+            let mut out = vec![0f32; m * n];
+            let mut line = format!("{name:<16} {what:<24} n={n:<3}");
+            for isa in Isa::available() {
+                if isa == Isa::Scalar && n > 4 {
+                    continue;
+                }
+                let d = time_it(secs, || {
+                    quant::try_gemm_isa(isa, ty, k, black_box(&w), black_box(&a), n, &mut out)
+                        .unwrap();
+                    black_box(&out);
+                });
+                let s = d.as_secs_f64();
+                let gbs = w.len() as f64 / s / 1e9;
+                let gops = 2.0 * (m * k * n) as f64 / s / 1e9;
+                line += &format!(
+                    " | {isa:?}: {:>8.1} us {gbs:>6.1} GB/s {gops:>6.1} GOP/s",
+                    s * 1e6
+                );
+            }
+            println!("{line}");
+        }
+    }
+}

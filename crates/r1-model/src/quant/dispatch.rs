@@ -1,0 +1,155 @@
+//! Runtime instruction-set selection: detected once, resolved into a table of kernel
+//! function pointers per ISA.
+
+use std::sync::OnceLock;
+
+use super::{dot_float, dot_scalar, GgmlType};
+
+/// A GEMM kernel: `(k, weight rows, activation rows, n, out)`; lengths checked by the caller.
+pub(crate) type GemmFn = unsafe fn(usize, &[u8], &[u8], usize, &mut [f32]);
+
+/// The instruction sets the kernels are built for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Isa {
+    /// Portable Rust.
+    Scalar,
+    /// x86-64 AVX2 + FMA + F16C.
+    Avx2,
+    /// x86-64 AVX-512 (F, BW, VL) with VNNI, on top of AVX2.
+    Avx512,
+}
+
+impl Isa {
+    /// Every ISA, slowest first.
+    pub const ALL: [Isa; 3] = [Isa::Scalar, Isa::Avx2, Isa::Avx512];
+
+    /// The fastest ISA this CPU supports, detected once. `R1SERVE_ISA=scalar|avx2|avx512`
+    /// caps it (for tests and benchmarks).
+    pub fn best() -> Isa {
+        static BEST: OnceLock<Isa> = OnceLock::new();
+        *BEST.get_or_init(|| {
+            let cap = match std::env::var("R1SERVE_ISA").ok().as_deref() {
+                Some("scalar") => Isa::Scalar,
+                Some("avx2") => Isa::Avx2,
+                _ => Isa::Avx512,
+            };
+            Isa::ALL
+                .into_iter()
+                .rev()
+                .find(|&i| i as u8 <= cap as u8 && i.is_available())
+                .unwrap_or(Isa::Scalar)
+        })
+    }
+
+    /// Whether this CPU can run the ISA's kernels.
+    pub fn is_available(self) -> bool {
+        match self {
+            Isa::Scalar => true,
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx2 => {
+                is_x86_feature_detected!("avx2")
+                    && is_x86_feature_detected!("fma")
+                    && is_x86_feature_detected!("f16c")
+            }
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx512 => {
+                Isa::Avx2.is_available()
+                    && is_x86_feature_detected!("avx512f")
+                    && is_x86_feature_detected!("avx512bw")
+                    && is_x86_feature_detected!("avx512vl")
+                    && is_x86_feature_detected!("avx512vnni")
+            }
+            #[cfg(not(target_arch = "x86_64"))]
+            _ => false,
+        }
+    }
+
+    /// The available ISAs, slowest first.
+    pub fn available() -> Vec<Isa> {
+        Isa::ALL.into_iter().filter(|i| i.is_available()).collect()
+    }
+}
+
+const N_IDS: usize = 40;
+type Table = [Option<GemmFn>; N_IDS];
+
+fn scalar_kernel(ty: GgmlType) -> Option<GemmFn> {
+    use GgmlType::*;
+    Some(match ty {
+        F32 => dot_float::gemm_f32,
+        F16 => dot_float::gemm_f16,
+        BF16 => dot_float::gemm_bf16,
+        Q4_0 => dot_scalar::gemm_q4_0,
+        Q4_1 => dot_scalar::gemm_q4_1,
+        Q5_0 => dot_scalar::gemm_q5_0,
+        Q5_1 => dot_scalar::gemm_q5_1,
+        Q8_0 => dot_scalar::gemm_q8_0,
+        Q2_K => dot_scalar::gemm_q2_k,
+        Q3_K => dot_scalar::gemm_q3_k,
+        Q4_K => dot_scalar::gemm_q4_k,
+        Q5_K => dot_scalar::gemm_q5_k,
+        Q6_K => dot_scalar::gemm_q6_k,
+        _ => return None,
+    })
+}
+
+#[cfg(target_arch = "x86_64")]
+fn avx2_kernel(ty: GgmlType) -> Option<GemmFn> {
+    use super::{x86_b32 as b, x86_float as f, x86_k as kq};
+    use GgmlType::*;
+    Some(match ty {
+        F32 => f::gemm_f32_avx2,
+        F16 => f::gemm_f16_avx2,
+        BF16 => f::gemm_bf16_avx2,
+        Q4_0 => b::gemm_q4_0_avx2,
+        Q4_1 => b::gemm_q4_1_avx2,
+        Q5_0 => b::gemm_q5_0_avx2,
+        Q5_1 => b::gemm_q5_1_avx2,
+        Q8_0 => b::gemm_q8_0_avx2,
+        Q4_K => kq::gemm_q4_k_avx2,
+        Q5_K => kq::gemm_q5_k_avx2,
+        Q6_K => kq::gemm_q6_k_avx2,
+        _ => return scalar_kernel(ty),
+    })
+}
+
+#[cfg(target_arch = "x86_64")]
+fn avx512_kernel(ty: GgmlType) -> Option<GemmFn> {
+    use super::x86_b32 as b;
+    use GgmlType::*;
+    Some(match ty {
+        Q4_0 => b::gemm_q4_0_vnni,
+        Q4_1 => b::gemm_q4_1_vnni,
+        Q5_0 => b::gemm_q5_0_vnni,
+        Q5_1 => b::gemm_q5_1_vnni,
+        Q8_0 => b::gemm_q8_0_vnni,
+        // K-quants: vpdpwssd runs on the same ports as vpmaddwd + vpaddd, so the AVX2
+        // kernels are as fast
+        _ => return avx2_kernel(ty),
+    })
+}
+
+fn build(isa: Isa) -> Table {
+    let mut t: Table = [None; N_IDS];
+    for id in 0..N_IDS as u32 {
+        if let Some(ty) = GgmlType::from_id(id) {
+            t[id as usize] = match isa {
+                Isa::Scalar => scalar_kernel(ty),
+                #[cfg(target_arch = "x86_64")]
+                Isa::Avx2 => avx2_kernel(ty),
+                #[cfg(target_arch = "x86_64")]
+                Isa::Avx512 => avx512_kernel(ty),
+                #[cfg(not(target_arch = "x86_64"))]
+                _ => None,
+            };
+        }
+    }
+    t
+}
+
+/// The kernel for weights of `ty` on `isa` (the caller checks that `isa` is available).
+pub(crate) fn kernel(isa: Isa, ty: GgmlType) -> Option<GemmFn> {
+    static TABLES: [OnceLock<Table>; 3] = [OnceLock::new(), OnceLock::new(), OnceLock::new()];
+    let i = isa as usize;
+    TABLES[i].get_or_init(|| build(isa))[ty.id() as usize]
+}

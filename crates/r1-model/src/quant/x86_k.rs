@@ -1,0 +1,220 @@
+//! x86-64 AVX2 kernels for the K-quants (Q4_K, Q5_K, Q6_K against Q8_K).
+//! Each super-block's integer sums are exact; block values are accumulated in block order
+//! into one f32 per token, as in `dot_scalar`.
+
+// Parallel arrays of SIMD registers (per token / per lane) are indexed together.
+#![allow(clippy::needless_range_loop)]
+
+use core::arch::x86_64::*;
+use core::slice;
+
+use super::dot_scalar::kq_value;
+use super::gemm::{gemm_tiled, RowKernel};
+use super::util::*;
+
+const Q8K: usize = 292;
+
+/// `acc + madd(p, s)` on i16 lanes.
+#[inline(always)]
+unsafe fn madd_acc(acc: __m256i, p: __m256i, s: __m256i) -> __m256i {
+    _mm256_add_epi32(acc, _mm256_madd_epi16(p, s))
+}
+
+#[inline(always)]
+unsafe fn hsum_epi32(v: __m256i) -> i32 {
+    let s = _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
+    let s = _mm_add_epi32(s, _mm_unpackhi_epi64(s, s));
+    let s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 1));
+    _mm_cvtsi128_si32(s)
+}
+
+#[inline(always)]
+unsafe fn ld(p: *const u8) -> __m256i {
+    _mm256_loadu_si256(p as *const __m256i)
+}
+
+/// Activation quants `off..off+32` of a Q8_K block.
+#[inline(always)]
+unsafe fn q8k(y: *const u8, off: usize) -> __m256i {
+    ld(y.add(4 + off))
+}
+
+/// Its 16 group sums as i16 lanes.
+#[inline(always)]
+unsafe fn bsums(y: *const u8) -> __m256i {
+    ld(y.add(4 + QK_K))
+}
+
+#[inline(always)]
+unsafe fn rd_dy(y: *const u8) -> f32 {
+    (y as *const f32).read_unaligned()
+}
+
+/// Q4_K (`HIGH = false`) and Q5_K (`HIGH = true`) super-block values for `NT` tokens.
+#[inline(always)]
+unsafe fn q45k_block<const NT: usize, const HIGH: bool>(
+    x: *const u8,
+    y: &[*const u8; NT],
+) -> [f32; NT] {
+    let xs = slice::from_raw_parts(x, if HIGH { 176 } else { 144 });
+    let (sc, mn) = scales_mins_k4(&xs[4..16]);
+    // mins duplicated per pair of 16-groups: [m0,m0,m1,m1,...] as i16
+    let m8 = _mm_loadl_epi64(mn.as_ptr() as *const __m128i);
+    let minsv = _mm256_cvtepu8_epi16(_mm_unpacklo_epi8(m8, m8));
+    let m4 = _mm256_set1_epi8(0x0F);
+    let one = _mm256_set1_epi8(1);
+    let qs = if HIGH { x.add(48) } else { x.add(16) };
+    let mut hb = if HIGH {
+        ld(x.add(16))
+    } else {
+        _mm256_setzero_si256()
+    };
+    let mut isum = [_mm256_setzero_si256(); NT];
+    let mut isum2 = [_mm256_setzero_si256(); NT];
+    for j in 0..4 {
+        let q = ld(qs.add(32 * j));
+        let mut lo = _mm256_and_si256(q, m4);
+        let mut hi = _mm256_and_si256(_mm256_srli_epi16(q, 4), m4);
+        if HIGH {
+            let h_lo = _mm256_slli_epi16(_mm256_and_si256(hb, one), 4);
+            let h_hi = _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(hb, 1), one), 4);
+            lo = _mm256_or_si256(lo, h_lo);
+            hi = _mm256_or_si256(hi, h_hi);
+            hb = _mm256_srli_epi16(hb, 2);
+        }
+        let s1 = _mm256_set1_epi16(sc[2 * j] as i16);
+        let s2 = _mm256_set1_epi16(sc[2 * j + 1] as i16);
+        for t in 0..NT {
+            let p1 = _mm256_maddubs_epi16(lo, q8k(y[t], 64 * j));
+            let p2 = _mm256_maddubs_epi16(hi, q8k(y[t], 64 * j + 32));
+            isum[t] = madd_acc(isum[t], p1, s1);
+            isum2[t] = madd_acc(isum2[t], p2, s2);
+        }
+    }
+    let mut out = [0f32; NT];
+    for t in 0..NT {
+        let summs = hsum_epi32(_mm256_madd_epi16(bsums(y[t]), minsv));
+        let is = hsum_epi32(_mm256_add_epi32(isum[t], isum2[t]));
+        out[t] = kq_value(xs, rd_dy(y[t]), is, summs);
+    }
+    out
+}
+
+#[inline(always)]
+unsafe fn q6k_block<const NT: usize>(x: *const u8, y: &[*const u8; NT]) -> [f32; NT] {
+    let sc = slice::from_raw_parts(x.add(192), 16);
+    let scales16 = _mm256_cvtepi8_epi16(_mm_loadu_si128(x.add(192) as *const __m128i));
+    let m4 = _mm256_set1_epi8(0x0F);
+    let m3 = _mm256_set1_epi8(3);
+    let mut isum = [[_mm256_setzero_si256(); NT]; 2];
+    for h in 0..2 {
+        let ql0 = ld(x.add(64 * h));
+        let ql1 = ld(x.add(64 * h + 32));
+        let qh = ld(x.add(128 + 32 * h));
+        // bits 2s..2s+1 of qh as 0x00/0x10/0x20/0x30
+        let h0 = _mm256_slli_epi16(_mm256_and_si256(qh, m3), 4);
+        let h1 = _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(qh, 2), m3), 4);
+        let h2 = _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(qh, 4), m3), 4);
+        let h3 = _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(qh, 6), m3), 4);
+        let q = [
+            _mm256_or_si256(_mm256_and_si256(ql0, m4), h0),
+            _mm256_or_si256(_mm256_and_si256(ql1, m4), h1),
+            _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(ql0, 4), m4), h2),
+            _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(ql1, 4), m4), h3),
+        ];
+        for (v, qv) in q.iter().enumerate() {
+            let g = 8 * h + 2 * v;
+            let sv = _mm256_set_m128i(
+                _mm_set1_epi16(sc[g + 1] as i8 as i16),
+                _mm_set1_epi16(sc[g] as i8 as i16),
+            );
+            for t in 0..NT {
+                let p = _mm256_maddubs_epi16(*qv, q8k(y[t], 128 * h + 32 * v));
+                isum[v % 2][t] = madd_acc(isum[v % 2][t], p, sv);
+            }
+        }
+    }
+    let d = rd_f16(slice::from_raw_parts(x, 210), 208);
+    let mut out = [0f32; NT];
+    for t in 0..NT {
+        // values are q - 32: subtract 32 * sum_g scale_g * bsum_g
+        let corr = hsum_epi32(_mm256_madd_epi16(bsums(y[t]), scales16));
+        let is = hsum_epi32(_mm256_add_epi32(isum[0][t], isum[1][t])) - 32 * corr;
+        out[t] = (d * rd_dy(y[t])) * is as f32;
+    }
+    out
+}
+
+#[derive(Clone, Copy)]
+enum KFmt {
+    Q4K,
+    Q5K,
+    Q6K,
+}
+
+const fn kq_bytes(fmt: KFmt) -> usize {
+    match fmt {
+        KFmt::Q4K => 144,
+        KFmt::Q5K => 176,
+        KFmt::Q6K => 210,
+    }
+}
+
+struct KKernel {
+    w: *const u8,
+    a: *const u8,
+    wrow: usize,
+    arow: usize,
+    nb: usize,
+    fmt: KFmt,
+}
+
+impl RowKernel for KKernel {
+    #[inline(always)]
+    unsafe fn run<const NT: usize>(&self, r: usize, t0: usize) -> [f32; NT] {
+        let wb = kq_bytes(self.fmt);
+        let w = self.w.add(r * self.wrow);
+        let mut acc = [0f32; NT];
+        for b in 0..self.nb {
+            let x = w.add(b * wb);
+            let y: [*const u8; NT] =
+                core::array::from_fn(|t| self.a.add((t0 + t) * self.arow + b * Q8K));
+            let v = match self.fmt {
+                KFmt::Q4K => q45k_block::<NT, false>(x, &y),
+                KFmt::Q5K => q45k_block::<NT, true>(x, &y),
+                KFmt::Q6K => q6k_block::<NT>(x, &y),
+            };
+            for t in 0..NT {
+                acc[t] += v[t];
+            }
+        }
+        acc
+    }
+}
+
+#[inline(always)]
+unsafe fn gemm_k(fmt: KFmt, k: usize, w: &[u8], a: &[u8], n: usize, out: &mut [f32]) {
+    let nb = k / QK_K;
+    let kern = KKernel {
+        w: w.as_ptr(),
+        a: a.as_ptr(),
+        wrow: nb * kq_bytes(fmt),
+        arow: nb * Q8K,
+        nb,
+        fmt,
+    };
+    gemm_tiled::<_, 4>(&kern, w.len() / kern.wrow, n, kern.arow, out);
+}
+
+macro_rules! entry {
+    ($name:ident, $fmt:expr, $feat:literal) => {
+        #[target_feature(enable = $feat)]
+        pub(crate) unsafe fn $name(k: usize, w: &[u8], a: &[u8], n: usize, out: &mut [f32]) {
+            gemm_k($fmt, k, w, a, n, out)
+        }
+    };
+}
+
+entry!(gemm_q4_k_avx2, KFmt::Q4K, "avx2,fma,f16c");
+entry!(gemm_q5_k_avx2, KFmt::Q5K, "avx2,fma,f16c");
+entry!(gemm_q6_k_avx2, KFmt::Q6K, "avx2,fma,f16c");
