@@ -1,10 +1,12 @@
-//! r1-engine: tokenizer, chat templates, sampling and the generation loop of r1serve.
+//! r1-engine: tokenizer, chat templates, sampling, scheduling and the engine loop of r1serve.
 
 pub mod block_pool;
 pub mod chat_template;
 pub mod detokenizer;
+pub mod engine;
 pub mod prefix_cache;
 pub mod sampler;
 pub mod scheduler;
 pub mod session;
+pub mod stop;
 pub mod tokenizer;

@@ -60,7 +60,11 @@ impl SamplingParams {
             return bad("min_p", self.min_p, "0 to 1");
         }
         if !(self.repetition_penalty > 0.0 && self.repetition_penalty <= 10.0) {
-            return bad("repetition_penalty", self.repetition_penalty, "greater than 0, at most 10");
+            return bad(
+                "repetition_penalty",
+                self.repetition_penalty,
+                "greater than 0, at most 10",
+            );
         }
         if !(-2.0..=2.0).contains(&self.presence_penalty) {
             return bad("presence_penalty", self.presence_penalty, "-2 to 2");
@@ -152,7 +156,11 @@ impl Sampler {
         if cand.is_empty() {
             return argmax(logits);
         }
-        let k = if p.top_k > 0 { p.top_k.min(cand.len()) } else { cand.len() };
+        let k = if p.top_k > 0 {
+            p.top_k.min(cand.len())
+        } else {
+            cand.len()
+        };
         let cmp = |a: &(u32, f32), b: &(u32, f32)| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0));
         if k < cand.len() {
             cand.select_nth_unstable_by(k - 1, cmp);
@@ -231,7 +239,9 @@ pub fn logprobs(logits: &[f32], id: u32, n: usize) -> (f32, Vec<(u32, f32)>) {
     }
     (
         lp(logits[id as usize]),
-        idx.into_iter().map(|i| (i, lp(logits[i as usize]))).collect(),
+        idx.into_iter()
+            .map(|i| (i, lp(logits[i as usize])))
+            .collect(),
     )
 }
 
@@ -262,7 +272,10 @@ mod tests {
         };
         assert_eq!(run(), run());
         let distinct: std::collections::HashSet<_> = run().into_iter().collect();
-        assert!(distinct.len() > 3, "temperature 1 should spread: {distinct:?}");
+        assert!(
+            distinct.len() > 3,
+            "temperature 1 should spread: {distinct:?}"
+        );
     }
 
     #[test]

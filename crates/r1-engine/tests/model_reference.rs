@@ -158,7 +158,11 @@ fn hf_last_logits(name: &str) {
             "{name} prompt {}: top-1 {} (HF {}), {shared}/5 of top-5 shared, max |dlogit| {diff:.4}",
             p["index"], order[0], top[0]
         );
-        assert_eq!(order[0], top[0], "{name} prompt {}: top-1 differs", p["index"]);
+        assert_eq!(
+            order[0], top[0],
+            "{name} prompt {}: top-1 differs",
+            p["index"]
+        );
         assert!(
             shared >= 4,
             "{name} prompt {}: only {shared} of top-5 shared",
@@ -181,7 +185,9 @@ fn chunking_is_invisible(name: &str) {
         match &reference {
             None => reference = Some(logits),
             Some(r) => assert!(
-                r.iter().zip(&logits).all(|(a, b)| a.to_bits() == b.to_bits()),
+                r.iter()
+                    .zip(&logits)
+                    .all(|(a, b)| a.to_bits() == b.to_bits()),
                 "{name}: chunk size {chunk} changed the logits"
             ),
         }

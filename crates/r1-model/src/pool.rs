@@ -137,11 +137,10 @@ fn worker(s: Arc<Shared>) {
                 break;
             }
             polls += 1;
-            if polls % 64 == 0 && start.elapsed() > SPIN {
+            if polls & 63 == 0 && start.elapsed() > SPIN {
                 let mut g = s.lock.lock().unwrap_or_else(|e| e.into_inner());
                 s.sleeping.fetch_add(1, Ordering::SeqCst);
-                while s.epoch.load(Ordering::SeqCst) == seen && !s.shutdown.load(Ordering::SeqCst)
-                {
+                while s.epoch.load(Ordering::SeqCst) == seen && !s.shutdown.load(Ordering::SeqCst) {
                     g = s.wake.wait(g).unwrap_or_else(|e| e.into_inner());
                 }
                 s.sleeping.fetch_sub(1, Ordering::SeqCst);
@@ -196,7 +195,10 @@ pub fn physical_cores() -> usize {
                 if let Some(v) = line.strip_prefix("physical id") {
                     phys = v.trim_start_matches([' ', '\t', ':']).to_string();
                 } else if let Some(v) = line.strip_prefix("core id") {
-                    cores.insert((phys.clone(), v.trim_start_matches([' ', '\t', ':']).to_string()));
+                    cores.insert((
+                        phys.clone(),
+                        v.trim_start_matches([' ', '\t', ':']).to_string(),
+                    ));
                 }
             }
             if !cores.is_empty() {

@@ -1,0 +1,557 @@
+//! The engine thread: one per model. It owns the model and the KV cache, takes requests from a
+//! channel, runs the scheduler's plan each step as one flattened batch, samples, detokenizes,
+//! applies stop conditions, and streams events back on each request's own channel.
+//! Nothing async runs here; the HTTP side talks to it through [`EngineHandle`].
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use r1_model::{KvCache, Model};
+use tokio::sync::mpsc as tmpsc;
+
+use crate::block_pool::{num_blocks_for_budget, KvCacheMem};
+use crate::detokenizer::DecodeState;
+use crate::sampler::{logprobs, Sampler, SamplingParams};
+use crate::scheduler::{
+    Appended, FinishReason, Request, RequestId, SchedError, Scheduler, SchedulerConfig, SeqId,
+};
+use crate::stop::{StopOutcome, StopStrings};
+use crate::tokenizer::Tokenizer;
+
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    #[error("{0}")]
+    Rejected(#[from] SchedError),
+    #[error("invalid request: {0}")]
+    Invalid(String),
+    #[error("the engine has stopped")]
+    Stopped,
+    #[error("KV cache: {0}")]
+    Config(String),
+}
+
+/// Engine settings (the serving flags).
+#[derive(Clone, Debug)]
+pub struct EngineConfig {
+    pub kv_cache_mem: KvCacheMem,
+    pub block_size: usize,
+    pub max_batched_tokens: usize,
+    pub max_num_seqs: usize,
+    /// Context limit; `None` = the model's.
+    pub max_model_len: Option<usize>,
+    pub enable_prefix_caching: bool,
+    /// Largest prefill chunk of one sequence per step (`None` = the token budget).
+    pub max_chunk_tokens: Option<usize>,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        EngineConfig {
+            kv_cache_mem: KvCacheMem::Bytes(1 << 30),
+            block_size: 16,
+            max_batched_tokens: 2048,
+            max_num_seqs: 64,
+            max_model_len: None,
+            enable_prefix_caching: true,
+            max_chunk_tokens: None,
+        }
+    }
+}
+
+/// One generation request as the engine sees it: token ids in, token events out.
+#[derive(Clone, Debug)]
+pub struct GenerateRequest {
+    pub prompt: Vec<u32>,
+    pub params: SamplingParams,
+    pub max_tokens: usize,
+    /// Extra stop token ids (the model's end-of-generation ids apply unless `ignore_eos`).
+    pub stop_ids: Vec<u32>,
+    pub stop_strings: Vec<String>,
+    pub ignore_eos: bool,
+    pub n: usize,
+    pub priority: i32,
+    /// `Some(k)`: report the chosen token's logprob and the top `k`.
+    pub logprobs: Option<usize>,
+    /// Include special tokens in the text.
+    pub skip_special_tokens: bool,
+}
+
+impl GenerateRequest {
+    pub fn new(prompt: Vec<u32>, max_tokens: usize) -> Self {
+        GenerateRequest {
+            prompt,
+            params: SamplingParams::greedy(),
+            max_tokens,
+            stop_ids: Vec::new(),
+            stop_strings: Vec::new(),
+            ignore_eos: false,
+            n: 1,
+            priority: 0,
+            logprobs: None,
+            skip_special_tokens: true,
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct TokenLogprob {
+    pub token: u32,
+    pub logprob: f32,
+    pub top: Vec<(u32, f32)>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Finish {
+    Stop,
+    Length,
+    Cancelled,
+}
+
+/// What a request's stream carries. Every choice ends with exactly one `Finished`.
+#[derive(Clone, Debug, PartialEq)]
+pub enum EngineEvent {
+    /// The prompt was admitted; `cached_tokens` of it came from the prefix cache.
+    Admitted {
+        cached_tokens: usize,
+    },
+    Token {
+        index: u32,
+        token: u32,
+        text: String,
+        logprob: Option<TokenLogprob>,
+    },
+    Finished {
+        index: u32,
+        reason: Finish,
+        /// Text released at the end (held back for a stop string that did not complete).
+        text: String,
+        completion_tokens: usize,
+    },
+    Error(String),
+}
+
+/// Receives one request's events; dropping it cancels the request.
+pub struct RequestStream {
+    pub id: RequestId,
+    rx: tmpsc::UnboundedReceiver<EngineEvent>,
+    cmd: mpsc::Sender<Command>,
+}
+
+impl RequestStream {
+    pub async fn recv(&mut self) -> Option<EngineEvent> {
+        self.rx.recv().await
+    }
+    pub fn blocking_recv(&mut self) -> Option<EngineEvent> {
+        self.rx.blocking_recv()
+    }
+}
+
+impl Drop for RequestStream {
+    fn drop(&mut self) {
+        let _ = self.cmd.send(Command::Cancel(self.id));
+    }
+}
+
+/// A snapshot of the engine's state, refreshed every step.
+#[derive(Clone, Debug, Default)]
+pub struct EngineStats {
+    pub running: usize,
+    pub waiting: usize,
+    pub kv_blocks_total: usize,
+    pub kv_blocks_used: usize,
+    pub kv_usage: f64,
+    pub prefix_query_tokens: u64,
+    pub prefix_hit_tokens: u64,
+    pub prompt_tokens: u64,
+    pub generation_tokens: u64,
+    pub steps: u64,
+    pub preemptions: u64,
+}
+
+enum Command {
+    Add(
+        Box<GenerateRequest>,
+        RequestId,
+        tmpsc::UnboundedSender<EngineEvent>,
+    ),
+    Cancel(RequestId),
+    Shutdown,
+}
+
+#[derive(Clone)]
+pub struct EngineHandle {
+    cmd: mpsc::Sender<Command>,
+    next_id: Arc<AtomicU64>,
+    stats: Arc<Mutex<EngineStats>>,
+    max_model_len: usize,
+}
+
+impl EngineHandle {
+    /// Queue a request; the first event says whether it was admitted or rejected.
+    pub fn submit(&self, req: GenerateRequest) -> Result<RequestStream, EngineError> {
+        req.params.validate().map_err(EngineError::Invalid)?;
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let (tx, rx) = tmpsc::unbounded_channel();
+        self.cmd
+            .send(Command::Add(Box::new(req), id, tx))
+            .map_err(|_| EngineError::Stopped)?;
+        Ok(RequestStream {
+            id,
+            rx,
+            cmd: self.cmd.clone(),
+        })
+    }
+
+    pub fn stats(&self) -> EngineStats {
+        self.stats.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    pub fn max_model_len(&self) -> usize {
+        self.max_model_len
+    }
+
+    pub fn shutdown(&self) {
+        let _ = self.cmd.send(Command::Shutdown);
+    }
+}
+
+struct SeqState {
+    sampler: Sampler,
+    history: Vec<u32>,
+    generated: Vec<u32>,
+    decode: DecodeState,
+    stops: StopStrings,
+}
+
+struct RequestState {
+    req: GenerateRequest,
+    tx: tmpsc::UnboundedSender<EngineEvent>,
+    seqs: HashMap<u32, SeqState>,
+    admitted: bool,
+    open: usize,
+}
+
+/// Start the engine thread for `model`. The tokenizer is shared for detokenization.
+pub fn spawn_engine(
+    model: Arc<dyn Model>,
+    tokenizer: Arc<Tokenizer>,
+    cfg: EngineConfig,
+) -> Result<(EngineHandle, std::thread::JoinHandle<()>), EngineError> {
+    let layout = model.kv_layout();
+    let budget = cfg
+        .kv_cache_mem
+        .resolve_here()
+        .map_err(|e| EngineError::Config(e.to_string()))?;
+    let bytes_per_token = layout.bytes_per_token(KvCache::ELEM_BYTES);
+    let num_blocks = num_blocks_for_budget(budget, bytes_per_token, cfg.block_size)
+        .map_err(|e| EngineError::Config(e.to_string()))?;
+    let max_model_len = cfg
+        .max_model_len
+        .unwrap_or(model.config().context_length)
+        .min(model.config().context_length);
+    let sched_cfg = SchedulerConfig {
+        max_batched_tokens: cfg.max_batched_tokens.max(cfg.max_num_seqs),
+        max_num_seqs: cfg.max_num_seqs,
+        block_size: cfg.block_size,
+        num_blocks,
+        max_model_len,
+        enable_prefix_caching: cfg.enable_prefix_caching,
+        enable_chunked_prefill: true,
+        max_chunk_tokens: cfg.max_chunk_tokens,
+        model_salt: model_salt(model.as_ref()),
+    };
+    let sched = Scheduler::new(sched_cfg)?;
+    tracing::info!(
+        num_blocks,
+        block_size = cfg.block_size,
+        kv_bytes = num_blocks * cfg.block_size * bytes_per_token,
+        "KV cache allocated"
+    );
+    let (cmd_tx, cmd_rx) = mpsc::channel();
+    let stats = Arc::new(Mutex::new(EngineStats {
+        kv_blocks_total: num_blocks,
+        ..Default::default()
+    }));
+    let handle = EngineHandle {
+        cmd: cmd_tx,
+        next_id: Arc::new(AtomicU64::new(1)),
+        stats: stats.clone(),
+        max_model_len,
+    };
+    let kv = KvCache::new(layout, cfg.block_size, num_blocks);
+    let thread = std::thread::Builder::new()
+        .name("r1-engine".into())
+        .spawn(move || {
+            EngineLoop {
+                model,
+                tokenizer,
+                kv,
+                sched,
+                requests: HashMap::new(),
+                stats,
+                counters: EngineStats::default(),
+            }
+            .run(cmd_rx)
+        })
+        .map_err(|e| EngineError::Config(format!("cannot start the engine thread: {e}")))?;
+    Ok((handle, thread))
+}
+
+/// Prefix-cache salt: blocks of different models never match.
+fn model_salt(model: &dyn Model) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let c = model.config();
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    (
+        &c.arch,
+        &c.name,
+        c.n_layers,
+        c.hidden,
+        c.vocab_size,
+        model.n_params(),
+    )
+        .hash(&mut h);
+    h.finish()
+}
+
+struct EngineLoop {
+    model: Arc<dyn Model>,
+    tokenizer: Arc<Tokenizer>,
+    kv: KvCache,
+    sched: Scheduler,
+    requests: HashMap<RequestId, RequestState>,
+    stats: Arc<Mutex<EngineStats>>,
+    counters: EngineStats,
+}
+
+impl EngineLoop {
+    fn run(mut self, rx: mpsc::Receiver<Command>) {
+        loop {
+            // Between steps: take every waiting command; block only when idle.
+            let idle = !self.sched.has_unfinished();
+            let first = if idle {
+                match rx.recv() {
+                    Ok(c) => Some(c),
+                    Err(_) => return,
+                }
+            } else {
+                None
+            };
+            for cmd in first.into_iter().chain(rx.try_iter()) {
+                match cmd {
+                    Command::Add(req, id, tx) => self.add(*req, id, tx),
+                    Command::Cancel(id) => self.cancel(id),
+                    Command::Shutdown => {
+                        for (_, r) in self.requests.drain() {
+                            let _ =
+                                r.tx.send(EngineEvent::Error("the server is shutting down".into()));
+                        }
+                        return;
+                    }
+                }
+            }
+            if let Err(e) = self.step() {
+                tracing::error!("engine step failed: {e}");
+            }
+            self.publish();
+        }
+    }
+
+    fn add(
+        &mut self,
+        req: GenerateRequest,
+        id: RequestId,
+        tx: tmpsc::UnboundedSender<EngineEvent>,
+    ) {
+        let reject = |tx: &tmpsc::UnboundedSender<EngineEvent>, m: String| {
+            let _ = tx.send(EngineEvent::Error(m));
+        };
+        if req.n == 0 || req.max_tokens == 0 {
+            return reject(&tx, "`n` and `max_tokens` must be at least 1".into());
+        }
+        if let Some(&t) = req
+            .prompt
+            .iter()
+            .find(|&&t| t as usize >= self.model.config().vocab_size)
+        {
+            return reject(&tx, format!("token id {t} is outside the vocabulary"));
+        }
+        let sreq = Request::new(id, req.prompt.clone(), req.max_tokens)
+            .with_priority(req.priority)
+            .with_n(req.n);
+        match self.sched.add(sreq) {
+            Err(e) => reject(&tx, e.to_string()),
+            Ok(ids) => {
+                let mut seqs = HashMap::new();
+                for sid in ids {
+                    let mut params = req.params.clone();
+                    params.seed = params.seed.map(|s| s.wrapping_add(sid.index as u64));
+                    seqs.insert(
+                        sid.index,
+                        SeqState {
+                            sampler: Sampler::new(params),
+                            history: req.prompt.clone(),
+                            generated: Vec::new(),
+                            decode: DecodeState::new(&self.tokenizer, req.skip_special_tokens),
+                            stops: StopStrings::new(req.stop_strings.clone()),
+                        },
+                    );
+                }
+                self.counters.prompt_tokens += req.prompt.len() as u64;
+                let open = seqs.len();
+                self.requests.insert(
+                    id,
+                    RequestState {
+                        req,
+                        tx,
+                        seqs,
+                        admitted: false,
+                        open,
+                    },
+                );
+            }
+        }
+    }
+
+    fn cancel(&mut self, id: RequestId) {
+        if self.requests.remove(&id).is_some() {
+            let _ = self.sched.cancel_request(id);
+        }
+    }
+
+    fn step(&mut self) -> Result<(), SchedError> {
+        let plan = self.sched.schedule()?;
+        if plan.is_empty() {
+            return Ok(());
+        }
+        self.counters.preemptions += plan.preempted.len() as u64;
+        for c in &plan.copies {
+            self.kv.copy_block(c.src, c.dst);
+        }
+        let batch = plan.to_batch();
+        let t0 = Instant::now();
+        let logits = match self.model.forward(&batch, &mut self.kv) {
+            Ok(l) => l,
+            Err(e) => {
+                tracing::error!("forward failed: {e}");
+                self.sched.step_failed()?;
+                return Ok(());
+            }
+        };
+        tracing::trace!(
+            tokens = batch.tokens.len(),
+            secs = t0.elapsed().as_secs_f64(),
+            "step"
+        );
+        self.counters.steps += 1;
+        for (row, item) in plan.sample_items().enumerate() {
+            for seq in item.sample_seqs() {
+                self.sample_one(seq, logits.row(row))?;
+            }
+        }
+        // Announce admissions (cached-token counts are known once a prompt is scheduled).
+        for item in &plan.items {
+            if let Some(r) = self.requests.get_mut(&item.seq.request) {
+                if !r.admitted {
+                    r.admitted = true;
+                    let cached = self.sched.cached_tokens(item.seq).unwrap_or(0);
+                    self.counters.prefix_query_tokens += r.req.prompt.len() as u64;
+                    self.counters.prefix_hit_tokens += cached as u64;
+                    let _ = r.tx.send(EngineEvent::Admitted {
+                        cached_tokens: cached,
+                    });
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn sample_one(&mut self, seq: SeqId, row: &[f32]) -> Result<(), SchedError> {
+        let Some(r) = self.requests.get_mut(&seq.request) else {
+            return Ok(()); // cancelled mid-step
+        };
+        let Some(s) = r.seqs.get_mut(&seq.index) else {
+            return Ok(());
+        };
+        let mut logits = row.to_vec();
+        s.sampler.adjust(&mut logits, &s.history, &s.generated);
+        let tok = s.sampler.pick(&logits);
+        let lp = r.req.logprobs.map(|k| {
+            let (logprob, top) = logprobs(row, tok, k);
+            TokenLogprob {
+                token: tok,
+                logprob,
+                top,
+            }
+        });
+        self.counters.generation_tokens += 1;
+        let appended = self.sched.append_token(seq, tok)?;
+        let is_stop_id =
+            (!r.req.ignore_eos && self.tokenizer.is_stop(tok)) || r.req.stop_ids.contains(&tok);
+        let mut finish = None;
+        if is_stop_id {
+            finish = Some(Finish::Stop);
+        } else {
+            s.generated.push(tok);
+            s.history.push(tok);
+            let delta = s.decode.push(&self.tokenizer, tok);
+            let (text, stopped) = match s.stops.push(&delta) {
+                StopOutcome::Continue(t) => (t, false),
+                StopOutcome::Stopped(t) => (t, true),
+            };
+            let _ = r.tx.send(EngineEvent::Token {
+                index: seq.index,
+                token: tok,
+                text,
+                logprob: lp,
+            });
+            if stopped {
+                finish = Some(Finish::Stop);
+            } else if appended == Appended::Finished(FinishReason::Length) {
+                finish = Some(Finish::Length);
+            }
+        }
+        if let Some(reason) = finish {
+            if appended == Appended::Running {
+                self.sched.finish(seq, FinishReason::Stop)?;
+            }
+            let tail = if reason == Finish::Stop && !is_stop_id {
+                String::new()
+            } else {
+                let t = s.decode.finish(&self.tokenizer);
+                match s.stops.push(&t) {
+                    StopOutcome::Continue(a) | StopOutcome::Stopped(a) => a + &s.stops.flush(),
+                }
+            };
+            let _ = r.tx.send(EngineEvent::Finished {
+                index: seq.index,
+                reason,
+                text: tail,
+                completion_tokens: s.generated.len(),
+            });
+            r.seqs.remove(&seq.index);
+            r.open -= 1;
+            if r.open == 0 {
+                self.requests.remove(&seq.request);
+            }
+        }
+        Ok(())
+    }
+
+    fn publish(&mut self) {
+        let u = self.sched.block_usage();
+        let p = &self.counters;
+        let snapshot = EngineStats {
+            running: self.sched.num_running(),
+            waiting: self.sched.num_waiting(),
+            kv_blocks_total: u.total,
+            kv_blocks_used: u.used,
+            kv_usage: u.usage,
+            ..p.clone()
+        };
+        *self.stats.lock().unwrap_or_else(|e| e.into_inner()) = snapshot;
+    }
+}
