@@ -101,6 +101,151 @@ fn dot_f16(q: &[f32], k: &[u16], table: &[f32]) -> f32 {
     sum as f32
 }
 
+/// The two inner loops of [`attend_row`], with identical results on every path.
+#[derive(Clone, Copy)]
+struct Kernels {
+    dot: fn(&[f32], &[u16], &[f32]) -> f32,
+    /// `acc = round_f16(v · vs + acc)` (fused multiply-add, as ggml's `ggml_vec_mad_f16`).
+    mad: fn(&mut [f32], &[u16], f32, &[f32]),
+    /// `acc = round_f16(acc · ms)` (`ggml_vec_scale_f16`).
+    scale: fn(&mut [f32], f32),
+}
+
+fn mad_scalar(acc: &mut [f32], v: &[u16], vs: f32, table: &[f32]) {
+    for (a, &x) in acc.iter_mut().zip(v) {
+        *a = f16::round(table[x as usize].mul_add(vs, *a));
+    }
+}
+
+fn scale_scalar(acc: &mut [f32], ms: f32) {
+    for a in acc.iter_mut() {
+        *a = f16::round(*a * ms);
+    }
+}
+
+fn kernels() -> Kernels {
+    static K: std::sync::OnceLock<Kernels> = std::sync::OnceLock::new();
+    *K.get_or_init(|| {
+        #[cfg(target_arch = "x86_64")]
+        {
+            if std::is_x86_feature_detected!("avx2")
+                && std::is_x86_feature_detected!("fma")
+                && std::is_x86_feature_detected!("f16c")
+                && crate::quant::Isa::best() != crate::quant::Isa::Scalar
+            {
+                return Kernels {
+                    dot: x86::dot_f16_safe,
+                    mad: x86::mad_safe,
+                    scale: x86::scale_safe,
+                };
+            }
+        }
+        Kernels {
+            dot: dot_f16,
+            mad: mad_scalar,
+            scale: scale_scalar,
+        }
+    })
+}
+
+#[cfg(target_arch = "x86_64")]
+mod x86 {
+    use std::arch::x86_64::*;
+
+    pub fn dot_f16_safe(q: &[f32], k: &[u16], table: &[f32]) -> f32 {
+        // SAFETY: selected only when AVX2, FMA and F16C are present; lengths are equal.
+        unsafe { dot_f16(q, k, table) }
+    }
+    pub fn mad_safe(acc: &mut [f32], v: &[u16], vs: f32, table: &[f32]) {
+        // SAFETY: as above.
+        unsafe { mad(acc, v, vs, table) }
+    }
+    pub fn scale_safe(acc: &mut [f32], ms: f32) {
+        // SAFETY: as above.
+        unsafe { scale(acc, ms) }
+    }
+
+    #[inline(always)]
+    unsafe fn load_f16(p: *const u16) -> __m256 {
+        _mm256_cvtph_ps(_mm_loadu_si128(p as *const __m128i))
+    }
+
+    #[inline(always)]
+    unsafe fn round_f16(x: __m256) -> __m256 {
+        _mm256_cvtph_ps(_mm256_cvtps_ph::<_MM_FROUND_TO_NEAREST_INT>(x))
+    }
+
+    /// The scalar `dot_f16` order with each 16-lane accumulator held in two registers.
+    #[target_feature(enable = "avx2,fma,f16c")]
+    unsafe fn dot_f16(q: &[f32], k: &[u16], table: &[f32]) -> f32 {
+        let n = q.len();
+        let np = n & !63;
+        let mut acc = [_mm256_setzero_ps(); 8]; // acc[2j] lanes 0-7, acc[2j+1] lanes 8-15
+        let (qp, kp) = (q.as_ptr(), k.as_ptr());
+        let mut i = 0;
+        while i < np {
+            for (r, a) in acc.iter_mut().enumerate() {
+                let e = i + 8 * r;
+                // Products of f16 values are exact in f32, so add == fma here.
+                *a = _mm256_add_ps(
+                    *a,
+                    _mm256_mul_ps(_mm256_loadu_ps(qp.add(e)), load_f16(kp.add(e))),
+                );
+            }
+            i += 64;
+        }
+        let lo = _mm256_add_ps(_mm256_add_ps(acc[0], acc[4]), _mm256_add_ps(acc[2], acc[6]));
+        let hi = _mm256_add_ps(_mm256_add_ps(acc[1], acc[5]), _mm256_add_ps(acc[3], acc[7]));
+        // v[0..8] = lo, v[8..16] = hi; t3[m] = v[8+m] + v[m]
+        let t3 = _mm256_add_ps(hi, lo);
+        // t6[m] = t3[4+m] + t3[m]
+        let t6 = _mm_add_ps(_mm256_extractf128_ps::<1>(t3), _mm256_castps256_ps128(t3));
+        let mut t = [0f32; 4];
+        _mm_storeu_ps(t.as_mut_ptr(), t6);
+        let mut sum = ((t[0] + t[2]) + (t[1] + t[3])) as f64;
+        for e in np..n {
+            sum += (q[e] * table[k[e] as usize]) as f64;
+        }
+        sum as f32
+    }
+
+    #[target_feature(enable = "avx2,fma,f16c")]
+    unsafe fn mad(acc: &mut [f32], v: &[u16], vs: f32, table: &[f32]) {
+        let n = acc.len();
+        let np = n & !7;
+        let s = _mm256_set1_ps(vs);
+        let (ap, vp) = (acc.as_mut_ptr(), v.as_ptr());
+        let mut i = 0;
+        while i < np {
+            let x = _mm256_fmadd_ps(load_f16(vp.add(i)), s, _mm256_loadu_ps(ap.add(i)));
+            _mm256_storeu_ps(ap.add(i), round_f16(x));
+            i += 8;
+        }
+        for e in np..n {
+            acc[e] = super::f16::round(table[v[e] as usize].mul_add(vs, acc[e]));
+        }
+    }
+
+    #[target_feature(enable = "avx2,fma,f16c")]
+    unsafe fn scale(acc: &mut [f32], ms: f32) {
+        let n = acc.len();
+        let np = n & !7;
+        let s = _mm256_set1_ps(ms);
+        let ap = acc.as_mut_ptr();
+        let mut i = 0;
+        while i < np {
+            _mm256_storeu_ps(
+                ap.add(i),
+                round_f16(_mm256_mul_ps(_mm256_loadu_ps(ap.add(i)), s)),
+            );
+            i += 8;
+        }
+        for a in acc[np..].iter_mut() {
+            *a = super::f16::round(*a * ms);
+        }
+    }
+}
+
 /// One query row against keys/values `slots` (in position order), ggml's online softmax.
 #[allow(clippy::too_many_arguments)]
 fn attend_row(
@@ -115,6 +260,7 @@ fn attend_row(
     out: &mut [f32],
 ) {
     let table = f16::table();
+    let kern = kernels();
     let hd = q.len();
     let dv = out.len();
     scratch.q.clear();
@@ -126,22 +272,18 @@ fn attend_row(
     let mut sum = 0.0f32;
     for slot in slots {
         let kvec = &kc[slot * kw + koff..slot * kw + koff + hd];
-        let s = dot_f16(qh, kvec, table) * scale;
+        let s = (kern.dot)(qh, kvec, table) * scale;
         let mut ms = 1.0f32;
         let mut vs = 1.0f32;
         if s > m {
             ms = (m - s).exp();
             m = s;
-            for a in acc.iter_mut() {
-                *a = f16::round(*a * ms);
-            }
+            (kern.scale)(acc, ms);
         } else {
             vs = (s - m).exp();
         }
         let vvec = &vc[slot * vw + voff..slot * vw + voff + dv];
-        for (a, &v) in acc.iter_mut().zip(vvec) {
-            *a = f16::round(table[v as usize].mul_add(vs, *a));
-        }
+        (kern.mad)(acc, vvec, vs, table);
         sum = sum * ms + vs;
     }
     let inv = if sum == 0.0 { 0.0 } else { 1.0 / sum };
@@ -204,4 +346,39 @@ pub fn attention(
             )
         });
     });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn simd_and_scalar_kernels_agree_bit_for_bit() {
+        let k = kernels();
+        let table = f16::table();
+        let mut seed = 1u64;
+        let mut rnd = || {
+            seed = seed
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            ((seed >> 40) as f32 / (1u64 << 24) as f32 - 0.5) * 8.0
+        };
+        for n in [64usize, 128, 80, 13] {
+            let q: Vec<f32> = (0..n).map(|_| f16::round(rnd())).collect();
+            let kv: Vec<u16> = (0..n).map(|_| f16::from_f32(rnd())).collect();
+            assert_eq!(
+                (k.dot)(&q, &kv, table).to_bits(),
+                dot_f16(&q, &kv, table).to_bits(),
+                "dot n={n}"
+            );
+            let mut a: Vec<f32> = (0..n).map(|_| f16::round(rnd())).collect();
+            let mut b = a.clone();
+            (k.mad)(&mut a, &kv, 0.37, table);
+            mad_scalar(&mut b, &kv, 0.37, table);
+            assert_eq!(a, b, "mad n={n}");
+            (k.scale)(&mut a, 0.61);
+            scale_scalar(&mut b, 0.61);
+            assert_eq!(a, b, "scale n={n}");
+        }
+    }
 }

@@ -24,6 +24,11 @@ pub struct BenchArgs {
     /// Print one JSON line instead of a table.
     #[arg(long)]
     pub json: bool,
+    /// Benchmark the batching engine with many concurrent requests instead.
+    #[arg(long)]
+    pub offline: bool,
+    #[command(flatten)]
+    pub offline_args: crate::bench_offline::OfflineArgs,
 }
 
 struct Stat {
@@ -45,6 +50,9 @@ fn stat(v: &[f64]) -> Stat {
 
 pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
     let l = load(&args.model)?;
+    if args.offline {
+        return crate::bench_offline::run(&l, &args.offline_args, args.json);
+    }
     let m = l.model.as_ref();
     let vocab = m.config().vocab_size as u32;
     // Fixed pseudo-random tokens, as llama-bench uses random ones.
@@ -103,7 +111,10 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
     let size = l.file.file_size() as f64 / (1 << 20) as f64;
     println!("| model | size | params | threads | test | t/s |");
     println!("| --- | ---: | ---: | ---: | ---: | ---: |");
-    for (test, v) in [(format!("pp{}", args.n_prompt), &pp), (format!("tg{}", args.n_gen), &tg)] {
+    for (test, v) in [
+        (format!("pp{}", args.n_prompt), &pp),
+        (format!("tg{}", args.n_gen), &tg),
+    ] {
         if v.is_empty() {
             continue;
         }

@@ -90,7 +90,11 @@ fn template(l: &Loaded) -> anyhow::Result<ChatTemplate> {
         .tokenizer
         .chat_template()
         .context("the model has no chat template (use --raw)")?;
-    Ok(ChatTemplate::new(src, &l.tokenizer.bos_token(), &l.tokenizer.eos_token())?)
+    Ok(ChatTemplate::new(
+        src,
+        &l.tokenizer.bos_token(),
+        &l.tokenizer.eos_token(),
+    )?)
 }
 
 struct Stats {

@@ -23,7 +23,13 @@ pub struct InspectArgs {
 pub fn run(args: &InspectArgs) -> anyhow::Result<()> {
     let f = GgufFile::open(&args.path)?;
     let cfg = ModelConfig::from_gguf(&f)?;
-    println!("file:           {} (GGUF v{}, {} tensors, {:.1} MiB)", args.path.display(), f.version(), f.tensors().len(), f.file_size() as f64 / (1 << 20) as f64);
+    println!(
+        "file:           {} (GGUF v{}, {} tensors, {:.1} MiB)",
+        args.path.display(),
+        f.version(),
+        f.tensors().len(),
+        f.file_size() as f64 / (1 << 20) as f64
+    );
     println!("name:           {}", cfg.name);
     println!("architecture:   {}", cfg.arch);
     let params: u64 = f.tensors().iter().map(|t| t.n_elements()).sum();
@@ -31,14 +37,24 @@ pub fn run(args: &InspectArgs) -> anyhow::Result<()> {
     println!("context length: {}", cfg.context_length);
     println!(
         "layers {} | hidden {} | ffn {} | heads {} (kv {}) x {} | vocab {}",
-        cfg.n_layers, cfg.hidden, cfg.ffn_hidden, cfg.n_heads, cfg.n_kv_heads, cfg.head_dim, cfg.vocab_size
+        cfg.n_layers,
+        cfg.hidden,
+        cfg.ffn_hidden,
+        cfg.n_heads,
+        cfg.n_kv_heads,
+        cfg.head_dim,
+        cfg.vocab_size
     );
     println!(
         "rope:           base {} over {} dims, {:?} pairs{} | rms eps {:e}{}",
         cfg.rope_base,
         cfg.rope_dims,
         cfg.rope_style,
-        if cfg.rope_linear_scale != 1.0 { format!(", linear scale {}", cfg.rope_linear_scale) } else { String::new() },
+        if cfg.rope_linear_scale != 1.0 {
+            format!(", linear scale {}", cfg.rope_linear_scale)
+        } else {
+            String::new()
+        },
         cfg.rms_eps,
         if cfg.qkv_bias { " | q/k/v bias" } else { "" }
     );
@@ -58,7 +74,10 @@ pub fn run(args: &InspectArgs) -> anyhow::Result<()> {
     }
     println!("tensor types:");
     for (ty, (n, bytes)) in &hist {
-        println!("  {ty:<6} {n:>5} tensors {:>10.1} MiB", *bytes as f64 / (1 << 20) as f64);
+        println!(
+            "  {ty:<6} {n:>5} tensors {:>10.1} MiB",
+            *bytes as f64 / (1 << 20) as f64
+        );
     }
     match Tokenizer::from_gguf(&f) {
         Ok(tok) => {
@@ -74,11 +93,17 @@ pub fn run(args: &InspectArgs) -> anyhow::Result<()> {
         }
         Err(e) => println!("tokenizer:      unusable: {e}"),
     }
-    match f.opt_str("tokenizer.chat_template").context("reading the chat template")? {
+    match f
+        .opt_str("tokenizer.chat_template")
+        .context("reading the chat template")?
+    {
         None => println!("chat template:  none"),
         Some(t) if args.template => println!("chat template:\n{t}"),
         Some(t) => {
-            println!("chat template:  {} lines (--template shows it all)", t.lines().count());
+            println!(
+                "chat template:  {} lines (--template shows it all)",
+                t.lines().count()
+            );
             for line in t.lines().take(6) {
                 println!("  | {line}");
             }
@@ -99,7 +124,10 @@ fn short(v: &GgufValue) -> String {
             let head: Vec<String> = a.values[..8].iter().map(short).collect();
             format!("[{}, … {} items]", head.join(", "), a.values.len())
         }
-        GgufValue::Array(a) => format!("[{}]", a.values.iter().map(short).collect::<Vec<_>>().join(", ")),
+        GgufValue::Array(a) => format!(
+            "[{}]",
+            a.values.iter().map(short).collect::<Vec<_>>().join(", ")
+        ),
         GgufValue::String(s) if s.len() > 120 => format!("{:?}…", &s[..s.floor_char_boundary(120)]),
         GgufValue::String(s) => format!("{s:?}"),
         other => format!("{other:?}"),

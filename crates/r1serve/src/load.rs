@@ -31,8 +31,8 @@ impl ModelArgs {
 
 pub struct Loaded {
     pub file: Arc<GgufFile>,
-    pub model: Box<dyn Model>,
-    pub tokenizer: Tokenizer,
+    pub model: Arc<dyn Model>,
+    pub tokenizer: Arc<Tokenizer>,
 }
 
 /// Open the model and its tokenizer, with a progress bar while the weights are paged in.
@@ -73,7 +73,7 @@ pub fn load(args: &ModelArgs) -> anyhow::Result<Loaded> {
     );
     Ok(Loaded {
         file,
-        model,
-        tokenizer,
+        model: Arc::from(model),
+        tokenizer: Arc::new(tokenizer),
     })
 }

@@ -3,6 +3,7 @@
 use clap::{Parser, Subcommand};
 
 mod bench;
+mod bench_offline;
 mod generate;
 mod inspect;
 mod load;
