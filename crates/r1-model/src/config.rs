@@ -88,10 +88,7 @@ impl ModelConfig {
             _ => 1.0,
         };
         Ok(ModelConfig {
-            name: f
-                .opt_str("general.name")?
-                .unwrap_or("unnamed")
-                .to_string(),
+            name: f.opt_str("general.name")?.unwrap_or("unnamed").to_string(),
             n_layers: usize_of(&k("block_count"))?,
             hidden,
             ffn_hidden: usize_of(&k("feed_forward_length"))?,

@@ -36,10 +36,16 @@ mod tests {
     #[test]
     fn round_trips_and_rounds_to_even() {
         for x in [0.0f32, 1.0, -2.5, 65504.0, 1e-5] {
-            assert_eq!(super::to_f32(super::from_f32(x)), half::f16::from_f32(x).to_f32());
+            assert_eq!(
+                super::to_f32(super::from_f32(x)),
+                half::f16::from_f32(x).to_f32()
+            );
         }
         // 1 + 2^-11 is halfway between 1 and the next f16: ties to even -> 1.
         assert_eq!(super::round(1.0 + 2f32.powi(-11)), 1.0);
-        assert_eq!(super::round(1.0 + 3.0 * 2f32.powi(-11)), 1.0 + 2.0 * 2f32.powi(-10));
+        assert_eq!(
+            super::round(1.0 + 3.0 * 2f32.powi(-11)),
+            1.0 + 2.0 * 2f32.powi(-10)
+        );
     }
 }

@@ -23,7 +23,9 @@ impl QuantizedActs {
     /// Quantize `n` rows of `k` values for weights of type `weight_ty`.
     pub fn new(pool: &ThreadPool, weight_ty: GgmlType, x: &[f32], n: usize, k: usize) -> Self {
         let ty = quant::vec_dot_type(weight_ty);
-        let row_bytes = ty.row_bytes(k).expect("activation width fits the block size");
+        let row_bytes = ty
+            .row_bytes(k)
+            .expect("activation width fits the block size");
         let mut data = vec![0u8; row_bytes * n];
         let ptr = SharedMut::new(&mut data);
         let per_task = n.div_ceil(pool.threads()).max(1);
@@ -54,7 +56,11 @@ fn rows_per_task(rows: usize, threads: usize) -> usize {
 
 /// `out[t, r] = x_t · W_r` for all `n` activation rows; `out` is `[n, w.rows]`.
 pub fn matmul(pool: &ThreadPool, w: &QMatrix, acts: &QuantizedActs, out: &mut [f32]) {
-    assert_eq!(acts.ty, quant::vec_dot_type(w.ty), "activations quantized for another type");
+    assert_eq!(
+        acts.ty,
+        quant::vec_dot_type(w.ty),
+        "activations quantized for another type"
+    );
     assert_eq!(acts.k, w.cols);
     let n = acts.n;
     assert_eq!(out.len(), n * w.rows);

@@ -101,7 +101,9 @@ impl QMatrix {
     }
 
     pub fn row_bytes(&self) -> usize {
-        self.ty.row_bytes(self.cols).expect("checked at construction")
+        self.ty
+            .row_bytes(self.cols)
+            .expect("checked at construction")
     }
 
     /// Dequantize row `r` into `out` (`cols` values).
@@ -117,9 +119,11 @@ pub fn vector_from_gguf(file: &GgufFile, name: &str) -> Result<Vec<f32>, GgufErr
     let info = file.require_tensor(name)?;
     let n = info.n_elements() as usize;
     let mut out = vec![0.0; n];
-    quant::dequantize(info.ty, file.tensor_data(info), &mut out).map_err(|e| GgufError::Format {
-        path: file.path().display().to_string(),
-        msg: format!("tensor `{name}`: {e}"),
+    quant::dequantize(info.ty, file.tensor_data(info), &mut out).map_err(|e| {
+        GgufError::Format {
+            path: file.path().display().to_string(),
+            msg: format!("tensor `{name}`: {e}"),
+        }
     })?;
     Ok(out)
 }

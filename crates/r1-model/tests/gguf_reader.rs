@@ -68,13 +68,19 @@ fn writer_round_trip_keeps_every_value_type() {
     );
     assert_eq!(f.get_array("empty").unwrap().elem_type, 6);
     let a = f.tensor("a.weight").unwrap();
-    assert_eq!((a.ty, a.dims.clone(), a.n_rows(), a.row_len()), (GgmlType::F32, vec![16, 4], 4, 16));
+    assert_eq!(
+        (a.ty, a.dims.clone(), a.n_rows(), a.row_len()),
+        (GgmlType::F32, vec![16, 4], 4, 16)
+    );
     let data = f.tensor_data(a);
     assert_eq!(f32::from_le_bytes(data[4 * 63..].try_into().unwrap()), 63.0);
     assert_eq!(f.tensor("b.weight").unwrap().size_bytes, 68);
     // Wrong-typed access names the key.
     let e = f.get_str("u32").unwrap_err().to_string();
-    assert!(e.contains("sample.gguf") && e.contains("`u32`") && e.contains("string"), "{e}");
+    assert!(
+        e.contains("sample.gguf") && e.contains("`u32`") && e.contains("string"),
+        "{e}"
+    );
     let e = f.get_u64("missing.key").unwrap_err().to_string();
     assert!(e.contains("missing.key") && e.contains("missing"), "{e}");
 }
@@ -117,7 +123,10 @@ fn bit_flips_never_panic() {
         }
     }
     // Flips in tensor data or in value payloads are legal files; flips in lengths are not.
-    assert!(errors > 500, "only {errors} of 5000 corrupted files were rejected");
+    assert!(
+        errors > 500,
+        "only {errors} of 5000 corrupted files were rejected"
+    );
 }
 
 fn header(n_tensors: u64, n_kv: u64) -> Vec<u8> {
@@ -209,16 +218,26 @@ fn tensor_infos_are_checked_against_the_file() {
 
 #[test]
 fn real_models_parse_with_expected_metadata() {
-    let Some(p) = testdata::model("smollm2.gguf") else { return };
+    let Some(p) = testdata::model("smollm2.gguf") else {
+        return;
+    };
     let f = GgufFile::open(&p).unwrap();
     assert_eq!(f.get_str("general.architecture").unwrap(), "llama");
     assert_eq!(f.get_u64("llama.block_count").unwrap(), 30);
-    assert_eq!(f.get_str_array("tokenizer.ggml.tokens").unwrap().len(), 49152);
+    assert_eq!(
+        f.get_str_array("tokenizer.ggml.tokens").unwrap().len(),
+        49152
+    );
     assert_eq!(f.tensors().len(), 30 * 9 + 2);
     let emb = f.tensor("token_embd.weight").unwrap();
-    assert_eq!((emb.ty, emb.dims.clone()), (GgmlType::Q8_0, vec![576, 49152]));
+    assert_eq!(
+        (emb.ty, emb.dims.clone()),
+        (GgmlType::Q8_0, vec![576, 49152])
+    );
 
-    let Some(p) = testdata::model("qwen05.gguf") else { return };
+    let Some(p) = testdata::model("qwen05.gguf") else {
+        return;
+    };
     let f = GgufFile::open(&p).unwrap();
     assert_eq!(f.get_str("general.architecture").unwrap(), "qwen2");
     assert_eq!(f.tensor("output.weight").unwrap().ty, GgmlType::Q8_0);
@@ -227,24 +246,43 @@ fn real_models_parse_with_expected_metadata() {
     for t in f.tensors() {
         *hist.entry(t.ty.name()).or_insert(0) += 1;
     }
-    let want: std::collections::BTreeMap<_, _> =
-        [("Q5_0", 133), ("Q8_0", 13), ("Q6_K", 12), ("Q4_K", 12), ("F32", 121)].into();
+    let want: std::collections::BTreeMap<_, _> = [
+        ("Q5_0", 133),
+        ("Q8_0", 13),
+        ("Q6_K", 12),
+        ("Q4_K", 12),
+        ("F32", 121),
+    ]
+    .into();
     assert_eq!(hist, want);
 }
 
 #[test]
 fn real_model_truncated_and_corrupted_copies_fail_cleanly() {
-    let Some(p) = testdata::model("smollm2.gguf") else { return };
+    let Some(p) = testdata::model("smollm2.gguf") else {
+        return;
+    };
     let full = std::fs::read(&p).unwrap();
     let data_start = GgufFile::open(&p).unwrap().data_offset();
     // Cuts inside the metadata (vocabulary arrays), the tensor infos and the tensor data.
-    for cut in [10, 100, 5_000, 500_000, data_start - 100, data_start + 10, full.len() - 1] {
+    for cut in [
+        10,
+        100,
+        5_000,
+        500_000,
+        data_start - 100,
+        data_start + 10,
+        full.len() - 1,
+    ] {
         let dir = std::env::temp_dir().join(format!("r1-gguf-cut-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let path = dir.join("cut.gguf");
         std::fs::write(&path, &full[..cut]).unwrap();
         let e = GgufFile::open(&path).unwrap_err().to_string();
-        assert!(e.contains("cut.gguf") && e.contains("truncated"), "cut {cut}: {e}");
+        assert!(
+            e.contains("cut.gguf") && e.contains("truncated"),
+            "cut {cut}: {e}"
+        );
         std::fs::remove_dir_all(&dir).ok();
     }
     // Bit flips in the header region: never a panic.

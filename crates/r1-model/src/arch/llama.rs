@@ -116,10 +116,30 @@ impl Llama {
             check(&ly.wq, cfg.q_dim(), cfg.hidden, &format!("blk.{l}.attn_q"))?;
             check(&ly.wk, cfg.kv_dim(), cfg.hidden, &format!("blk.{l}.attn_k"))?;
             check(&ly.wv, cfg.kv_dim(), cfg.hidden, &format!("blk.{l}.attn_v"))?;
-            check(&ly.wo, cfg.hidden, cfg.q_dim(), &format!("blk.{l}.attn_output"))?;
-            check(&ly.w_gate, cfg.ffn_hidden, cfg.hidden, &format!("blk.{l}.ffn_gate"))?;
-            check(&ly.w_up, cfg.ffn_hidden, cfg.hidden, &format!("blk.{l}.ffn_up"))?;
-            check(&ly.w_down, cfg.hidden, cfg.ffn_hidden, &format!("blk.{l}.ffn_down"))?;
+            check(
+                &ly.wo,
+                cfg.hidden,
+                cfg.q_dim(),
+                &format!("blk.{l}.attn_output"),
+            )?;
+            check(
+                &ly.w_gate,
+                cfg.ffn_hidden,
+                cfg.hidden,
+                &format!("blk.{l}.ffn_gate"),
+            )?;
+            check(
+                &ly.w_up,
+                cfg.ffn_hidden,
+                cfg.hidden,
+                &format!("blk.{l}.ffn_up"),
+            )?;
+            check(
+                &ly.w_down,
+                cfg.hidden,
+                cfg.ffn_hidden,
+                &format!("blk.{l}.ffn_down"),
+            )?;
         }
         let rope_freqs = opt_v("rope_freqs.weight")?;
         let n_params = file.tensors().iter().map(|t| t.n_elements()).sum();
@@ -173,8 +193,15 @@ impl Llama {
         if expect != batch.tokens.len() {
             return err("sequence lengths do not add up to the token count".into());
         }
-        if let Some(&t) = batch.tokens.iter().find(|&&t| t as usize >= self.cfg.vocab_size) {
-            return err(format!("token id {t} is outside the vocabulary ({})", self.cfg.vocab_size));
+        if let Some(&t) = batch
+            .tokens
+            .iter()
+            .find(|&&t| t as usize >= self.cfg.vocab_size)
+        {
+            return err(format!(
+                "token id {t} is outside the vocabulary ({})",
+                self.cfg.vocab_size
+            ));
         }
         if batch.logit_rows.iter().any(|&r| r >= batch.tokens.len()) {
             return err("logit row outside the batch".into());
@@ -209,7 +236,8 @@ impl Model for Llama {
 
         let mut x = vec![0.0f32; t * d];
         for (i, &tok) in batch.tokens.iter().enumerate() {
-            self.embed.dequantize_row(tok as usize, &mut x[i * d..(i + 1) * d]);
+            self.embed
+                .dequantize_row(tok as usize, &mut x[i * d..(i + 1) * d]);
         }
         let positions = batch.positions();
         let ropes: Vec<RopeTable> = positions
@@ -303,7 +331,12 @@ impl Model for Llama {
         let rows = batch.logit_rows.len();
         let mut hn = vec![0.0f32; rows * d];
         for (j, &r) in batch.logit_rows.iter().enumerate() {
-            ops::rms_norm(&x[r * d..(r + 1) * d], &self.out_norm, c.rms_eps, &mut hn[j * d..(j + 1) * d]);
+            ops::rms_norm(
+                &x[r * d..(r + 1) * d],
+                &self.out_norm,
+                c.rms_eps,
+                &mut hn[j * d..(j + 1) * d],
+            );
         }
         let mut logits = vec![0.0f32; rows * c.vocab_size];
         if rows > 0 {

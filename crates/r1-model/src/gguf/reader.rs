@@ -363,7 +363,10 @@ impl GgufFile {
             .enumerate()
             .map(|(i, v)| {
                 v.as_str().ok_or_else(|| {
-                    self.key_err(key, format!("element {i} is {}, expected string", v.type_name()))
+                    self.key_err(
+                        key,
+                        format!("element {i} is {}, expected string", v.type_name()),
+                    )
                 })
             })
             .collect()
@@ -377,7 +380,10 @@ impl GgufFile {
             .enumerate()
             .map(|(i, v)| {
                 v.as_i64().ok_or_else(|| {
-                    self.key_err(key, format!("element {i} is {}, expected integer", v.type_name()))
+                    self.key_err(
+                        key,
+                        format!("element {i} is {}, expected integer", v.type_name()),
+                    )
                 })
             })
             .collect()
@@ -391,7 +397,10 @@ impl GgufFile {
             .enumerate()
             .map(|(i, v)| {
                 v.as_f64().map(|x| x as f32).ok_or_else(|| {
-                    self.key_err(key, format!("element {i} is {}, expected number", v.type_name()))
+                    self.key_err(
+                        key,
+                        format!("element {i} is {}, expected number", v.type_name()),
+                    )
                 })
             })
             .collect()
