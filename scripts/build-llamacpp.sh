@@ -1,0 +1,135 @@
+#!/usr/bin/env bash
+# Build llama.cpp once, as the benchmark peer for scripts/bench-vs-llamacpp.sh.
+#
+#   scripts/build-llamacpp.sh          # prints the directory holding llama-bench and llama-server
+#
+# Source: the llama-cpp-python==0.3.36 sdist on PyPI, which vendors llama.cpp commit 0c1e570 under
+# vendor/llama.cpp (no GitHub access needed). CPU-only cmake Release build of the `llama-bench` and
+# `llama-server` targets, cached outside the repository in
+#   ${R1SERVE_PEER_CACHE:-$HOME/.cache/r1serve}/llama.cpp-0c1e570/{src,build,bin}
+# Idempotent: when both binaries exist the build is skipped. Nothing here is ever committed.
+#
+# Build options: curl/openssl and every GPU backend are off so it builds on a bare machine.
+# The CPU code is compiled for this machine (-march=native -mtune=native) on purpose: the peer
+# gets its best case here, so a ratio r1serve shows against it is not flattered by a weak peer
+# build. One exception: AMX is switched off (-mno-amx-*). With AMX compiled in, this llama.cpp
+# commit segfaults in ggml_backend_amx_mul_mat on the development machine (a KVM Sapphire Rapids
+# guest) for both test models, so an AMX build cannot be the peer. (GGML_NATIVE=ON cannot drop
+# AMX: it appends -march=native after any user flags, hence GGML_NATIVE=OFF plus the same flags
+# given through CMAKE_{C,CXX}_FLAGS.) AVX-512/VNNI/BF16 stay on.
+# R1SERVE_PEER_CFLAGS overrides those flags (e.g. "-march=native" to try AMX anyway).
+#
+# Environment: R1SERVE_PEER_CACHE (cache root), R1SERVE_PEER_JOBS (make -j, default nproc).
+set -euo pipefail
+
+LLAMA_PY_VERSION=0.3.36
+LLAMA_COMMIT=0c1e570
+CACHE_ROOT="${R1SERVE_PEER_CACHE:-$HOME/.cache/r1serve}"
+PEER_DIR="$CACHE_ROOT/llama.cpp-$LLAMA_COMMIT"
+SRC="$PEER_DIR/src"
+BUILD="$PEER_DIR/build"
+BIN="$PEER_DIR/bin"
+JOBS="${R1SERVE_PEER_JOBS:-$(nproc)}"
+
+die() { echo "build-llamacpp: $*" >&2; exit 1; }
+log() { echo "build-llamacpp: $*" >&2; }
+
+# --- compiler flags (before the cache check: a change of flags means a rebuild) ---------------
+cc_accepts() { echo 'int main(void){return 0;}' | "${CC:-gcc}" "$@" -x c - -o /dev/null >/dev/null 2>&1; }
+if [ -n "${R1SERVE_PEER_CFLAGS:-}" ]; then
+  CFLAGS_PEER="$R1SERVE_PEER_CFLAGS"
+elif [ "$(uname -m)" = x86_64 ]; then
+  CFLAGS_PEER="-march=native -mtune=native"
+  if command -v "${CC:-gcc}" >/dev/null 2>&1 && cc_accepts -mno-amx-tile -mno-amx-int8 -mno-amx-bf16; then
+    CFLAGS_PEER="$CFLAGS_PEER -mno-amx-tile -mno-amx-int8 -mno-amx-bf16"
+  fi
+else
+  CFLAGS_PEER="-mcpu=native"
+fi
+STAMP="llama.cpp $LLAMA_COMMIT (llama-cpp-python $LLAMA_PY_VERSION) cflags: $CFLAGS_PEER"
+
+if [ -x "$BIN/llama-bench" ] && [ -x "$BIN/llama-server" ] \
+  && [ "$(cat "$BIN/BUILD_INFO" 2>/dev/null || true)" = "$STAMP" ]; then
+  log "cached: $BIN ($STAMP)"
+  echo "$BIN"
+  exit 0
+fi
+
+# --- tools --------------------------------------------------------------------------------
+need_apt=()
+command -v cmake >/dev/null 2>&1 || need_apt+=(cmake)
+{ command -v gcc >/dev/null 2>&1 && command -v g++ >/dev/null 2>&1 && command -v make >/dev/null 2>&1; } \
+  || need_apt+=(build-essential)
+command -v tar >/dev/null 2>&1 || need_apt+=(tar)
+if [ "${#need_apt[@]}" -gt 0 ]; then
+  command -v apt-get >/dev/null 2>&1 || die "missing ${need_apt[*]} and no apt-get to install them; install them yourself"
+  SUDO=""
+  if [ "$(id -u)" -ne 0 ]; then
+    command -v sudo >/dev/null 2>&1 || die "missing ${need_apt[*]}; run as root or install them yourself"
+    SUDO="sudo"
+  fi
+  log "installing ${need_apt[*]} with apt-get"
+  $SUDO apt-get update -qq >&2 || die "apt-get update failed"
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need_apt[@]}" >&2 \
+    || die "apt-get install ${need_apt[*]} failed"
+fi
+
+PIP=""
+for cand in pip3 pip "python3 -m pip"; do
+  if $cand --version >/dev/null 2>&1; then PIP="$cand"; break; fi
+done
+[ -n "$PIP" ] || die "pip is missing: install python3-pip (Debian) or python3 with ensurepip"
+
+mkdir -p "$PEER_DIR"
+
+# --- source -------------------------------------------------------------------------------
+if [ ! -f "$SRC/CMakeLists.txt" ]; then
+  sdist="$(ls "$PEER_DIR"/llama_cpp_python-"$LLAMA_PY_VERSION".tar.gz 2>/dev/null | head -n1 || true)"
+  if [ -z "$sdist" ]; then
+    log "downloading the llama-cpp-python==$LLAMA_PY_VERSION sdist from PyPI"
+    $PIP download --quiet --no-deps --no-binary :all: -d "$PEER_DIR" \
+      "llama-cpp-python==$LLAMA_PY_VERSION" >&2 \
+      || die "pip download llama-cpp-python==$LLAMA_PY_VERSION failed"
+    sdist="$(ls "$PEER_DIR"/llama_cpp_python-"$LLAMA_PY_VERSION".tar.gz 2>/dev/null | head -n1 || true)"
+    [ -n "$sdist" ] || die "pip download produced no llama_cpp_python-$LLAMA_PY_VERSION.tar.gz in $PEER_DIR"
+  fi
+  tmp="$PEER_DIR/src.tmp"
+  rm -rf "$tmp"
+  mkdir -p "$tmp"
+  tar -xzf "$sdist" -C "$tmp" || die "cannot unpack $sdist"
+  vendored="$tmp/llama_cpp_python-$LLAMA_PY_VERSION/vendor/llama.cpp"
+  [ -f "$vendored/CMakeLists.txt" ] || die "$sdist has no vendor/llama.cpp/CMakeLists.txt"
+  rm -rf "$SRC"
+  mv "$vendored" "$SRC"
+  rm -rf "$tmp"
+fi
+
+# --- build --------------------------------------------------------------------------------
+log "configuring (CPU only, Release, flags: $CFLAGS_PEER) in $BUILD"
+cmake -S "$SRC" -B "$BUILD" \
+  -DCMAKE_BUILD_TYPE=Release \
+  -DBUILD_SHARED_LIBS=OFF \
+  -DGGML_NATIVE=OFF \
+  -DCMAKE_C_FLAGS="$CFLAGS_PEER" -DCMAKE_CXX_FLAGS="$CFLAGS_PEER" \
+  -DGGML_AMX_TILE=OFF -DGGML_AMX_INT8=OFF -DGGML_AMX_BF16=OFF \
+  -DGGML_CUDA=OFF -DGGML_METAL=OFF -DGGML_VULKAN=OFF -DGGML_HIP=OFF -DGGML_SYCL=OFF \
+  -DGGML_OPENCL=OFF -DGGML_BLAS=OFF -DGGML_RPC=OFF \
+  -DLLAMA_CURL=OFF -DLLAMA_OPENSSL=OFF -DLLAMA_LLGUIDANCE=OFF \
+  -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_TOOLS=ON -DLLAMA_BUILD_SERVER=ON \
+  >&2 || die "cmake configure failed (see output above)"
+
+log "building llama-bench and llama-server with -j$JOBS (10-20 minutes on 2 cores)"
+cmake --build "$BUILD" --config Release -j "$JOBS" --target llama-bench llama-server >&2 \
+  || die "cmake build failed (see output above)"
+
+rm -f "$BIN/BUILD_INFO"
+mkdir -p "$BIN"
+for b in llama-bench llama-server; do
+  [ -x "$BUILD/bin/$b" ] || die "build finished but $BUILD/bin/$b is missing"
+  cp "$BUILD/bin/$b" "$BIN/$b.tmp"
+  mv "$BIN/$b.tmp" "$BIN/$b"
+done
+"$BIN/llama-bench" --help >/dev/null 2>&1 || die "$BIN/llama-bench does not run"
+echo "$STAMP" >"$BIN/BUILD_INFO"
+log "built: $BIN"
+echo "$BIN"
