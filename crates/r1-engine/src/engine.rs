@@ -447,12 +447,8 @@ impl EngineLoop {
             "step"
         );
         self.counters.steps += 1;
-        for (row, item) in plan.sample_items().enumerate() {
-            for seq in item.sample_seqs() {
-                self.sample_one(seq, logits.row(row))?;
-            }
-        }
-        // Announce admissions (cached-token counts are known once a prompt is scheduled).
+        // Announce admissions before any token, so a request that finishes in its first step
+        // still reports its cached-token count.
         for item in &plan.items {
             if let Some(r) = self.requests.get_mut(&item.seq.request) {
                 if !r.admitted {
@@ -464,6 +460,11 @@ impl EngineLoop {
                         cached_tokens: cached,
                     });
                 }
+            }
+        }
+        for (row, item) in plan.sample_items().enumerate() {
+            for seq in item.sample_seqs() {
+                self.sample_one(seq, logits.row(row))?;
             }
         }
         Ok(())

@@ -8,6 +8,7 @@ mod generate;
 mod inspect;
 mod load;
 mod pull;
+mod serve;
 
 #[derive(Parser)]
 #[command(
@@ -32,6 +33,8 @@ enum Command {
     Bench(bench::BenchArgs),
     /// Download a model from the Hugging Face hub (or a mirror set by HF_ENDPOINT).
     Pull(pull::PullArgs),
+    /// Serve the OpenAI/DeepSeek-compatible HTTP API
+    Serve(serve::ServeArgs),
 }
 
 fn main() {
@@ -49,6 +52,7 @@ fn main() {
         Command::Inspect(a) => inspect::run(&a),
         Command::Bench(a) => bench::run(&a),
         Command::Pull(a) => pull::run(&a),
+        Command::Serve(a) => serve::run(&a),
     };
     if let Err(e) = result {
         eprintln!("error: {e:#}");

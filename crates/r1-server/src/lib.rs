@@ -1,0 +1,183 @@
+//! r1-server: the OpenAI- and DeepSeek-compatible HTTP API of r1serve.
+//!
+//! Routes: `POST /v1/chat/completions`, `POST /v1/completions`, `GET /v1/models`,
+//! `GET /v1/models/{id}`, `GET /health`, `GET /ready`, `POST /tokenize`, `POST /detokenize`,
+//! `GET /v1/engine/stats`. [`run_blocking`] starts listening at once (`/ready` answers 503),
+//! loads the model on a blocking thread, serves, and drains on SIGTERM/SIGINT.
+
+pub mod error;
+pub mod generation;
+pub mod openai_types;
+pub mod reasoning;
+pub mod routes;
+pub mod shutdown;
+pub mod sse;
+pub mod state;
+
+use std::future::IntoFuture;
+use std::sync::Arc;
+use std::time::Duration;
+
+use r1_engine::chat_template::ChatTemplate;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+pub use error::{ApiError, ServerError};
+pub use reasoning::{ReasoningDelta, ReasoningMode, ReasoningParser, ReasoningStream};
+pub use state::{AppState, LoadedModel, ModelState, ServerConfig};
+
+/// Serve until SIGTERM/SIGINT (then drain) on a runtime of its own. `load` runs on a
+/// blocking thread while the server already answers `/health` and `/ready`.
+pub fn run_blocking<L>(config: ServerConfig, load: L) -> Result<(), ServerError>
+where
+    L: FnOnce() -> Result<LoadedModel, String> + Send + 'static,
+{
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .thread_name("r1-http")
+        .enable_all()
+        .build()?;
+    let result = rt.block_on(serve(config, load));
+    // Connections still open after a drain timeout, or a load still running, are dropped.
+    rt.shutdown_timeout(Duration::from_secs(2));
+    result
+}
+
+/// Build the model side of the state from what the loader returned.
+pub fn model_state(config: &ServerConfig, lm: &LoadedModel) -> Result<ModelState, ServerError> {
+    let tok = &lm.tokenizer;
+    let (source, template) = match &config.chat_template {
+        Some(src) => {
+            let t = ChatTemplate::new(src, &tok.bos_token(), &tok.eos_token())
+                .map_err(|e| ServerError::Template(e.to_string()))?;
+            (Some(src.clone()), Some(t))
+        }
+        None => match tok.chat_template() {
+            None => (None, None),
+            Some(src) => match ChatTemplate::new(src, &tok.bos_token(), &tok.eos_token()) {
+                Ok(t) => (Some(src.to_string()), Some(t)),
+                Err(e) => {
+                    tracing::warn!("the model's chat template is unusable ({e}); chat is off");
+                    (Some(src.to_string()), None)
+                }
+            },
+        },
+    };
+    Ok(ModelState {
+        engine: lm.engine.clone(),
+        tokenizer: lm.tokenizer.clone(),
+        reasoning: config.reasoning.enabled_for(source.as_deref()),
+        template,
+        template_source: source,
+        block_size: lm.block_size,
+        loaded_at: state::unix_now(),
+    })
+}
+
+/// The server loop (see [`run_blocking`]).
+pub async fn serve<L>(config: ServerConfig, load: L) -> Result<(), ServerError>
+where
+    L: FnOnce() -> Result<LoadedModel, String> + Send + 'static,
+{
+    let addr = format!("{}:{}", config.host, config.port);
+    let listener = TcpListener::bind(&addr)
+        .await
+        .map_err(|source| ServerError::Bind {
+            addr: addr.clone(),
+            source,
+        })?;
+    let mut signals = shutdown::Signals::install()?;
+    let local = listener.local_addr()?;
+    eprintln!("r1serve: listening on http://{local}");
+    let state = Arc::new(AppState::new(config.clone()));
+
+    let (drain_tx, mut drain_rx) = watch::channel(false);
+    let app = routes::router(state.clone());
+    let mut server = tokio::spawn(
+        axum::serve(listener, app)
+            .with_graceful_shutdown(async move {
+                let _ = drain_rx.wait_for(|&d| d).await;
+            })
+            .into_future(),
+    );
+
+    let loader = tokio::task::spawn_blocking(load);
+    tokio::pin!(loader);
+    let mut engine_thread = None;
+    let mut failure = None;
+    let mut loading = true;
+    loop {
+        tokio::select! {
+            r = &mut loader, if loading => {
+                loading = false;
+                let lm = match r {
+                    Ok(Ok(lm)) => lm,
+                    Ok(Err(e)) => { failure = Some(ServerError::Load(e)); break; }
+                    Err(e) => { failure = Some(ServerError::Load(format!("the loader panicked: {e}"))); break; }
+                };
+                match model_state(&config, &lm) {
+                    Ok(ms) => {
+                        eprintln!(
+                            "r1serve: serving `{}` (context {} tokens, reasoning parser {}); ready",
+                            config.served_model_name,
+                            ms.engine.max_model_len(),
+                            if ms.reasoning { "on" } else { "off" },
+                        );
+                        state.set_model(ms);
+                        engine_thread = lm.engine_thread;
+                    }
+                    Err(e) => {
+                        lm.engine.shutdown();
+                        failure = Some(e);
+                        break;
+                    }
+                }
+            }
+            sig = signals.recv() => {
+                eprintln!(
+                    "r1serve: {sig}: draining (in-flight requests get up to {:.0}s)",
+                    config.drain_timeout.as_secs_f64()
+                );
+                break;
+            }
+            r = &mut server => {
+                // The server stopped by itself: an accept loop error.
+                failure = Some(match r {
+                    Ok(Ok(())) => ServerError::Load("the server stopped unexpectedly".into()),
+                    Ok(Err(e)) => ServerError::Io(e),
+                    Err(e) => ServerError::Load(format!("the server task failed: {e}")),
+                });
+                break;
+            }
+        }
+    }
+
+    state.set_draining();
+    let _ = drain_tx.send(true);
+    if failure.is_none() {
+        tokio::select! {
+            _ = &mut server => eprintln!("r1serve: drained"),
+            _ = tokio::time::sleep(config.drain_timeout) => {
+                eprintln!("r1serve: drain timeout; ending the requests still running");
+            }
+            sig = signals.recv() => eprintln!("r1serve: {sig} again; stopping now"),
+        }
+    }
+    server.abort();
+    if let Some(m) = state.model_state() {
+        m.engine.shutdown();
+    }
+    if let Some(t) = engine_thread {
+        let join = tokio::task::spawn_blocking(move || t.join());
+        if tokio::time::timeout(Duration::from_secs(10), join)
+            .await
+            .is_err()
+        {
+            tracing::warn!("the engine thread did not stop within 10 s");
+        }
+    }
+    match failure {
+        Some(e) => Err(e),
+        None => Ok(()),
+    }
+}

@@ -1,0 +1,322 @@
+//! `POST /v1/chat/completions`.
+
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use r1_engine::chat_template::TemplateError;
+use r1_engine::engine::TokenLogprob;
+use r1_engine::tokenizer::Tokenizer;
+use serde_json::{json, Value};
+
+use crate::error::{parse_json, ApiError};
+use crate::generation::{self, finish_reason, token_bytes, token_text, Delta};
+use crate::openai_types::{
+    ChatChoice, ChatChunkChoice, ChatCompletionRequest, ChatCompletionResponse, ChatDelta,
+    ChatLogprobs, ChatMessageIn, ChatMessageOut, ChatTokenLogprob, Chunk, MessageContent,
+    TopLogprob, Usage,
+};
+use crate::reasoning::ReasoningParser;
+use crate::sse::{self, data_line, ChunkFormat};
+use crate::state::{system_fingerprint, unix_now, AppState, ModelState};
+
+pub async fn chat_completions(State(st): State<Arc<AppState>>, body: Bytes) -> Response {
+    match handle(st, body).await {
+        Ok(r) => r,
+        Err(e) => e.into_response(),
+    }
+}
+
+async fn handle(st: Arc<AppState>, body: Bytes) -> Result<Response, ApiError> {
+    let req: ChatCompletionRequest = parse_json(&body)?;
+    let m = generation::model_for(&st, req.model.as_deref())?;
+    if req.top_logprobs.is_some() && req.logprobs != Some(true) {
+        return Err(ApiError::bad_request(
+            "`logprobs` must be true when `top_logprobs` is given.",
+            Some("logprobs"),
+        ));
+    }
+    let rendered = render(m, &req.messages, &req)?;
+    let prompt = m
+        .tokenizer
+        .encode(&rendered, false, true)
+        .map_err(|e| ApiError::internal(format!("tokenizing the prompt failed: {e}")))?;
+    let common = req.common();
+    let ereq = generation::engine_request(m, &common, prompt, "messages")?;
+    let n = ereq.n;
+    let parser = m.reasoning.then(|| ReasoningParser::for_prompt(&rendered));
+    tracing::debug!(
+        user = req.user.as_deref().unwrap_or(""),
+        prompt_tokens = ereq.prompt.len(),
+        max_tokens = ereq.max_tokens,
+        n,
+        stream = common.stream,
+        "chat completion"
+    );
+    let mut gen = generation::submit(m, vec![ereq], parser)?;
+    let id = st.new_id("chatcmpl");
+    let created = unix_now();
+    let model = st.config.served_model_name.clone();
+    if common.stream {
+        let keep_alive = st.config.keep_alive_interval;
+        let first = sse::first_event(&mut gen, keep_alive.min(FIRST_EVENT_WAIT)).await?;
+        let fmt = ChatFormat {
+            id,
+            created,
+            model,
+            n,
+            include_usage: common.include_usage,
+            logprobs: common.logprobs.is_some(),
+            tokenizer: m.tokenizer.clone(),
+        };
+        return Ok(sse::response(gen, fmt, first, keep_alive));
+    }
+    let (outs, usage) = generation::collect(gen).await?;
+    let choices = outs
+        .into_iter()
+        .enumerate()
+        .map(|(i, c)| ChatChoice {
+            index: i as u32,
+            message: ChatMessageOut {
+                role: "assistant",
+                content: Some(c.content),
+                reasoning_content: m.reasoning.then_some(c.reasoning),
+            },
+            logprobs: common
+                .logprobs
+                .is_some()
+                .then(|| chat_logprobs(&m.tokenizer, &c.logprobs)),
+            finish_reason: finish_reason(c.finish),
+        })
+        .collect();
+    Ok(Json(ChatCompletionResponse {
+        id,
+        object: "chat.completion",
+        created,
+        model,
+        system_fingerprint: system_fingerprint(),
+        choices,
+        usage,
+    })
+    .into_response())
+}
+
+/// How long a streaming request waits for the engine's first word before the SSE headers go
+/// out (an immediate rejection then becomes an HTTP error).
+pub(crate) const FIRST_EVENT_WAIT: std::time::Duration = std::time::Duration::from_millis(500);
+
+/// Apply the chat template to the request's messages.
+pub(crate) fn render(
+    m: &ModelState,
+    messages: &[ChatMessageIn],
+    req: &ChatCompletionRequest,
+) -> Result<String, ApiError> {
+    render_messages(
+        m,
+        messages,
+        req.add_generation_prompt.unwrap_or(true),
+        req.tools.as_ref(),
+        req.chat_template_kwargs.as_ref(),
+    )
+}
+
+pub(crate) fn render_messages(
+    m: &ModelState,
+    messages: &[ChatMessageIn],
+    add_generation_prompt: bool,
+    tools: Option<&Value>,
+    kwargs: Option<&serde_json::Map<String, Value>>,
+) -> Result<String, ApiError> {
+    if messages.is_empty() {
+        return Err(ApiError::bad_request(
+            "`messages` must hold at least one message.",
+            Some("messages"),
+        ));
+    }
+    let template = m.template.as_ref().ok_or_else(|| {
+        ApiError::bad_request(
+            "The model has no chat template; use /v1/completions, or start the server with \
+             --chat-template FILE.",
+            Some("messages"),
+        )
+    })?;
+    let msgs = messages_json(messages)?;
+    template
+        .render_json(&msgs, add_generation_prompt, tools, kwargs)
+        .map_err(|e| match e {
+            TemplateError::Raised(msg) => ApiError::bad_request(msg, Some("messages")),
+            other => ApiError::bad_request(other.to_string(), Some("messages")),
+        })
+}
+
+/// The messages as the template sees them: `content` flattened to a string (text parts joined).
+fn messages_json(messages: &[ChatMessageIn]) -> Result<Value, ApiError> {
+    let mut out = Vec::with_capacity(messages.len());
+    for (i, msg) in messages.iter().enumerate() {
+        let role = match msg.role.as_str() {
+            "system" | "user" | "assistant" | "tool" => msg.role.as_str(),
+            "developer" => "system",
+            other => {
+                return Err(ApiError::bad_request(
+                    format!(
+                        "Invalid role `{other}` in messages[{i}] (expected system, developer, \
+                         user, assistant or tool)."
+                    ),
+                    Some(&format!("messages[{i}].role")),
+                ))
+            }
+        };
+        let content = match &msg.content {
+            None => Value::Null,
+            Some(MessageContent::Text(s)) => Value::String(s.clone()),
+            Some(MessageContent::Parts(parts)) => {
+                let mut texts = Vec::with_capacity(parts.len());
+                for (j, p) in parts.iter().enumerate() {
+                    match (p.kind.as_str(), &p.text) {
+                        ("text", Some(t)) => texts.push(t.as_str()),
+                        (kind, _) => {
+                            return Err(ApiError::bad_request(
+                                format!(
+                                    "Content part type `{kind}` is not supported (only `text` \
+                                     parts with a `text` field)."
+                                ),
+                                Some(&format!("messages[{i}].content[{j}]")),
+                            ))
+                        }
+                    }
+                }
+                Value::String(texts.join("\n"))
+            }
+        };
+        if content.is_null() && role != "assistant" {
+            return Err(ApiError::bad_request(
+                format!("messages[{i}] ({role}) needs a `content`."),
+                Some(&format!("messages[{i}].content")),
+            ));
+        }
+        let mut obj = json!({ "role": role, "content": content });
+        if let Some(name) = &msg.name {
+            obj["name"] = json!(name);
+        }
+        if let Some(tc) = &msg.tool_calls {
+            obj["tool_calls"] = tc.clone();
+        }
+        if let Some(id) = &msg.tool_call_id {
+            obj["tool_call_id"] = json!(id);
+        }
+        out.push(obj);
+    }
+    Ok(Value::Array(out))
+}
+
+pub(crate) fn chat_logprobs(tok: &Tokenizer, lps: &[TokenLogprob]) -> ChatLogprobs {
+    ChatLogprobs {
+        content: lps
+            .iter()
+            .map(|lp| ChatTokenLogprob {
+                token: token_text(tok, lp.token),
+                logprob: lp.logprob,
+                bytes: token_bytes(tok, lp.token),
+                top_logprobs: lp
+                    .top
+                    .iter()
+                    .map(|&(id, l)| TopLogprob {
+                        token: token_text(tok, id),
+                        logprob: l,
+                        bytes: token_bytes(tok, id),
+                    })
+                    .collect(),
+            })
+            .collect(),
+    }
+}
+
+/// Chat completion chunks (`chat.completion.chunk`).
+struct ChatFormat {
+    id: String,
+    created: u64,
+    model: String,
+    n: usize,
+    include_usage: bool,
+    logprobs: bool,
+    tokenizer: Arc<Tokenizer>,
+}
+
+impl ChatFormat {
+    fn chunk(&self, choices: Vec<ChatChunkChoice>) -> String {
+        data_line(&Chunk {
+            id: self.id.clone(),
+            object: "chat.completion.chunk",
+            created: self.created,
+            model: self.model.clone(),
+            system_fingerprint: system_fingerprint(),
+            choices,
+            usage: self.include_usage.then_some(None),
+        })
+    }
+}
+
+impl ChunkFormat for ChatFormat {
+    fn admitted(&mut self) -> Vec<String> {
+        (0..self.n)
+            .map(|i| {
+                self.chunk(vec![ChatChunkChoice {
+                    index: i as u32,
+                    delta: ChatDelta {
+                        role: Some("assistant"),
+                        content: Some(String::new()),
+                        reasoning_content: None,
+                    },
+                    logprobs: None,
+                    finish_reason: None,
+                }])
+            })
+            .collect()
+    }
+
+    fn delta(&mut self, d: Delta) -> Vec<String> {
+        let mut out = Vec::new();
+        if !d.content.is_empty() || !d.reasoning.is_empty() || !d.logprobs.is_empty() {
+            let delta = ChatDelta {
+                role: None,
+                content: (!d.content.is_empty() || d.reasoning.is_empty()).then_some(d.content),
+                reasoning_content: (!d.reasoning.is_empty()).then_some(d.reasoning),
+            };
+            out.push(self.chunk(vec![ChatChunkChoice {
+                index: d.index,
+                delta,
+                logprobs: self
+                    .logprobs
+                    .then(|| chat_logprobs(&self.tokenizer, &d.logprobs)),
+                finish_reason: None,
+            }]));
+        }
+        if d.finish.is_some() {
+            out.push(self.chunk(vec![ChatChunkChoice {
+                index: d.index,
+                delta: ChatDelta::default(),
+                logprobs: None,
+                finish_reason: finish_reason(d.finish),
+            }]));
+        }
+        out
+    }
+
+    fn usage(&mut self, u: Usage) -> String {
+        data_line(&Chunk::<ChatChunkChoice> {
+            id: self.id.clone(),
+            object: "chat.completion.chunk",
+            created: self.created,
+            model: self.model.clone(),
+            system_fingerprint: system_fingerprint(),
+            choices: Vec::new(),
+            usage: Some(Some(u)),
+        })
+    }
+
+    fn include_usage(&self) -> bool {
+        self.include_usage
+    }
+}

@@ -1,0 +1,225 @@
+//! `POST /v1/completions` (text completion of raw prompts).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use r1_engine::engine::TokenLogprob;
+use r1_engine::tokenizer::Tokenizer;
+
+use crate::error::{parse_json, ApiError};
+use crate::generation::{self, finish_reason, token_text, Delta};
+use crate::openai_types::{
+    Chunk, CompletionChoice, CompletionLogprobs, CompletionRequest, CompletionResponse,
+    PromptInput, Usage,
+};
+use crate::routes::chat::FIRST_EVENT_WAIT;
+use crate::sse::{self, data_line, ChunkFormat};
+use crate::state::{system_fingerprint, unix_now, AppState};
+
+/// Most prompts one request may batch.
+const MAX_PROMPTS: usize = 64;
+
+pub async fn completions(State(st): State<Arc<AppState>>, body: Bytes) -> Response {
+    match handle(st, body).await {
+        Ok(r) => r,
+        Err(e) => e.into_response(),
+    }
+}
+
+async fn handle(st: Arc<AppState>, body: Bytes) -> Result<Response, ApiError> {
+    let req: CompletionRequest = parse_json(&body)?;
+    let m = generation::model_for(&st, req.model.as_deref())?;
+    let prompts: Vec<Vec<u32>> = match &req.prompt {
+        PromptInput::Texts(texts) => texts
+            .iter()
+            .map(|t| m.tokenizer.encode(t, true, true))
+            .collect::<Result<_, _>>()
+            .map_err(|e| ApiError::internal(format!("tokenizing the prompt failed: {e}")))?,
+        PromptInput::Tokens(t) => t.clone(),
+    };
+    if prompts.is_empty() || prompts.len() > MAX_PROMPTS {
+        return Err(ApiError::bad_request(
+            format!(
+                "`prompt` must hold 1 to {MAX_PROMPTS} prompts; got {}.",
+                prompts.len()
+            ),
+            Some("prompt"),
+        ));
+    }
+    let echo = req.echo.unwrap_or(false);
+    let echoes: Vec<String> = if echo {
+        match &req.prompt {
+            PromptInput::Texts(t) => t.clone(),
+            PromptInput::Tokens(t) => t.iter().map(|p| m.tokenizer.decode(p, false)).collect(),
+        }
+    } else {
+        vec![String::new(); prompts.len()]
+    };
+    let common = req.common();
+    let reqs = prompts
+        .into_iter()
+        .map(|p| generation::engine_request(m, &common, p, "prompt"))
+        .collect::<Result<Vec<_>, _>>()?;
+    let n = reqs[0].n;
+    tracing::debug!(
+        user = req.user.as_deref().unwrap_or(""),
+        prompts = reqs.len(),
+        n,
+        stream = common.stream,
+        "completion"
+    );
+    let mut gen = generation::submit(m, reqs, None)?;
+    let id = st.new_id("cmpl");
+    let created = unix_now();
+    let model = st.config.served_model_name.clone();
+    // Choice i answers prompt i / n.
+    let prefix = |i: usize| echoes[i / n].clone();
+    if common.stream {
+        let keep_alive = st.config.keep_alive_interval;
+        let first = sse::first_event(&mut gen, keep_alive.min(FIRST_EVENT_WAIT)).await?;
+        let choices = gen.num_choices();
+        let fmt = CompletionFormat {
+            id,
+            created,
+            model,
+            include_usage: common.include_usage,
+            logprobs: common.logprobs.is_some(),
+            tokenizer: m.tokenizer.clone(),
+            offsets: (0..choices).map(|i| prefix(i).len()).collect(),
+            echoes: if echo {
+                (0..choices).map(prefix).collect()
+            } else {
+                Vec::new()
+            },
+        };
+        return Ok(sse::response(gen, fmt, first, keep_alive));
+    }
+    let (outs, usage) = generation::collect(gen).await?;
+    let choices = outs
+        .into_iter()
+        .enumerate()
+        .map(|(i, c)| {
+            let pre = prefix(i);
+            let logprobs = common
+                .logprobs
+                .is_some()
+                .then(|| completion_logprobs(&m.tokenizer, &c.logprobs, pre.len()));
+            CompletionChoice {
+                index: i as u32,
+                text: pre + &c.content,
+                logprobs,
+                finish_reason: finish_reason(c.finish),
+            }
+        })
+        .collect();
+    Ok(Json(CompletionResponse {
+        id,
+        object: "text_completion",
+        created,
+        model,
+        system_fingerprint: system_fingerprint(),
+        choices,
+        usage,
+    })
+    .into_response())
+}
+
+/// Legacy-format logprobs; `offset` is where the first token's text starts.
+fn completion_logprobs(tok: &Tokenizer, lps: &[TokenLogprob], offset: usize) -> CompletionLogprobs {
+    let mut out = CompletionLogprobs::default();
+    let mut at = offset;
+    for lp in lps {
+        let text = token_text(tok, lp.token);
+        out.text_offset.push(at);
+        at += text.len();
+        out.tokens.push(text);
+        out.token_logprobs.push(lp.logprob);
+        let mut top = HashMap::new();
+        for &(id, l) in &lp.top {
+            top.entry(token_text(tok, id)).or_insert(l);
+        }
+        out.top_logprobs.push(top);
+    }
+    out
+}
+
+/// Completion chunks (`text_completion`).
+struct CompletionFormat {
+    id: String,
+    created: u64,
+    model: String,
+    include_usage: bool,
+    logprobs: bool,
+    tokenizer: Arc<Tokenizer>,
+    /// Per choice: text offset of the next token (for logprobs).
+    offsets: Vec<usize>,
+    /// Per choice: the echoed prompt, sent once admitted (empty without `echo`).
+    echoes: Vec<String>,
+}
+
+impl CompletionFormat {
+    fn chunk(&self, choices: Vec<CompletionChoice>, usage: Option<Option<Usage>>) -> String {
+        data_line(&Chunk {
+            id: self.id.clone(),
+            object: "text_completion",
+            created: self.created,
+            model: self.model.clone(),
+            system_fingerprint: system_fingerprint(),
+            choices,
+            usage,
+        })
+    }
+}
+
+impl ChunkFormat for CompletionFormat {
+    fn admitted(&mut self) -> Vec<String> {
+        let echoes = std::mem::take(&mut self.echoes);
+        let usage = self.include_usage.then_some(None);
+        echoes
+            .into_iter()
+            .enumerate()
+            .map(|(i, text)| {
+                self.chunk(
+                    vec![CompletionChoice {
+                        index: i as u32,
+                        text,
+                        logprobs: None,
+                        finish_reason: None,
+                    }],
+                    usage.clone(),
+                )
+            })
+            .collect()
+    }
+
+    fn delta(&mut self, d: Delta) -> Vec<String> {
+        if d.content.is_empty() && d.logprobs.is_empty() && d.finish.is_none() {
+            return Vec::new();
+        }
+        let i = d.index as usize;
+        let logprobs = self.logprobs.then(|| {
+            let lp = completion_logprobs(&self.tokenizer, &d.logprobs, self.offsets[i]);
+            self.offsets[i] += lp.tokens.iter().map(String::len).sum::<usize>();
+            lp
+        });
+        let choice = CompletionChoice {
+            index: d.index,
+            text: d.content,
+            logprobs,
+            finish_reason: finish_reason(d.finish),
+        };
+        vec![self.chunk(vec![choice], self.include_usage.then_some(None))]
+    }
+
+    fn usage(&mut self, u: Usage) -> String {
+        self.chunk(Vec::new(), Some(Some(u)))
+    }
+
+    fn include_usage(&self) -> bool {
+        self.include_usage
+    }
+}

@@ -1,0 +1,75 @@
+//! The router: every route, the OpenAI-style 404, body limits and an access log.
+
+pub mod chat;
+pub mod completions;
+pub mod misc;
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::extract::{DefaultBodyLimit, Request};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::Router;
+
+use crate::error::ApiError;
+use crate::state::AppState;
+
+/// Largest request body (long prompts are large).
+pub const MAX_BODY_BYTES: usize = 64 << 20;
+
+pub fn router(state: Arc<AppState>) -> Router {
+    Router::new()
+        .route("/v1/chat/completions", post(chat::chat_completions))
+        .route("/v1/completions", post(completions::completions))
+        .route("/v1/models", get(misc::list_models))
+        .route("/v1/models/{id}", get(misc::get_model))
+        .route("/v1/engine/stats", get(misc::engine_stats))
+        .route("/health", get(misc::health))
+        .route("/ready", get(misc::ready))
+        .route("/tokenize", post(misc::tokenize))
+        .route("/detokenize", post(misc::detokenize))
+        .fallback(not_found)
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .layer(middleware::from_fn(access_log))
+        .with_state(state)
+}
+
+async fn not_found(req: Request) -> Response {
+    ApiError::not_found(format!(
+        "No route for {} {}.",
+        req.method(),
+        req.uri().path()
+    ))
+    .into_response()
+}
+
+async fn access_log(req: Request, next: Next) -> Response {
+    let method = req.method().clone();
+    let path = req.uri().path().to_string();
+    let t0 = Instant::now();
+    let resp = next.run(req).await;
+    let status = resp.status();
+    // Rejections axum makes itself (body too large, ...) are plain text: wrap them.
+    let resp = if status.is_client_error()
+        && !resp
+            .headers()
+            .get(axum::http::header::CONTENT_TYPE)
+            .is_some_and(|v| v.as_bytes().starts_with(b"application/json"))
+    {
+        let mut e = ApiError::bad_request(status.canonical_reason().unwrap_or("bad request"), None);
+        e.status = status;
+        e.into_response()
+    } else {
+        resp
+    };
+    tracing::info!(
+        %method,
+        path,
+        status = status.as_u16(),
+        ms = t0.elapsed().as_millis() as u64,
+        "request"
+    );
+    resp
+}

@@ -1,0 +1,154 @@
+//! What the handlers share: the settings, the loaded model (set once loading finishes), and
+//! whether the server is draining.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use r1_engine::chat_template::ChatTemplate;
+use r1_engine::engine::EngineHandle;
+use r1_engine::tokenizer::Tokenizer;
+
+use crate::error::ApiError;
+use crate::reasoning::ReasoningMode;
+
+/// Server settings (the `serve` flags that are not the engine's).
+#[derive(Clone, Debug)]
+pub struct ServerConfig {
+    /// Host name or address to listen on.
+    pub host: String,
+    /// 0 = any free port (the address is printed).
+    pub port: u16,
+    /// The name clients pass as `model`.
+    pub served_model_name: String,
+    pub reasoning: ReasoningMode,
+    /// How long in-flight requests may run after SIGTERM/SIGINT.
+    pub drain_timeout: Duration,
+    /// A `: keep-alive` comment is sent when a stream has been silent this long.
+    pub keep_alive_interval: Duration,
+    /// Replaces the model's own chat template.
+    pub chat_template: Option<String>,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            host: "127.0.0.1".into(),
+            port: 8080,
+            served_model_name: "model".into(),
+            reasoning: ReasoningMode::Auto,
+            drain_timeout: Duration::from_secs(30),
+            keep_alive_interval: Duration::from_secs(5),
+            chat_template: None,
+        }
+    }
+}
+
+/// What the loader hands over once the model is up.
+pub struct LoadedModel {
+    pub engine: EngineHandle,
+    /// Joined at shutdown.
+    pub engine_thread: Option<std::thread::JoinHandle<()>>,
+    pub tokenizer: Arc<Tokenizer>,
+    /// KV cache block size, to know how many tokens the cache holds.
+    pub block_size: usize,
+}
+
+/// The model side of the state.
+pub struct ModelState {
+    pub engine: EngineHandle,
+    pub tokenizer: Arc<Tokenizer>,
+    pub template: Option<ChatTemplate>,
+    /// The template's source (for reasoning auto-detection and errors).
+    pub template_source: Option<String>,
+    pub reasoning: bool,
+    pub block_size: usize,
+    pub loaded_at: u64,
+}
+
+impl ModelState {
+    /// Tokens the whole KV cache holds.
+    pub fn kv_capacity_tokens(&self) -> usize {
+        self.engine.stats().kv_blocks_total * self.block_size
+    }
+}
+
+pub struct AppState {
+    pub config: ServerConfig,
+    model: OnceLock<ModelState>,
+    draining: AtomicBool,
+    next_id: AtomicU64,
+    pub started_at: u64,
+}
+
+impl AppState {
+    pub fn new(config: ServerConfig) -> Self {
+        AppState {
+            config,
+            model: OnceLock::new(),
+            draining: AtomicBool::new(false),
+            next_id: AtomicU64::new(1),
+            started_at: unix_now(),
+        }
+    }
+
+    /// Install the loaded model (once).
+    pub fn set_model(&self, m: ModelState) {
+        let _ = self.model.set(m);
+    }
+
+    pub fn model_state(&self) -> Option<&ModelState> {
+        self.model.get()
+    }
+
+    pub fn set_draining(&self) {
+        self.draining.store(true, Ordering::SeqCst);
+    }
+
+    pub fn is_draining(&self) -> bool {
+        self.draining.load(Ordering::SeqCst)
+    }
+
+    /// The model, or 503 while it loads / the server drains.
+    pub fn model(&self) -> Result<&ModelState, ApiError> {
+        if self.is_draining() {
+            return Err(ApiError::unavailable("The server is shutting down."));
+        }
+        self.model
+            .get()
+            .ok_or_else(|| ApiError::unavailable("The model is still loading; retry shortly."))
+    }
+
+    /// Check the request's `model` against the served name (absent = the served model).
+    pub fn check_model(&self, requested: Option<&str>) -> Result<(), ApiError> {
+        match requested {
+            None | Some("") => Ok(()),
+            Some(m) if m == self.config.served_model_name => Ok(()),
+            Some(m) => Err(ApiError::model_not_found(m, &self.config.served_model_name)),
+        }
+    }
+
+    /// A fresh response id (`chatcmpl-…`, `cmpl-…`).
+    pub fn new_id(&self, prefix: &str) -> String {
+        let n = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let nanos = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_nanos() as u64)
+            .unwrap_or(0);
+        format!(
+            "{prefix}-{:016x}{n:08x}",
+            nanos ^ (n.wrapping_mul(0x9E37_79B9_7F4A_7C15))
+        )
+    }
+}
+
+pub fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+pub fn system_fingerprint() -> String {
+    format!("r1serve-{}", env!("CARGO_PKG_VERSION"))
+}

@@ -1,0 +1,121 @@
+//! `r1serve serve`: the OpenAI/DeepSeek-compatible HTTP API (crate `r1-server`) over the
+//! batching engine.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use r1_engine::block_pool::{parse_kv_cache_mem, KvCacheMem};
+use r1_engine::engine::{spawn_engine, EngineConfig};
+use r1_engine::tokenizer::Tokenizer;
+use r1_server::{LoadedModel, ReasoningMode, ServerConfig};
+
+use crate::load::{load, ModelArgs};
+
+#[derive(clap::Args, Debug)]
+pub struct ServeArgs {
+    #[command(flatten)]
+    pub model: ModelArgs,
+    /// Address to listen on (loopback by default; 0.0.0.0 for every interface).
+    #[arg(long, default_value = "127.0.0.1")]
+    pub host: String,
+    /// Port to listen on (0 = any free port; the address is printed).
+    #[arg(long, default_value_t = 8080)]
+    pub port: u16,
+    /// The model name clients send (default: the model file's stem).
+    #[arg(long)]
+    pub served_model_name: Option<String>,
+    /// KV-cache budget: bytes ("2GiB", "512MiB") or a fraction of RAM ("0.3", "30%").
+    #[arg(long, default_value = "1GiB", value_parser = parse_kv)]
+    pub kv_cache_mem: KvCacheMem,
+    /// Most sequences decoded together.
+    #[arg(long, default_value_t = 64)]
+    pub max_num_seqs: usize,
+    /// Token budget of one engine step (prompt chunks plus decodes).
+    #[arg(long, default_value_t = 2048)]
+    pub max_batched_tokens: usize,
+    /// Context limit per request (default: the model's).
+    #[arg(long)]
+    pub max_model_len: Option<usize>,
+    /// Turn off reuse of cached prompt prefixes.
+    #[arg(long)]
+    pub no_prefix_cache: bool,
+    /// Split `<think>…</think>` into `reasoning_content`: auto (when the chat template uses
+    /// <think>), deepseek-r1, or none.
+    #[arg(long, default_value = "auto")]
+    pub reasoning_parser: ReasoningMode,
+    /// A Jinja chat template file to use instead of the model's own.
+    #[arg(long)]
+    pub chat_template: Option<PathBuf>,
+    /// Seconds in-flight requests may run after SIGTERM/SIGINT before they are cut.
+    #[arg(long, default_value_t = 30.0)]
+    pub drain_timeout: f64,
+    /// Seconds of silence after which a stream gets a `: keep-alive` comment.
+    #[arg(long, default_value_t = 5.0)]
+    pub keep_alive_interval: f64,
+}
+
+fn parse_kv(s: &str) -> Result<KvCacheMem, String> {
+    parse_kv_cache_mem(s).map_err(|e| e.to_string())
+}
+
+fn seconds(name: &str, v: f64) -> anyhow::Result<Duration> {
+    Duration::try_from_secs_f64(v).map_err(|_| anyhow::anyhow!("--{name} {v}: not a duration"))
+}
+
+pub fn run(args: &ServeArgs) -> anyhow::Result<()> {
+    let path = &args.model.model;
+    if !path.is_file() {
+        anyhow::bail!(
+            "{}: no such model file (fetch the test models with scripts/fetch-models.sh, or `r1serve pull`)",
+            path.display()
+        );
+    }
+    let chat_template = match &args.chat_template {
+        Some(p) => Some(
+            std::fs::read_to_string(p)
+                .with_context(|| format!("reading the chat template {}", p.display()))?,
+        ),
+        None => None,
+    };
+    let served_model_name = args.served_model_name.clone().unwrap_or_else(|| {
+        path.file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_else(|| "model".into())
+    });
+    let config = ServerConfig {
+        host: args.host.clone(),
+        port: args.port,
+        served_model_name,
+        reasoning: args.reasoning_parser,
+        drain_timeout: seconds("drain-timeout", args.drain_timeout)?,
+        keep_alive_interval: seconds("keep-alive-interval", args.keep_alive_interval)?
+            .max(Duration::from_millis(10)),
+        chat_template,
+    };
+    let engine_cfg = EngineConfig {
+        kv_cache_mem: args.kv_cache_mem,
+        max_batched_tokens: args.max_batched_tokens,
+        max_num_seqs: args.max_num_seqs,
+        max_model_len: args.max_model_len,
+        enable_prefix_caching: !args.no_prefix_cache,
+        ..Default::default()
+    };
+    let model_args = args.model.clone();
+    let loader = move || -> Result<LoadedModel, String> {
+        let l = load(&model_args).map_err(|e| format!("{e:#}"))?;
+        let tokenizer: Arc<Tokenizer> = l.tokenizer;
+        let block_size = engine_cfg.block_size;
+        let (engine, thread) = spawn_engine(l.model, tokenizer.clone(), engine_cfg)
+            .map_err(|e| format!("starting the engine: {e}"))?;
+        Ok(LoadedModel {
+            engine,
+            engine_thread: Some(thread),
+            tokenizer,
+            block_size,
+        })
+    };
+    r1_server::run_blocking(config, loader)?;
+    Ok(())
+}
