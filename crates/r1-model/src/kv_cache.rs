@@ -20,13 +20,36 @@ impl KvLayout {
     }
 }
 
+/// Element type of the cache storage. [`KvCache::new`] is f16 (what [`crate::attention`]
+/// reads); f32 keeps MLA latents exact for models whose attention reads them through
+/// [`KvCache::layer_f32`].
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum KvDtype {
+    #[default]
+    F16,
+    F32,
+}
+
+impl KvDtype {
+    pub fn bytes(self) -> usize {
+        match self {
+            KvDtype::F16 => 2,
+            KvDtype::F32 => 4,
+        }
+    }
+}
+
 pub struct KvCache {
     layout: KvLayout,
     block_size: usize,
     n_blocks: usize,
-    /// f16 bit patterns.
+    /// f16 bit patterns (empty per layer when `dtype` is F32).
     k: Vec<Vec<u16>>,
     v: Vec<Vec<u16>>,
+    dtype: KvDtype,
+    /// f32 storage (empty per layer when `dtype` is F16).
+    k32: Vec<Vec<f32>>,
+    v32: Vec<Vec<f32>>,
 }
 
 impl KvCache {
@@ -42,7 +65,52 @@ impl KvCache {
             v: (0..layout.n_layers)
                 .map(|_| vec![0; slots * layout.v_width])
                 .collect(),
+            dtype: KvDtype::F16,
+            k32: (0..layout.n_layers).map(|_| Vec::new()).collect(),
+            v32: (0..layout.n_layers).map(|_| Vec::new()).collect(),
         }
+    }
+
+    /// A cache with the given storage type. With [`KvDtype::F32`] the f16 accessors
+    /// ([`KvCache::layer`]) return empty slices; use [`KvCache::layer_f32`].
+    pub fn with_dtype(
+        layout: KvLayout,
+        block_size: usize,
+        n_blocks: usize,
+        dtype: KvDtype,
+    ) -> Self {
+        if dtype == KvDtype::F16 {
+            return Self::new(layout, block_size, n_blocks);
+        }
+        let slots = block_size * n_blocks;
+        let empty = || (0..layout.n_layers).map(|_| Vec::new()).collect();
+        KvCache {
+            layout,
+            block_size,
+            n_blocks,
+            k: empty(),
+            v: empty(),
+            dtype,
+            k32: (0..layout.n_layers)
+                .map(|_| vec![0.0; slots * layout.k_width])
+                .collect(),
+            v32: (0..layout.n_layers)
+                .map(|_| vec![0.0; slots * layout.v_width])
+                .collect(),
+        }
+    }
+
+    pub fn dtype(&self) -> KvDtype {
+        self.dtype
+    }
+
+    /// The f32 storage of layer `l` (empty slices unless the dtype is F32).
+    pub fn layer_f32(&self, l: usize) -> (&[f32], &[f32]) {
+        (&self.k32[l], &self.v32[l])
+    }
+
+    pub fn layer_f32_mut(&mut self, l: usize) -> (&mut [f32], &mut [f32]) {
+        (&mut self.k32[l], &mut self.v32[l])
     }
 
     pub fn layout(&self) -> KvLayout {
@@ -76,6 +144,18 @@ impl KvCache {
     /// (copy-on-write of a shared, partially filled block).
     pub fn copy_block(&mut self, src: u32, dst: u32) {
         let bs = self.block_size;
+        if self.dtype == KvDtype::F32 {
+            for l in 0..self.layout.n_layers {
+                for (buf, w) in [
+                    (&mut self.k32[l], self.layout.k_width),
+                    (&mut self.v32[l], self.layout.v_width),
+                ] {
+                    let (s, d) = (src as usize * bs * w, dst as usize * bs * w);
+                    buf.copy_within(s..s + bs * w, d);
+                }
+            }
+            return;
+        }
         for l in 0..self.layout.n_layers {
             for (buf, w) in [
                 (&mut self.k[l], self.layout.k_width),

@@ -160,6 +160,7 @@ fn lying_headers_are_rejected_before_allocating() {
     // A string length of 2^60.
     let mut b = header(0, 1);
     b.extend_from_slice(&(1u64 << 60).to_le_bytes());
+    b.extend_from_slice(&[0u8; 16]);
     let e = err_of(b);
     assert!(e.contains("string length"), "{e}");
     // An array claiming 2^40 u32 elements.

@@ -173,6 +173,9 @@ impl Llama {
         if kv.layout() != self.kv_layout() {
             return err("KV cache layout does not match the model".into());
         }
+        if kv.dtype() != crate::kv_cache::KvDtype::F16 {
+            return err("this architecture keeps its KV cache in f16".into());
+        }
         let mut expect = 0;
         for s in &batch.seqs {
             if s.start != expect {

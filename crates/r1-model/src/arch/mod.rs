@@ -1,6 +1,7 @@
 //! Model architectures behind one trait. Adding an architecture is one file here and one line
 //! in [`load_gguf`].
 
+pub mod deepseek_v3;
 pub mod llama;
 
 use std::path::Path;
@@ -9,7 +10,8 @@ use std::sync::Arc;
 use crate::batch::Batch;
 use crate::config::ModelConfig;
 use crate::gguf::{GgufError, GgufFile};
-use crate::kv_cache::{KvCache, KvLayout};
+use crate::hf::{HfDir, HfError, WeightDtype};
+use crate::kv_cache::{KvCache, KvDtype, KvLayout};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ModelError {
@@ -19,6 +21,8 @@ pub enum ModelError {
     Unsupported(String),
     #[error("invalid batch: {0}")]
     Batch(String),
+    #[error(transparent)]
+    Hf(#[from] HfError),
 }
 
 /// Logits of the rows a batch asked for: `[rows, vocab]`, row-major.
@@ -45,6 +49,11 @@ pub trait Model: Send + Sync {
     fn forward(&self, batch: &Batch, kv: &mut KvCache) -> Result<Logits, ModelError>;
     /// Number of parameters (elements of all weight tensors).
     fn n_params(&self) -> u64;
+    /// The KV-cache storage type this model's forward is most accurate with (it accepts the
+    /// caches of [`KvCache::new`] too unless it says otherwise).
+    fn kv_dtype(&self) -> KvDtype {
+        KvDtype::F16
+    }
 }
 
 /// Open a GGUF file and build the model its `general.architecture` names.
@@ -58,12 +67,47 @@ pub fn load_gguf(
     let arch = file.get_str("general.architecture")?.to_string();
     let model: Box<dyn Model> = match arch.as_str() {
         "llama" | "qwen2" | "mistral" => Box::new(llama::Llama::load(&file, threads, progress)?),
+        "deepseek2" => Box::new(deepseek_v3::DeepSeekV3::from_gguf(&file, threads)?),
         other => {
             return Err(ModelError::Unsupported(format!(
-                "{}: architecture `{other}` is not supported (supported: llama, qwen2)",
+                "{}: architecture `{other}` is not supported (supported: llama, qwen2, deepseek2)",
                 path.display()
             )))
         }
     };
     Ok((file, model))
+}
+
+/// Open a Hugging Face model directory and build the model its `config.json`
+/// `architectures[0]` names: DeepSeek V3/R1 and V2 natively; Qwen2 and Llama (the R1
+/// distills) through an in-memory GGUF with llama.cpp's tensor names.
+pub fn load_hf_dir(path: &Path, threads: usize) -> Result<Box<dyn Model>, ModelError> {
+    load_hf_dir_with(path, threads, WeightDtype::Native)
+}
+
+/// [`load_hf_dir`] with a choice of weight storage.
+pub fn load_hf_dir_with(
+    path: &Path,
+    threads: usize,
+    dtype: WeightDtype,
+) -> Result<Box<dyn Model>, ModelError> {
+    let dir = HfDir::open(path)?;
+    let arch = dir.config.architecture()?.to_string();
+    let model: Box<dyn Model> = match arch.as_str() {
+        "DeepseekV3ForCausalLM" | "DeepseekV2ForCausalLM" => {
+            Box::new(deepseek_v3::DeepSeekV3::from_hf(&dir, threads, dtype)?)
+        }
+        "Qwen2ForCausalLM" | "LlamaForCausalLM" | "MistralForCausalLM" => {
+            let file = Arc::new(crate::hf::gguf_from_hf(&dir, dtype)?);
+            Box::new(llama::Llama::load(&file, threads, &mut |_, _| {})?)
+        }
+        other => {
+            return Err(ModelError::Unsupported(format!(
+                "{}: architecture `{other}` is not supported (supported: DeepseekV3ForCausalLM, \
+                 DeepseekV2ForCausalLM, Qwen2ForCausalLM, LlamaForCausalLM)",
+                dir.config.path().display()
+            )))
+        }
+    };
+    Ok(model)
 }
