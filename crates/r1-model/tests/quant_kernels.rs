@@ -1,5 +1,6 @@
 //! The dot / GEMM kernels on random data of awkward shapes: against an f64 dot of the
-//! dequantized operands, SIMD against scalar (bit for bit), and batch invariance.
+//! dequantized operands, SIMD against scalar (bit for bit), and batch invariance. (The exact
+//! float order, ggml's, is checked in `quant_ggml_order.rs`.)
 
 use r1_model::quant::{self, GgmlType, Isa};
 use rand::rngs::StdRng;
@@ -171,15 +172,22 @@ fn simd_kernels_are_bit_identical_to_scalar() {
     for ty in WEIGHT_TYPES {
         for k in shapes(ty) {
             for raw in [false, true] {
-                let (m, n) = (17, 9);
-                let w = weights(&mut rng, ty, k, m, raw);
-                let (a, _) = activations(&mut rng, ty, k, n);
-                let mut base = vec![0f32; m * n];
-                quant::try_gemm_isa(Isa::Scalar, ty, k, &w, &a, n, &mut base).unwrap();
-                for &isa in &isas[1..] {
-                    let mut out = vec![0f32; m * n];
-                    quant::try_gemm_isa(isa, ty, k, &w, &a, n, &mut out).unwrap();
-                    assert_eq!(bits(&out), bits(&base), "{ty} k={k} raw={raw} {isa:?}");
+                // token counts that select every tile shape (GEMV, few, many tokens)
+                for n in [1, 3, 6, 9] {
+                    let m = 17;
+                    let w = weights(&mut rng, ty, k, m, raw);
+                    let (a, _) = activations(&mut rng, ty, k, n);
+                    let mut base = vec![0f32; m * n];
+                    quant::try_gemm_isa(Isa::Scalar, ty, k, &w, &a, n, &mut base).unwrap();
+                    for &isa in &isas[1..] {
+                        let mut out = vec![0f32; m * n];
+                        quant::try_gemm_isa(isa, ty, k, &w, &a, n, &mut out).unwrap();
+                        assert_eq!(
+                            bits(&out),
+                            bits(&base),
+                            "{ty} k={k} raw={raw} {isa:?} n={n}"
+                        );
+                    }
                 }
             }
         }

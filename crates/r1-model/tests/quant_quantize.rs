@@ -67,7 +67,10 @@ fn q8_1_matches_reference_formula() {
         let amax = xb.iter().map(|v| v.abs()).fold(0.0f32, f32::max);
         let d = amax / 127.0;
         let id = if amax == 0.0 { 0.0 } else { 127.0 / amax };
-        let q: Vec<i8> = xb.iter().map(|v| (v * id).round_ties_even() as i8).collect();
+        let q: Vec<i8> = xb
+            .iter()
+            .map(|v| (v * id).round_ties_even() as i8)
+            .collect();
         let sum: i32 = q.iter().map(|&v| v as i32).sum();
         assert_eq!(y[0..2], f16_bytes(d), "block {b} d");
         assert_eq!(y[2..4], f16_bytes(sum as f32 * d), "block {b} s");

@@ -1,24 +1,45 @@
 //! The tile loop shared by the SIMD kernels. Tokens are taken in chunks whose activation
-//! rows fit in L1; for each chunk every weight row is dotted with `TN` tokens at a time (its
-//! blocks are loaded and unpacked once per tile), the remainder in smaller tiles. A kernel computes
-//! each (row, token) value exactly as it would alone, so the tiling never changes results.
+//! rows fit in L1; for each chunk, `MR` weight rows at a time are dotted with `TN` tokens at a
+//! time (their blocks are loaded and unpacked once per tile), the remainder in smaller tiles.
+//! A kernel computes each (row, token) value exactly as it would alone, so the tiling never
+//! changes results.
 
-/// Dots of weight row `r` with the `NT` activation rows `t0..t0 + NT`.
-pub(crate) trait RowKernel {
+/// Dots of `MR` weight rows with the `NT` activation rows `t0..t0 + NT`.
+pub(crate) trait RowKernel<const MR: usize> {
+    /// `rows` may repeat a row (the last group of an odd row count); each row's results must
+    /// not depend on the other rows of the group.
+    ///
     /// # Safety
-    /// `r` and `t0 + NT` must be in range of the buffers the kernel was built over, and the
-    /// CPU must support the kernel's instruction set.
-    unsafe fn run<const NT: usize>(&self, r: usize, t0: usize) -> [f32; NT];
+    /// The rows and `t0 + NT` must be in range of the buffers the kernel was built over,
+    /// and the CPU must support the kernel's instruction set.
+    unsafe fn run<const NT: usize>(&self, rows: [usize; MR], t0: usize) -> [[f32; NT]; MR];
 }
 
 /// Bytes of activation rows kept hot per token chunk.
 const L1_BUDGET: usize = 32 * 1024;
 
+/// Runs one tile and stores the results of its `cnt` distinct rows.
+#[inline(always)]
+unsafe fn tile<K: RowKernel<MR>, const MR: usize, const NT: usize>(
+    kern: &K,
+    rows: [usize; MR],
+    cnt: usize,
+    t: usize,
+    n: usize,
+    out: &mut [f32],
+) {
+    let res = kern.run::<NT>(rows, t);
+    for (i, ri) in res.iter().enumerate().take(cnt) {
+        let o = rows[i] * n + t;
+        out[o..o + NT].copy_from_slice(ri);
+    }
+}
+
 /// # Safety
-/// `kern` covers `m` weight rows and `n` activation rows of `arow` bytes,
+/// `kern` covers `m` weight rows and `n` activation rows of about `arow` bytes,
 /// `out.len() == m * n`, and `kern`'s requirements hold.
 #[inline(always)]
-pub(crate) unsafe fn gemm_tiled<K: RowKernel, const TN: usize>(
+pub(crate) unsafe fn gemm_tiled<K: RowKernel<MR>, const MR: usize, const TN: usize>(
     kern: &K,
     m: usize,
     n: usize,
@@ -30,24 +51,25 @@ pub(crate) unsafe fn gemm_tiled<K: RowKernel, const TN: usize>(
     let mut c0 = 0;
     while c0 < n {
         let c1 = n.min(c0 + chunk);
-        for r in 0..m {
-            let o = &mut out[r * n..r * n + n];
+        for r in (0..m).step_by(MR) {
+            let rows: [usize; MR] = core::array::from_fn(|i| (r + i).min(m - 1));
+            let cnt = MR.min(m - r);
             let mut t = c0;
             while t + TN <= c1 {
-                o[t..t + TN].copy_from_slice(&kern.run::<TN>(r, t));
+                tile::<K, MR, TN>(kern, rows, cnt, t, n, out);
                 t += TN;
             }
             // the remainder in tiles of 4, 2 and 1 tokens
             if TN > 4 && t + 4 <= c1 {
-                o[t..t + 4].copy_from_slice(&kern.run::<4>(r, t));
+                tile::<K, MR, 4>(kern, rows, cnt, t, n, out);
                 t += 4;
             }
             if TN > 2 && t + 2 <= c1 {
-                o[t..t + 2].copy_from_slice(&kern.run::<2>(r, t));
+                tile::<K, MR, 2>(kern, rows, cnt, t, n, out);
                 t += 2;
             }
             while t < c1 {
-                o[t] = kern.run::<1>(r, t)[0];
+                tile::<K, MR, 1>(kern, rows, cnt, t, n, out);
                 t += 1;
             }
         }

@@ -5,20 +5,39 @@
 //! quantized to the weight type's [`vec_dot_type`] (Q8_0 / Q8_1 / Q8_K, or f32/f16/bf16), each
 //! block's dot product is an exact integer sum, and the block sums are scaled in f32.
 //!
-//! # Accumulation order (batch invariance)
+//! # Accumulation order: llama.cpp's, and batch invariant
 //!
 //! Every (weight row, activation row) dot product has one fixed float evaluation order that
 //! depends only on `k` and the weight type, never on which kernel (scalar, AVX2, AVX-512),
-//! how many rows/tokens share a [`gemm`] call, or whether [`vec_dot`] computed it:
+//! how many rows/tokens share a [`gemm`] call, or whether [`vec_dot`] computed it. For the
+//! quantized types it is the order of llama.cpp's x86 `ggml_vec_dot_*` kernels (the
+//! `__AVX2__` branches of `ggml-cpu/arch/x86/quants.c`, as GCC builds them with
+//! `-march=native`: scalar `summs += a * b` contracted to FMAs), so results equal
+//! llama.cpp's bit for bit (`tests/quant_llamacpp.rs` checks real SmolLM2 matmuls against
+//! llama.cpp's own outputs, `tests/quant_ggml_order.rs` a transcription of those kernels):
 //!
-//! * 32-element block types (Q4_0, Q4_1, Q5_0, Q5_1, Q8_0): block `b`'s value
-//!   `(dx*dy)*sumi [+ mx*sy]` (separate multiplies and adds, no FMA) is added to lane
-//!   `b % 8` of an 8-lane f32 accumulator; the lanes are summed as
-//!   `((l0+l4)+(l2+l6)) + ((l1+l5)+(l3+l7))`.
-//! * K-quants (super-blocks of 256): block values `d*isum - dmin*summs` are added in block
-//!   order to one f32 accumulator.
-//! * F32/F16/BF16: element `i` is fused-multiply-added into lane `i % 32`; the lanes are
-//!   folded `(l[j]+l[j+8]) + (l[j+16]+l[j+24])` and then summed as above.
+//! * A block's exact integer dot product is split into 8 i32 lanes: lane `i` holds the
+//!   elements `e` with `(e % 32) / 4 == i` (with each element's sub-block scale applied).
+//! * 32-element block types (Q4_0, Q4_1, Q5_0, Q5_1, Q8_0): per block, in block order,
+//!   `acc[i] = fma(dx*dy, lane[i], acc[i])`; Q4_1 / Q5_1 also `summs = fma(mx, sy, summs)`.
+//!   Result: `hsum8(acc) [+ summs]`, `hsum8 = ((l0+l4)+(l2+l6)) + ((l1+l5)+(l3+l7))`.
+//! * K-quants, per super-block with `d = dy*dx`, `dmin = -dy*dminx`: Q5_K
+//!   `acc = fma(d, lanes, acc)` and a scalar `summs = fma(Σ mins*sums, dmin, summs)`, result
+//!   `hsum8(acc) + summs` (`sums`: the activation's 32-element sub-block sums); Q6_K lanes
+//!   of the unsigned 6-bit values minus lane `i`'s `32*(bs[2i]*sc[2i] + bs[2i+1]*sc[2i+1])`;
+//!   Q2_K `acc = fma(dmin, mins lanes, acc)` then `acc = fma(d, lanes, acc)`; Q3_K
+//!   `acc = fma(d, lanes, acc)`.
+//! * Q4_K follows llama.cpp's repacked kernel (`ggml_gemv_q4_K_8x8_q8_K` in
+//!   `arch/x86/repack.cpp`), which llama.cpp runs instead of `ggml_vec_dot_q4_K_q8_K` for
+//!   Q4_K weights on AVX2 CPUs: no lanes, `acc = fma(S, dx*dy, acc)` and
+//!   `acc_m = fma(M, dminx*dy, acc_m)` with the exact super-block sums `S = Σ sc*q*y` and
+//!   `M = Σ mins*sums`, result `acc - acc_m`. (llama.cpp's batched `ggml_gemm_q4_K_8x8_q8_K`
+//!   adds per 64 elements instead; batch invariance rules that out here. Likewise llama.cpp
+//!   repacks Q4_0, and on AVX-512 CPUs Q2_K, into kernels of their own order, not followed
+//!   here.)
+//! * F32/F16/BF16 (not llama.cpp's order, which differs between its own code paths):
+//!   element `i` is fused-multiply-added into lane `i % 32`; the lanes are folded
+//!   `(l[j]+l[j+8]) + (l[j+16]+l[j+24])` and then summed as above.
 //!
 //! The SIMD kernels reproduce the scalar code bit for bit (tests check this).
 //!

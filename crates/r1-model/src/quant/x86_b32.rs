@@ -1,16 +1,19 @@
 //! x86-64 kernels for the 32-element block types (Q4_0, Q4_1, Q5_0, Q5_1, Q8_0 against
-//! Q8_0 / Q8_1 activations), AVX2 and AVX-512 VNNI (256-bit `vpdpbusd`).
+//! Q8_0 / Q8_1 activations) in ggml's AVX2 order (see `dot_scalar`): per block, 8 i32 lanes
+//! of 4 products each, `acc = fma(dx*dy, lanes, acc)` per token, `summs = fma(mx, sy, summs)`
+//! for the min types, and `hsum8(acc) [+ summs]`.
 //!
-//! Blocks are processed in groups of eight, *transposed*: vector `c` (0..8) of a group holds
-//! bytes `4c..4c+4` of block `j` in its 32-bit lane `j`. Eight `vpdpbusd` (or `vpmaddubsw`
-//! accumulations) then leave each block's exact integer dot product in lane `j` with no
-//! horizontal reduction. The activations are transposed once per call (see [`Acts`]); the
-//! weight blocks are unpacked and transposed once per tile of tokens. The block sums are then
-//! scaled in f32 and added to an 8-lane accumulator (lane = block mod 8): the canonical order
-//! of `dot_scalar`, bit for bit.
+//! * AVX2: one weight row and 4 tokens per tile; a block's weights are unpacked once per
+//!   tile. Signed weights use ggml's sign trick (`|x| * sign(y, x)` with `vpmaddubsw`).
+//! * AVX-512 (VNNI): two weight rows per 512-bit register (row `r` in lanes 0..8, row `r+1`
+//!   in lanes 8..16, the token's activations broadcast to both halves), 8 tokens per tile
+//!   (or 8 rows and 1-2 tokens for GEMV); one `vpdpbusd` per block, row pair and token.
+//!   For signed weights the operands swap: activations as unsigned `y + 128` (prepared once
+//!   per call) against signed `x`, the accumulator starting at the exact `-128 * Σ x` of
+//!   each lane (once per weight block and tile).
 //!
-//! Signed weights are handled as unsigned values with an offset (Q4_0: q - 8, Q5_0: q - 16,
-//! Q8_0 under VNNI: (x + 128) - 128) and the exact correction `offset * Σy` per block.
+//! Every lane holds the same exact integer as ggml's and sees the same float operations, so
+//! the results equal the scalar kernels bit for bit.
 
 // Parallel arrays of SIMD registers (per token / per lane) are indexed together.
 #![allow(clippy::needless_range_loop)]
@@ -19,22 +22,6 @@ use core::arch::x86_64::*;
 
 use super::gemm::{gemm_tiled, RowKernel};
 use super::GgmlType;
-
-/// The integer dot-product flavour.
-pub(crate) trait IntDot {
-    const VNNI: bool;
-}
-
-pub(crate) struct Avx2;
-pub(crate) struct Vnni;
-
-impl IntDot for Avx2 {
-    const VNNI: bool = false;
-}
-
-impl IntDot for Vnni {
-    const VNNI: bool = true;
-}
 
 /// A 32-element block format against its 8-bit activation format.
 trait B32 {
@@ -46,12 +33,28 @@ trait B32 {
     const AQ: usize;
     /// Weight has a min `m` at byte 2 and the activation a sum `s` at byte 2.
     const MIN: bool;
-    /// log2 of the offset subtracted from the loaded unsigned values (0: none).
-    const OFF_SHIFT: i32;
-    /// Largest loaded value (15 or 31), or 0 for Q8_0's signed bytes.
-    const MAXQ: i32;
-    /// The block's 32 values in element order (unsigned, or i8 for Q8_0).
-    unsafe fn load(p: *const u8) -> __m256i;
+    /// Signed types: the weights are `q - OFF` for the loaded unsigned `q` (Q8_0: raw i8,
+    /// taken as unsigned `x + 128` by the AVX-512 `corr` path). 0: unsigned (min types).
+    const OFF: i32;
+    /// Offset of the quants: 16 nibble bytes (Q8_0: 32 i8).
+    const QS: usize;
+    /// Offset of the 32 fifth bits (Q5_0 / Q5_1), or 0 for none.
+    const QH: usize;
+}
+
+/// The weights of one block in element order: unsigned nibbles (with fifth bits), or
+/// Q8_0's raw i8.
+#[inline(always)]
+unsafe fn load<F: B32>(p: *const u8) -> __m256i {
+    if F::TY == GgmlType::Q8_0 {
+        return _mm256_loadu_si256(p.add(F::QS) as *const __m256i);
+    }
+    let v = nibbles(p.add(F::QS));
+    if F::QH != 0 {
+        _mm256_or_si256(v, fifth_bits(p.add(F::QH)))
+    } else {
+        v
+    }
 }
 
 #[inline(always)]
@@ -90,12 +93,9 @@ impl B32 for FQ4_0 {
     const AB: usize = 34;
     const AQ: usize = 2;
     const MIN: bool = false;
-    const OFF_SHIFT: i32 = 3;
-    const MAXQ: i32 = 15;
-    #[inline(always)]
-    unsafe fn load(p: *const u8) -> __m256i {
-        nibbles(p.add(2))
-    }
+    const OFF: i32 = 8;
+    const QS: usize = 2;
+    const QH: usize = 0;
 }
 
 impl B32 for FQ4_1 {
@@ -104,12 +104,9 @@ impl B32 for FQ4_1 {
     const AB: usize = 36;
     const AQ: usize = 4;
     const MIN: bool = true;
-    const OFF_SHIFT: i32 = 0;
-    const MAXQ: i32 = 15;
-    #[inline(always)]
-    unsafe fn load(p: *const u8) -> __m256i {
-        nibbles(p.add(4))
-    }
+    const OFF: i32 = 0;
+    const QS: usize = 4;
+    const QH: usize = 0;
 }
 
 impl B32 for FQ5_0 {
@@ -118,12 +115,9 @@ impl B32 for FQ5_0 {
     const AB: usize = 34;
     const AQ: usize = 2;
     const MIN: bool = false;
-    const OFF_SHIFT: i32 = 4;
-    const MAXQ: i32 = 31;
-    #[inline(always)]
-    unsafe fn load(p: *const u8) -> __m256i {
-        _mm256_or_si256(nibbles(p.add(6)), fifth_bits(p.add(2)))
-    }
+    const OFF: i32 = 16;
+    const QS: usize = 6;
+    const QH: usize = 2;
 }
 
 impl B32 for FQ5_1 {
@@ -132,12 +126,9 @@ impl B32 for FQ5_1 {
     const AB: usize = 36;
     const AQ: usize = 4;
     const MIN: bool = true;
-    const OFF_SHIFT: i32 = 0;
-    const MAXQ: i32 = 31;
-    #[inline(always)]
-    unsafe fn load(p: *const u8) -> __m256i {
-        _mm256_or_si256(nibbles(p.add(8)), fifth_bits(p.add(4)))
-    }
+    const OFF: i32 = 0;
+    const QS: usize = 8;
+    const QH: usize = 4;
 }
 
 impl B32 for FQ8_0 {
@@ -146,352 +137,397 @@ impl B32 for FQ8_0 {
     const AB: usize = 34;
     const AQ: usize = 2;
     const MIN: bool = false;
-    const OFF_SHIFT: i32 = 0;
-    const MAXQ: i32 = 0;
-    #[inline(always)]
-    unsafe fn load(p: *const u8) -> __m256i {
-        _mm256_loadu_si256(p.add(2) as *const __m256i)
-    }
+    const OFF: i32 = 128;
+    const QS: usize = 2;
+    const QH: usize = 0;
 }
 
-/// 8x8 transpose of 32-bit lanes: `out[c]` lane `j` = `r[j]` lane `c`.
+/// `((l0+l4)+(l2+l6)) + ((l1+l5)+(l3+l7))`: ggml's `hsum_float_8`, as `util::hsum8`.
 #[inline(always)]
-unsafe fn transpose8(r: &[__m256i; 8]) -> [__m256i; 8] {
-    let t0 = _mm256_unpacklo_epi32(r[0], r[1]);
-    let t1 = _mm256_unpackhi_epi32(r[0], r[1]);
-    let t2 = _mm256_unpacklo_epi32(r[2], r[3]);
-    let t3 = _mm256_unpackhi_epi32(r[2], r[3]);
-    let t4 = _mm256_unpacklo_epi32(r[4], r[5]);
-    let t5 = _mm256_unpackhi_epi32(r[4], r[5]);
-    let t6 = _mm256_unpacklo_epi32(r[6], r[7]);
-    let t7 = _mm256_unpackhi_epi32(r[6], r[7]);
-    let u0 = _mm256_unpacklo_epi64(t0, t2);
-    let u1 = _mm256_unpackhi_epi64(t0, t2);
-    let u2 = _mm256_unpacklo_epi64(t1, t3);
-    let u3 = _mm256_unpackhi_epi64(t1, t3);
-    let u4 = _mm256_unpacklo_epi64(t4, t6);
-    let u5 = _mm256_unpackhi_epi64(t4, t6);
-    let u6 = _mm256_unpacklo_epi64(t5, t7);
-    let u7 = _mm256_unpackhi_epi64(t5, t7);
-    [
-        _mm256_permute2x128_si256(u0, u4, 0x20),
-        _mm256_permute2x128_si256(u1, u5, 0x20),
-        _mm256_permute2x128_si256(u2, u6, 0x20),
-        _mm256_permute2x128_si256(u3, u7, 0x20),
-        _mm256_permute2x128_si256(u0, u4, 0x31),
-        _mm256_permute2x128_si256(u1, u5, 0x31),
-        _mm256_permute2x128_si256(u2, u6, 0x31),
-        _mm256_permute2x128_si256(u3, u7, 0x31),
-    ]
+pub(crate) unsafe fn hsum8_ps(v: __m256) -> f32 {
+    let s4 = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    let s2 = _mm_add_ps(s4, _mm_movehl_ps(s4, s4));
+    let s1 = _mm_add_ss(s2, _mm_movehdup_ps(s2));
+    _mm_cvtss_f32(s1)
 }
 
-/// Activations prepared once per call: per token, the quants of each group of 8 blocks
-/// transposed (256 bytes per group, zero-padded to `nbp` blocks), the exact block sums Σy,
-/// and the f16 scales `d` (and Q8_1 sums `s`) as f32.
+/// f16 at `p` as f32.
+#[inline(always)]
+unsafe fn f16_at(p: *const u8) -> f32 {
+    let h = (p as *const u16).read_unaligned();
+    _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(h as i32)))
+}
+
+/// Activation data prepared once per call: the f16 scales `d` and the Q8_1 sums `s` as f32,
+/// block-major (`[b * npad + t]`, zero-padded so 8-token loads stay in bounds), and for the
+/// AVX-512 signed kernels either the quants as unsigned `y + 128` (`uy[(t * nb + b) * 32..]`,
+/// many tokens) or the exact lane corrections `-OFF * Σ y` of each 4 quants for unsigned
+/// `x + OFF` weights (`corr[(t * nb + b) * 8..]`, few tokens).
 struct Acts {
-    qs: Vec<u8>,
-    ysum: Vec<i32>,
     d: Vec<f32>,
+    /// `d` token-major (`[t * nb + b]`), for per-token broadcasts (AVX-512).
+    dt: Vec<f32>,
     s: Vec<f32>,
+    uy: Vec<u8>,
+    corr: Vec<i32>,
+    npad: usize,
+}
+
+/// What the AVX-512 signed kernels need prepared.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Signed {
+    None,
+    UnsignedY,
+    Corr,
 }
 
 #[inline(always)]
-unsafe fn f16x8_strided(p: *const u8, stride: usize, cnt: usize) -> __m256 {
-    let mut t = [0u16; 8];
-    for (i, ti) in t.iter_mut().enumerate().take(cnt) {
-        *ti = (p.add(i * stride) as *const u16).read_unaligned();
-    }
-    _mm256_cvtph_ps(_mm_loadu_si128(t.as_ptr() as *const __m128i))
-}
-
-#[inline(always)]
-unsafe fn prepare_acts<F: B32>(a: &[u8], n: usize, nb: usize, nbp: usize) -> Acts {
+unsafe fn prepare_acts<F: B32>(a: &[u8], n: usize, nb: usize, sg: Signed) -> Acts {
+    let npad = n + 8;
     let mut acts = Acts {
-        qs: vec![0u8; n * nbp * 32],
-        ysum: vec![0i32; n * nbp],
-        d: vec![0f32; n * nbp],
+        d: vec![0f32; nb * npad],
+        dt: vec![0f32; n * nb],
         s: if F::MIN {
-            vec![0f32; n * nbp]
+            vec![0f32; nb * npad]
         } else {
             Vec::new()
         },
+        uy: if sg == Signed::UnsignedY {
+            vec![0u8; n * nb * 32]
+        } else {
+            Vec::new()
+        },
+        corr: if sg == Signed::Corr {
+            vec![0i32; n * nb * 8]
+        } else {
+            Vec::new()
+        },
+        npad,
     };
-    let ones8 = _mm256_set1_epi8(1);
-    let ones16 = _mm256_set1_epi16(1);
     for t in 0..n {
-        let row = a.as_ptr().add(t * nb * F::AB);
-        for g in 0..nbp / 8 {
-            let cnt = nb.saturating_sub(8 * g).min(8);
-            let blk = row.add(8 * g * F::AB);
-            let mut r = [_mm256_setzero_si256(); 8];
-            for j in 0..cnt {
-                r[j] = _mm256_loadu_si256(blk.add(j * F::AB + F::AQ) as *const __m256i);
-            }
-            let tr = transpose8(&r);
-            let o = t * nbp + 8 * g;
-            let mut s16 = _mm256_setzero_si256();
-            for c in 0..8 {
-                _mm256_storeu_si256(
-                    acts.qs.as_mut_ptr().add(32 * o + 32 * c) as *mut __m256i,
-                    tr[c],
-                );
-                // |1*y + 1*y| <= 256 per lane, 8 of them fit i16
-                s16 = _mm256_add_epi16(s16, _mm256_maddubs_epi16(ones8, tr[c]));
-            }
-            let ys = _mm256_madd_epi16(s16, ones16);
-            _mm256_storeu_si256(acts.ysum.as_mut_ptr().add(o) as *mut __m256i, ys);
-            _mm256_storeu_ps(acts.d.as_mut_ptr().add(o), f16x8_strided(blk, F::AB, cnt));
+        for b in 0..nb {
+            let blk = a.as_ptr().add((t * nb + b) * F::AB);
+            acts.d[b * npad + t] = f16_at(blk);
+            acts.dt[t * nb + b] = acts.d[b * npad + t];
             if F::MIN {
-                let s = f16x8_strided(blk.add(2), F::AB, cnt);
-                _mm256_storeu_ps(acts.s.as_mut_ptr().add(o), s);
+                acts.s[b * npad + t] = f16_at(blk.add(2));
+            }
+            let y = _mm256_loadu_si256(blk.add(F::AQ) as *const __m256i);
+            if sg == Signed::UnsignedY {
+                let u = _mm256_xor_si256(y, _mm256_set1_epi8(-128));
+                let o = acts.uy.as_mut_ptr().add((t * nb + b) * 32);
+                _mm256_storeu_si256(o as *mut __m256i, u);
+            }
+            if sg == Signed::Corr {
+                let ones = _mm256_set1_epi8(1);
+                let s = _mm256_madd_epi16(_mm256_maddubs_epi16(ones, y), _mm256_set1_epi16(1));
+                let c = _mm256_mullo_epi32(s, _mm256_set1_epi32(-F::OFF));
+                let o = acts.corr.as_mut_ptr().add((t * nb + b) * 8);
+                _mm256_storeu_si256(o as *mut __m256i, c);
             }
         }
     }
     acts
 }
 
-/// The byte offsets of 8 consecutive blocks.
-#[inline(always)]
-unsafe fn block_offsets<F: B32>() -> __m256i {
-    let s = F::WB as i32;
-    _mm256_setr_epi32(0, s, 2 * s, 3 * s, 4 * s, 5 * s, 6 * s, 7 * s)
-}
-
-/// The f16 `d` (and `m`, at byte 2) of blocks `0..cnt` of a group as f32; other lanes 0.
-#[inline(always)]
-unsafe fn weight_scales<F: B32, const FULL: bool>(p: *const u8, cnt: usize) -> (__m256, __m256) {
-    let idx = block_offsets::<F>();
-    let v = if FULL {
-        _mm256_i32gather_epi32::<1>(p as *const i32, idx)
-    } else {
-        let mask = _mm256_cmpgt_epi32(
-            _mm256_set1_epi32(cnt as i32),
-            _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7),
-        );
-        _mm256_mask_i32gather_epi32::<1>(_mm256_setzero_si256(), p as *const i32, idx, mask)
-    };
-    let lo = _mm256_and_si256(v, _mm256_set1_epi32(0xFFFF));
-    let hi = _mm256_srli_epi32(v, 16);
-    // [d0..d3 m0..m3 | d4..d7 m4..m7] -> [d0..d7 | m0..m7]
-    let packed = _mm256_permute4x64_epi64::<0xD8>(_mm256_packus_epi32(lo, hi));
-    let d = _mm256_cvtph_ps(_mm256_castsi256_si128(packed));
-    let m = if F::MIN {
-        _mm256_cvtph_ps(_mm256_extracti128_si256::<1>(packed))
-    } else {
-        _mm256_setzero_ps()
-    };
-    (d, m)
-}
-
-/// `((l0+l4)+(l2+l6)) + ((l1+l5)+(l3+l7))`, as `util::hsum8`.
-#[inline(always)]
-pub(crate) unsafe fn hsum8_ps(v: __m256) -> f32 {
-    let s4 = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-    let s2 = _mm_add_ps(s4, _mm_movehl_ps(s4, s4));
-    let s1 = _mm_add_ss(s2, _mm_shuffle_ps(s2, s2, 1));
-    _mm_cvtss_f32(s1)
-}
-
-/// A weight group unpacked and transposed. `v` is what multiplies the activations as
-/// unsigned bytes (Q8_0: |x| for AVX2, x + 128 for VNNI); `sign` is Q8_0's raw x for the
-/// AVX2 sign trick.
-struct WGroup {
-    v: [__m256i; 8],
-    sign: [__m256i; 8],
-}
-
-#[inline(always)]
-unsafe fn load_group<F: B32, D: IntDot, const FULL: bool>(w: *const u8, cnt: usize) -> WGroup {
-    let mut r = [_mm256_setzero_si256(); 8];
-    for j in 0..8 {
-        if FULL || j < cnt {
-            r[j] = F::load(w.add(j * F::WB));
-        }
-    }
-    let raw = transpose8(&r);
-    let mut g = WGroup { v: raw, sign: raw };
-    if F::MAXQ == 0 {
-        for c in 0..8 {
-            g.v[c] = if D::VNNI {
-                _mm256_xor_si256(raw[c], _mm256_set1_epi8(-128))
-            } else {
-                _mm256_abs_epi8(raw[c])
-            };
-        }
-    }
-    g
-}
-
-#[inline(always)]
-unsafe fn yv(y: *const u8, c: usize) -> __m256i {
-    _mm256_loadu_si256(y.add(32 * c) as *const __m256i)
-}
-
-/// Exact block sums (lane j = block j) of a weight group with one token's transposed quants.
-#[inline(always)]
-unsafe fn group_dot<F: B32, D: IntDot>(g: &WGroup, y: *const u8, ysum: *const i32) -> __m256i {
-    let ones = _mm256_set1_epi16(1);
-    let mut sums = if D::VNNI {
-        let (mut a0, mut a1) = (_mm256_setzero_si256(), _mm256_setzero_si256());
-        for c in (0..8).step_by(2) {
-            a0 = _mm256_dpbusd_epi32(a0, g.v[c], yv(y, c));
-            a1 = _mm256_dpbusd_epi32(a1, g.v[c + 1], yv(y, c + 1));
-        }
-        _mm256_add_epi32(a0, a1)
-    } else if F::MAXQ == 0 {
-        // |x| * sign(y, x): pairs reach 2*128*127, so widen every product vector
-        let mut acc = _mm256_setzero_si256();
-        for c in 0..8 {
-            let p = _mm256_maddubs_epi16(g.v[c], _mm256_sign_epi8(yv(y, c), g.sign[c]));
-            acc = _mm256_add_epi32(acc, _mm256_madd_epi16(p, ones));
-        }
-        acc
-    } else {
-        // i16 sums of maddubs: each is <= 2*MAXQ*128, so 8 (MAXQ 15) or 4 (MAXQ 31) fit
-        let per = if F::MAXQ <= 15 { 8 } else { 4 };
-        let mut acc = _mm256_setzero_si256();
-        for h in 0..8 / per {
-            let mut s16 = _mm256_setzero_si256();
-            for c in h * per..(h + 1) * per {
-                s16 = _mm256_add_epi16(s16, _mm256_maddubs_epi16(g.v[c], yv(y, c)));
-            }
-            acc = _mm256_add_epi32(acc, _mm256_madd_epi16(s16, ones));
-        }
-        acc
-    };
-    let shift = if F::MAXQ == 0 && D::VNNI {
-        7
-    } else {
-        F::OFF_SHIFT
-    };
-    if shift != 0 {
-        let ys = _mm256_loadu_si256(ysum as *const __m256i);
-        sums = _mm256_sub_epi32(sums, _mm256_sllv_epi32(ys, _mm256_set1_epi32(shift)));
-    }
-    sums
-}
-
-struct B32Kernel<F, D> {
+struct B32Kernel<F> {
     w: *const u8,
+    a: *const u8,
     wrow: usize,
     nb: usize,
-    nbp: usize,
     acts: Acts,
-    _p: core::marker::PhantomData<(F, D)>,
+    _p: core::marker::PhantomData<F>,
 }
 
-impl<F: B32, D: IntDot> B32Kernel<F, D> {
+impl<F: B32> B32Kernel<F> {
     #[inline(always)]
-    unsafe fn group<const NT: usize, const FULL: bool>(
-        &self,
-        w: *const u8,
-        t0: usize,
-        g: usize,
-        cnt: usize,
-        acc: &mut [__m256; NT],
-    ) {
-        let wg = w.add(8 * g * F::WB);
-        let grp = load_group::<F, D, FULL>(wg, cnt);
-        let (dx, mx) = weight_scales::<F, FULL>(wg, cnt);
-        for t in 0..NT {
-            let o = (t0 + t) * self.nbp + 8 * g;
-            let y = self.acts.qs.as_ptr().add(32 * o);
-            let sums = group_dot::<F, D>(&grp, y, self.acts.ysum.as_ptr().add(o));
-            let dy = _mm256_loadu_ps(self.acts.d.as_ptr().add(o));
-            let mut v = _mm256_mul_ps(_mm256_mul_ps(dx, dy), _mm256_cvtepi32_ps(sums));
-            if F::MIN {
-                let sy = _mm256_loadu_ps(self.acts.s.as_ptr().add(o));
-                v = _mm256_add_ps(v, _mm256_mul_ps(mx, sy));
-            }
-            acc[t] = _mm256_add_ps(acc[t], v);
-        }
+    unsafe fn y(&self, t: usize, b: usize) -> *const u8 {
+        self.a.add((t * self.nb + b) * F::AB + F::AQ)
     }
 }
 
-impl<F: B32, D: IntDot> RowKernel for B32Kernel<F, D> {
-    #[inline(always)]
-    unsafe fn run<const NT: usize>(&self, r: usize, t0: usize) -> [f32; NT] {
-        let w = self.w.add(r * self.wrow);
-        let mut acc = [_mm256_setzero_ps(); NT];
-        let full = self.nb / 8;
-        for g in 0..full {
-            self.group::<NT, true>(w, t0, g, 8, &mut acc);
-        }
-        let rem = self.nb % 8;
-        if rem > 0 {
-            self.group::<NT, false>(w, t0, full, rem, &mut acc);
-        }
-        let mut out = [0f32; NT];
-        for t in 0..NT {
-            out[t] = hsum8_ps(acc[t]);
-        }
-        out
-    }
-}
+/// AVX2: `MR` rows (each its own accumulators), `NT` (<= 4) tokens.
+struct Avx2;
 
 #[inline(always)]
-unsafe fn gemm_b32<F: B32, D: IntDot>(k: usize, w: &[u8], a: &[u8], n: usize, out: &mut [f32]) {
+unsafe fn run_avx2<F: B32, const MR: usize, const NT: usize>(
+    k: &B32Kernel<F>,
+    rows: [usize; MR],
+    t0: usize,
+) -> [[f32; NT]; MR] {
+    let w: [*const u8; MR] = core::array::from_fn(|r| k.w.add(rows[r] * k.wrow));
+    let ones = _mm256_set1_epi16(1);
+    let mut acc = [[_mm256_setzero_ps(); NT]; MR];
+    // lane = token
+    let mut summs = [_mm_setzero_ps(); MR];
+    for b in 0..k.nb {
+        let dy = _mm256_loadu_ps(k.acts.d.as_ptr().add(b * k.acts.npad + t0));
+        for r in 0..MR {
+            let x = w[r].add(b * F::WB);
+            let raw = load::<F>(x);
+            // signed weights: |x| and the signs for `sign(y, x)`
+            let sx = if F::OFF != 0 && F::TY != GgmlType::Q8_0 {
+                _mm256_sub_epi8(raw, _mm256_set1_epi8(F::OFF as i8))
+            } else {
+                raw
+            };
+            let ux = if F::OFF != 0 {
+                _mm256_sign_epi8(sx, sx)
+            } else {
+                raw
+            };
+            // [d, m] (the "m" of the types without a min is unused)
+            let hdr = _mm_cvtsi32_si128((x as *const i32).read_unaligned());
+            let dm = _mm_cvtph_ps(hdr);
+            // dx * dy for every token (lane t), broadcast per token below
+            let dd = _mm256_mul_ps(_mm256_broadcastss_ps(dm), dy);
+            if F::MIN {
+                let sy = _mm_loadu_ps(k.acts.s.as_ptr().add(b * k.acts.npad + t0));
+                let mx = _mm_permute_ps::<0x55>(dm);
+                summs[r] = _mm_fmadd_ps(mx, sy, summs[r]);
+            }
+            for t in 0..NT {
+                let mut y = _mm256_loadu_si256(k.y(t0 + t, b) as *const __m256i);
+                if F::OFF != 0 {
+                    y = _mm256_sign_epi8(y, sx);
+                }
+                let lanes = _mm256_madd_epi16(_mm256_maddubs_epi16(ux, y), ones);
+                let d = _mm256_permutevar8x32_ps(dd, _mm256_set1_epi32(t as i32));
+                acc[r][t] = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(lanes), acc[r][t]);
+            }
+        }
+    }
+    let mut out = [[0f32; NT]; MR];
+    for r in 0..MR {
+        let mut sm = [0f32; 4];
+        _mm_storeu_ps(sm.as_mut_ptr(), summs[r]);
+        for t in 0..NT {
+            out[r][t] = hsum8_ps(acc[r][t]);
+            if F::MIN {
+                out[r][t] += sm[t];
+            }
+        }
+    }
+    out
+}
+
+/// AVX-512 VNNI: two rows, `NT` (<= 8) tokens.
+struct Vnni;
+
+/// `lo` in the low 256 bits, `hi` in the high.
+#[inline(always)]
+unsafe fn pair_si(lo: __m256i, hi: __m256i) -> __m512i {
+    _mm512_inserti64x4::<1>(_mm512_castsi256_si512(lo), hi)
+}
+
+/// A block of rows `x0` and `x1` (row 0 in the low 256 bits): unsigned (`q`, Q8_0:
+/// `x + 128`), or with `SIGNED` the weight values (`q - OFF`, Q8_0: `x`).
+#[inline(always)]
+unsafe fn load_pair<F: B32, const SIGNED: bool>(x0: *const u8, x1: *const u8) -> __m512i {
+    if F::TY == GgmlType::Q8_0 {
+        let v = pair_si(load::<F>(x0), load::<F>(x1));
+        return if SIGNED {
+            v
+        } else {
+            _mm512_xor_si512(v, _mm512_set1_epi8(-128))
+        };
+    }
+    // [q0, q0, q1, q1] per 128 bits -> [lo0, hi0, lo1, hi1]
+    let q0 = _mm256_broadcastsi128_si256(_mm_loadu_si128(x0.add(F::QS) as *const __m128i));
+    let q1 = _mm256_broadcastsi128_si256(_mm_loadu_si128(x1.add(F::QS) as *const __m128i));
+    let u = pair_si(q0, q1);
+    let u = _mm512_mask_srli_epi16::<4>(u, 0xFF00_FF00, u);
+    let mut v = _mm512_and_si512(u, _mm512_set1_epi8(0x0F));
+    if F::QH != 0 {
+        let h0 = (x0.add(F::QH) as *const u32).read_unaligned() as u64;
+        let h1 = (x1.add(F::QH) as *const u32).read_unaligned() as u64;
+        let hb = _mm512_maskz_mov_epi8(h0 | (h1 << 32), _mm512_set1_epi8(0x10));
+        v = _mm512_or_si512(v, hb);
+    }
+    if SIGNED {
+        v = _mm512_sub_epi8(v, _mm512_set1_epi8(F::OFF as i8));
+    }
+    v
+}
+
+/// `P` row pairs (`MR = 2P` rows), `NT` (<= 8) tokens. Signed weights: with `SWAP`
+/// against `uy`, else as unsigned `x + OFF` with `corr`.
+#[inline(always)]
+unsafe fn run_vnni<F: B32, const SWAP: bool, const P: usize, const MR: usize, const NT: usize>(
+    k: &B32Kernel<F>,
+    rows: [usize; MR],
+    t0: usize,
+) -> [[f32; NT]; MR] {
+    debug_assert_eq!(MR, 2 * P);
+    let w: [*const u8; MR] = core::array::from_fn(|r| k.w.add(rows[r] * k.wrow));
+    let mut acc = [[_mm512_setzero_ps(); NT]; P];
+    // lane 8 * (row in pair) + token
+    let mut summs = [_mm512_setzero_ps(); P];
+    for b in 0..k.nb {
+        let sy = if F::MIN {
+            let s8 = _mm256_loadu_ps(k.acts.s.as_ptr().add(b * k.acts.npad + t0));
+            let s8 = _mm256_castps_si256(s8);
+            _mm512_castsi512_ps(pair_si(s8, s8))
+        } else {
+            _mm512_setzero_ps()
+        };
+        for p in 0..P {
+            let (x0, x1) = (w[2 * p].add(b * F::WB), w[2 * p + 1].add(b * F::WB));
+            let swap = SWAP && F::OFF != 0;
+            let wv = load_pair::<F, SWAP>(x0, x1);
+            // signed weights x against unsigned y + 128: start from -128 * Σ x per lane
+            let init = if swap {
+                let s = _mm512_dpbusd_epi32(_mm512_setzero_si512(), _mm512_set1_epi8(-128), wv);
+                _mm512_sub_epi32(_mm512_setzero_si512(), s)
+            } else {
+                _mm512_setzero_si512()
+            };
+            // [d0, m0, d0, m0, ... | d1, m1, ...] -> [d0 x8 | d1 x8] and [m0 x8 | m1 x8]
+            let h0 = _mm_set1_epi32((x0 as *const i32).read_unaligned());
+            let h1 = _mm_set1_epi32((x1 as *const i32).read_unaligned());
+            let dm = _mm512_cvtph_ps(_mm256_set_m128i(h1, h0));
+            let dx = _mm512_moveldup_ps(dm);
+            if F::MIN {
+                summs[p] = _mm512_fmadd_ps(_mm512_movehdup_ps(dm), sy, summs[p]);
+            }
+            for t in 0..NT {
+                let o = (t0 + t) * k.nb + b;
+                let lanes = if swap {
+                    let uy = _mm256_loadu_si256(k.acts.uy.as_ptr().add(o * 32) as *const __m256i);
+                    _mm512_dpbusd_epi32(init, pair_si(uy, uy), wv)
+                } else {
+                    let init = if F::OFF != 0 {
+                        let c = _mm256_loadu_si256(k.acts.corr.as_ptr().add(o * 8) as *const _);
+                        pair_si(c, c)
+                    } else {
+                        init
+                    };
+                    let y = _mm256_loadu_si256(k.y(t0 + t, b) as *const __m256i);
+                    _mm512_dpbusd_epi32(init, wv, pair_si(y, y))
+                };
+                let dy = _mm512_set1_ps(*k.acts.dt.as_ptr().add((t0 + t) * k.nb + b));
+                let d = _mm512_mul_ps(dx, dy);
+                acc[p][t] = _mm512_fmadd_ps(d, _mm512_cvtepi32_ps(lanes), acc[p][t]);
+            }
+        }
+    }
+    let mut out = [[0f32; NT]; MR];
+    for p in 0..P {
+        let mut sm = [0f32; 16];
+        _mm512_storeu_ps(sm.as_mut_ptr(), summs[p]);
+        for t in 0..NT {
+            let lo = _mm512_castps512_ps256(acc[p][t]);
+            let hi = _mm512_extracti64x4_epi64::<1>(_mm512_castps_si512(acc[p][t]));
+            out[2 * p][t] = hsum8_ps(lo);
+            out[2 * p + 1][t] = hsum8_ps(_mm256_castsi256_ps(hi));
+            if F::MIN {
+                out[2 * p][t] += sm[t];
+                out[2 * p + 1][t] += sm[8 + t];
+            }
+        }
+    }
+    out
+}
+
+macro_rules! row_kernel {
+    ($isa:ty, $mr:literal, $body:ident $(, $p:tt)*) => {
+        impl<F: B32> RowKernel<$mr> for (B32Kernel<F>, $isa) {
+            #[inline(always)]
+            unsafe fn run<const NT: usize>(
+                &self,
+                rows: [usize; $mr],
+                t0: usize,
+            ) -> [[f32; NT]; $mr] {
+                $body::<F, $($p,)* $mr, NT>(&self.0, rows, t0)
+            }
+        }
+    };
+}
+
+row_kernel!(Avx2, 1, run_avx2);
+row_kernel!(Avx2, 4, run_avx2);
+row_kernel!(Vnni, 2, run_vnni, true, 1);
+row_kernel!(Vnni, 4, run_vnni, true, 2);
+row_kernel!(Vnni, 8, run_vnni, false, 4);
+
+#[inline(always)]
+unsafe fn gemm_b32<F: B32, const VNNI: bool>(
+    k: usize,
+    w: &[u8],
+    a: &[u8],
+    n: usize,
+    out: &mut [f32],
+) {
     let nb = k / 32;
-    let nbp = nb.div_ceil(8) * 8;
     debug_assert!(F::TY.row_bytes(k) == Some(nb * F::WB));
-    let kern = B32Kernel::<F, D> {
+    // few tokens: more rows per tile, so that independent accumulation chains hide the
+    // FMA latency (and the per-block weight work is shared by fewer tokens)
+    let few = n < 4;
+    let sg = match (VNNI && F::OFF != 0, few) {
+        (false, _) => Signed::None,
+        (true, true) => Signed::Corr,
+        (true, false) => Signed::UnsignedY,
+    };
+    let kern = B32Kernel::<F> {
         w: w.as_ptr(),
+        a: a.as_ptr(),
         wrow: nb * F::WB,
         nb,
-        nbp,
-        acts: prepare_acts::<F>(a, n, nb, nbp),
+        acts: prepare_acts::<F>(a, n, nb, sg),
         _p: core::marker::PhantomData,
     };
     let m = w.len() / (nb * F::WB);
-    if D::VNNI {
-        // AVX-512 has 32 vector registers: a wider token tile reuses each weight group more
-        gemm_tiled::<_, 8>(&kern, m, n, nbp * 32, out);
-    } else {
-        gemm_tiled::<_, 4>(&kern, m, n, nbp * 32, out);
+    let arow = nb * (if sg == Signed::UnsignedY { 32 } else { F::AB } + 8);
+    match (VNNI, n) {
+        (true, 0..4) => gemm_tiled::<_, 8, 2>(&(kern, Vnni), m, n, arow, out),
+        (true, 4..8) => gemm_tiled::<_, 4, 4>(&(kern, Vnni), m, n, arow, out),
+        (true, _) => gemm_tiled::<_, 2, 8>(&(kern, Vnni), m, n, arow, out),
+        (false, 0..4) => gemm_tiled::<_, 4, 2>(&(kern, Avx2), m, n, arow, out),
+        (false, _) => gemm_tiled::<_, 1, 4>(&(kern, Avx2), m, n, arow, out),
     }
 }
 
 macro_rules! entry {
-    ($name:ident, $fmt:ty, $isa:ty, $feat:literal) => {
+    ($name:ident, $fmt:ty, $vnni:literal, $feat:literal) => {
         #[target_feature(enable = $feat)]
         pub(crate) unsafe fn $name(k: usize, w: &[u8], a: &[u8], n: usize, out: &mut [f32]) {
-            gemm_b32::<$fmt, $isa>(k, w, a, n, out)
+            gemm_b32::<$fmt, $vnni>(k, w, a, n, out)
         }
     };
 }
 
-entry!(gemm_q4_0_avx2, FQ4_0, Avx2, "avx2,fma,f16c");
-entry!(gemm_q4_1_avx2, FQ4_1, Avx2, "avx2,fma,f16c");
-entry!(gemm_q5_0_avx2, FQ5_0, Avx2, "avx2,fma,f16c");
-entry!(gemm_q5_1_avx2, FQ5_1, Avx2, "avx2,fma,f16c");
-entry!(gemm_q8_0_avx2, FQ8_0, Avx2, "avx2,fma,f16c");
+entry!(gemm_q4_0_avx2, FQ4_0, false, "avx2,fma,f16c");
+entry!(gemm_q4_1_avx2, FQ4_1, false, "avx2,fma,f16c");
+entry!(gemm_q5_0_avx2, FQ5_0, false, "avx2,fma,f16c");
+entry!(gemm_q5_1_avx2, FQ5_1, false, "avx2,fma,f16c");
+entry!(gemm_q8_0_avx2, FQ8_0, false, "avx2,fma,f16c");
 entry!(
     gemm_q4_0_vnni,
     FQ4_0,
-    Vnni,
+    true,
     "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni"
 );
 entry!(
     gemm_q4_1_vnni,
     FQ4_1,
-    Vnni,
+    true,
     "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni"
 );
 entry!(
     gemm_q5_0_vnni,
     FQ5_0,
-    Vnni,
+    true,
     "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni"
 );
 entry!(
     gemm_q5_1_vnni,
     FQ5_1,
-    Vnni,
+    true,
     "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni"
 );
 entry!(
     gemm_q8_0_vnni,
     FQ8_0,
-    Vnni,
+    true,
     "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni"
 );

@@ -64,9 +64,10 @@ struct FloatKernel<F> {
     _p: core::marker::PhantomData<F>,
 }
 
-impl<F: FloatFmt> RowKernel for FloatKernel<F> {
+impl<F: FloatFmt> RowKernel<1> for FloatKernel<F> {
     #[inline(always)]
-    unsafe fn run<const NT: usize>(&self, r: usize, t0: usize) -> [f32; NT] {
+    unsafe fn run<const NT: usize>(&self, rows: [usize; 1], t0: usize) -> [[f32; NT]; 1] {
+        let r = rows[0];
         let row = self.k * F::ES;
         let w = self.w.add(r * row);
         let a: [*const u8; NT] = core::array::from_fn(|i| self.a.add((t0 + i) * row));
@@ -93,7 +94,7 @@ impl<F: FloatFmt> RowKernel for FloatKernel<F> {
             });
             out[t] = finish32(lanes, tail);
         }
-        out
+        [out]
     }
 }
 
@@ -105,7 +106,7 @@ unsafe fn gemm_float<F: FloatFmt>(k: usize, w: &[u8], a: &[u8], n: usize, out: &
         k,
         _p: core::marker::PhantomData,
     };
-    gemm_tiled::<_, 2>(&kern, w.len() / (k * F::ES), n, k * F::ES, out);
+    gemm_tiled::<_, 1, 2>(&kern, w.len() / (k * F::ES), n, k * F::ES, out);
 }
 
 #[target_feature(enable = "avx2,fma,f16c")]

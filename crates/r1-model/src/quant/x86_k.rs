@@ -1,6 +1,6 @@
 //! x86-64 AVX2 kernels for the K-quants (Q4_K, Q5_K, Q6_K against Q8_K).
-//! Each super-block's integer sums are exact; block values are accumulated in block order
-//! into one f32 per token, as in `dot_scalar`.
+//! Each super-block's integer sums are exact (split into ggml's 8 lanes for Q5_K / Q6_K);
+//! the float accumulation is llama.cpp's order, as in `dot_scalar`.
 
 // Parallel arrays of SIMD registers (per token / per lane) are indexed together.
 #![allow(clippy::needless_range_loop)]
@@ -8,9 +8,9 @@
 use core::arch::x86_64::*;
 use core::slice;
 
-use super::dot_scalar::kq_value;
 use super::gemm::{gemm_tiled, RowKernel};
 use super::util::*;
+use super::x86_b32::hsum8_ps;
 
 const Q8K: usize = 292;
 
@@ -18,14 +18,6 @@ const Q8K: usize = 292;
 #[inline(always)]
 unsafe fn madd_acc(acc: __m256i, p: __m256i, s: __m256i) -> __m256i {
     _mm256_add_epi32(acc, _mm256_madd_epi16(p, s))
-}
-
-#[inline(always)]
-unsafe fn hsum_epi32(v: __m256i) -> i32 {
-    let s = _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
-    let s = _mm_add_epi32(s, _mm_unpackhi_epi64(s, s));
-    let s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 1));
-    _mm_cvtsi128_si32(s)
 }
 
 #[inline(always)]
@@ -50,17 +42,33 @@ unsafe fn rd_dy(y: *const u8) -> f32 {
     (y as *const f32).read_unaligned()
 }
 
-/// Q4_K (`HIGH = false`) and Q5_K (`HIGH = true`) super-block values for `NT` tokens.
+/// Per-token float state of ggml's K-quant dot products.
+#[derive(Clone, Copy)]
+struct KAcc {
+    /// The 8 lanes `fma(d, lanes, acc)`.
+    acc: __m256,
+    /// Q4_K's min accumulator (lane 0).
+    acc_m: __m128,
+    /// Q5_K's min sum, Q4_K's accumulator (lane 0).
+    summs: __m128,
+}
+
+#[inline(always)]
+unsafe fn fma_lanes(acc: __m256, d: f32, lanes: __m256i) -> __m256 {
+    _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(lanes), acc)
+}
+
+/// Q4_K (`HIGH = false`) and Q5_K (`HIGH = true`) super-blocks for `NT` tokens, in the
+/// order of `ggml_gemv_q4_K_8x8_q8_K` / `ggml_vec_dot_q5_K_q8_K` (see `dot_scalar`).
 #[inline(always)]
 unsafe fn q45k_block<const NT: usize, const HIGH: bool>(
     x: *const u8,
     y: &[*const u8; NT],
-) -> [f32; NT] {
+    st: &mut [KAcc; NT],
+) {
     let xs = slice::from_raw_parts(x, if HIGH { 176 } else { 144 });
     let (sc, mn) = scales_mins_k4(&xs[4..16]);
-    // mins duplicated per pair of 16-groups: [m0,m0,m1,m1,...] as i16
-    let m8 = _mm_loadl_epi64(mn.as_ptr() as *const __m128i);
-    let minsv = _mm256_cvtepu8_epi16(_mm_unpacklo_epi8(m8, m8));
+    let mins = _mm_cvtepu8_epi16(_mm_loadl_epi64(mn.as_ptr() as *const __m128i));
     let m4 = _mm256_set1_epi8(0x0F);
     let one = _mm256_set1_epi8(1);
     let qs = if HIGH { x.add(48) } else { x.add(16) };
@@ -91,17 +99,41 @@ unsafe fn q45k_block<const NT: usize, const HIGH: bool>(
             isum2[t] = madd_acc(isum2[t], p2, s2);
         }
     }
-    let mut out = [0f32; NT];
+    let (dx, dminx) = (rd_f16(xs, 0), rd_f16(xs, 2));
     for t in 0..NT {
-        let summs = hsum_epi32(_mm256_madd_epi16(bsums(y[t]), minsv));
-        let is = hsum_epi32(_mm256_add_epi32(isum[t], isum2[t]));
-        out[t] = kq_value(xs, rd_dy(y[t]), is, summs);
+        let dy = rd_dy(y[t]);
+        // sums of the 8 sub-blocks of 32, then mins[2k]*s[2k] + mins[2k+1]*s[2k+1]
+        let bs = bsums(y[t]);
+        let q8s = _mm_hadd_epi16(_mm256_castsi256_si128(bs), _mm256_extracti128_si256(bs, 1));
+        let prod = _mm_madd_epi16(mins, q8s);
+        let m = _mm_cvtsi32_ss(_mm_setzero_ps(), hsum_epi32_4(prod));
+        let lanes = _mm256_add_epi32(isum[t], isum2[t]);
+        if HIGH {
+            st[t].summs = _mm_fmadd_ss(m, _mm_set_ss(-dy * dminx), st[t].summs);
+            st[t].acc = fma_lanes(st[t].acc, dy * dx, lanes);
+        } else {
+            // llama.cpp's repacked Q4_K order: whole super-block sums, one FMA each
+            let s4 = _mm_add_epi32(
+                _mm256_castsi256_si128(lanes),
+                _mm256_extracti128_si256(lanes, 1),
+            );
+            let s = _mm_cvtsi32_ss(_mm_setzero_ps(), hsum_epi32_4(s4));
+            st[t].summs = _mm_fmadd_ss(s, _mm_set_ss(dx * dy), st[t].summs);
+            st[t].acc_m = _mm_fmadd_ss(m, _mm_set_ss(dminx * dy), st[t].acc_m);
+        }
     }
-    out
 }
 
 #[inline(always)]
-unsafe fn q6k_block<const NT: usize>(x: *const u8, y: &[*const u8; NT]) -> [f32; NT] {
+unsafe fn hsum_epi32_4(s: __m128i) -> i32 {
+    let s = _mm_add_epi32(s, _mm_unpackhi_epi64(s, s));
+    let s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 1));
+    _mm_cvtsi128_si32(s)
+}
+
+/// Q6_K super-blocks for `NT` tokens, in the order of `ggml_vec_dot_q6_K_q8_K` (AVX2).
+#[inline(always)]
+unsafe fn q6k_block<const NT: usize>(x: *const u8, y: &[*const u8; NT], st: &mut [KAcc; NT]) {
     let sc = slice::from_raw_parts(x.add(192), 16);
     let scales16 = _mm256_cvtepi8_epi16(_mm_loadu_si128(x.add(192) as *const __m128i));
     let m4 = _mm256_set1_epi8(0x0F);
@@ -135,14 +167,12 @@ unsafe fn q6k_block<const NT: usize>(x: *const u8, y: &[*const u8; NT]) -> [f32;
         }
     }
     let d = rd_f16(slice::from_raw_parts(x, 210), 208);
-    let mut out = [0f32; NT];
     for t in 0..NT {
-        // values are q - 32: subtract 32 * sum_g scale_g * bsum_g
-        let corr = hsum_epi32(_mm256_madd_epi16(bsums(y[t]), scales16));
-        let is = hsum_epi32(_mm256_add_epi32(isum[0][t], isum[1][t])) - 32 * corr;
-        out[t] = (d * rd_dy(y[t])) * is as f32;
+        // values are q - 32: lane i subtracts 32 * (bs[2i]*sc[2i] + bs[2i+1]*sc[2i+1])
+        let corr = _mm256_slli_epi32(_mm256_madd_epi16(bsums(y[t]), scales16), 5);
+        let lanes = _mm256_sub_epi32(_mm256_add_epi32(isum[0][t], isum[1][t]), corr);
+        st[t].acc = fma_lanes(st[t].acc, rd_dy(y[t]) * d, lanes);
     }
-    out
 }
 
 #[derive(Clone, Copy)]
@@ -169,26 +199,37 @@ struct KKernel {
     fmt: KFmt,
 }
 
-impl RowKernel for KKernel {
+impl RowKernel<1> for KKernel {
     #[inline(always)]
-    unsafe fn run<const NT: usize>(&self, r: usize, t0: usize) -> [f32; NT] {
+    unsafe fn run<const NT: usize>(&self, rows: [usize; 1], t0: usize) -> [[f32; NT]; 1] {
+        let r = rows[0];
         let wb = kq_bytes(self.fmt);
         let w = self.w.add(r * self.wrow);
-        let mut acc = [0f32; NT];
+        let mut st = [KAcc {
+            acc: _mm256_setzero_ps(),
+            acc_m: _mm_setzero_ps(),
+            summs: _mm_setzero_ps(),
+        }; NT];
         for b in 0..self.nb {
             let x = w.add(b * wb);
             let y: [*const u8; NT] =
                 core::array::from_fn(|t| self.a.add((t0 + t) * self.arow + b * Q8K));
-            let v = match self.fmt {
-                KFmt::Q4K => q45k_block::<NT, false>(x, &y),
-                KFmt::Q5K => q45k_block::<NT, true>(x, &y),
-                KFmt::Q6K => q6k_block::<NT>(x, &y),
-            };
-            for t in 0..NT {
-                acc[t] += v[t];
+            match self.fmt {
+                KFmt::Q4K => q45k_block::<NT, false>(x, &y, &mut st),
+                KFmt::Q5K => q45k_block::<NT, true>(x, &y, &mut st),
+                KFmt::Q6K => q6k_block::<NT>(x, &y, &mut st),
             }
         }
-        acc
+        let mut out = [0f32; NT];
+        for t in 0..NT {
+            let s = hsum8_ps(st[t].acc);
+            out[t] = match self.fmt {
+                KFmt::Q4K => _mm_cvtss_f32(st[t].summs) - _mm_cvtss_f32(st[t].acc_m),
+                KFmt::Q5K => s + _mm_cvtss_f32(st[t].summs),
+                KFmt::Q6K => s,
+            };
+        }
+        [out]
     }
 }
 
@@ -203,7 +244,7 @@ unsafe fn gemm_k(fmt: KFmt, k: usize, w: &[u8], a: &[u8], n: usize, out: &mut [f
         nb,
         fmt,
     };
-    gemm_tiled::<_, 4>(&kern, w.len() / kern.wrow, n, kern.arow, out);
+    gemm_tiled::<_, 1, 4>(&kern, w.len() / kern.wrow, n, kern.arow, out);
 }
 
 macro_rules! entry {
