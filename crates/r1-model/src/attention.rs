@@ -284,7 +284,8 @@ fn attend_row(
         }
         let vvec = &vc[slot * vw + voff..slot * vw + voff + dv];
         (kern.mad)(acc, vvec, vs, table);
-        sum = sum * ms + vs;
+        // GCC contracts ggml's `S = S*ms + vs` into an FMA.
+        sum = sum.mul_add(ms, vs);
     }
     let inv = if sum == 0.0 { 0.0 } else { 1.0 / sum };
     for (o, &a) in out.iter_mut().zip(acc.iter()) {

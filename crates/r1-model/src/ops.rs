@@ -11,11 +11,60 @@ pub fn rms_norm(x: &[f32], w: &[f32], eps: f32, out: &mut [f32]) {
     }
 }
 
-/// In place: `gate = silu(gate) * up` (SwiGLU).
+/// In place: `gate = silu(gate) * up` (SwiGLU), with llama.cpp's vectorised `expf`
+/// approximation (`ggml_v_expf`, AVX-512 form) so the result is bit-identical to its
+/// `ggml_vec_swiglu_f32`.
 pub fn silu_mul(gate: &mut [f32], up: &[f32]) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if std::is_x86_feature_detected!("fma") {
+            // SAFETY: FMA is present.
+            return unsafe { silu_mul_fma(gate, up) };
+        }
+    }
+    silu_mul_generic(gate, up)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "fma")]
+unsafe fn silu_mul_fma(gate: &mut [f32], up: &[f32]) {
+    silu_mul_generic(gate, up)
+}
+
+#[inline(always)]
+fn silu_mul_generic(gate: &mut [f32], up: &[f32]) {
     for (g, &u) in gate.iter_mut().zip(up) {
-        let s = *g / (1.0 + (-*g).exp());
-        *g = s * u;
+        *g = (*g / (1.0 + ggml_expf(-*g))) * u;
+    }
+}
+
+/// One lane of ggml's `ggml_v_expf` (max error 1.45 ulp + 0.5; flushes beyond ±88/104).
+#[inline(always)]
+pub fn ggml_expf(x: f32) -> f32 {
+    let c = f32::from_bits;
+    let r = c(0x4b40_0000); // 0x1.8p23
+    let z = x.mul_add(c(0x3fb8_aa3b), r);
+    let n = z - r;
+    let b = (-n).mul_add(c(0x35bf_be8e), (-n).mul_add(c(0x3f31_7200), x));
+    let u = b * b;
+    let j = c(0x3c07_2010)
+        .mul_add(b, c(0x3d2b_9f17))
+        .mul_add(u, c(0x3e2a_af33).mul_add(b, c(0x3eff_fedb)))
+        .mul_add(u, c(0x3f7f_fff6).mul_add(b, 1.0));
+    if n.abs() > 192.0 {
+        return if n <= 0.0 { 0.0 } else { f32::INFINITY };
+    }
+    scalef(j, n)
+}
+
+/// `j · 2^n` for integral `n` with one rounding, like `vscalefps`.
+#[inline(always)]
+fn scalef(j: f32, n: f32) -> f32 {
+    let n = n as i32;
+    if (-126..=127).contains(&n) {
+        j * f32::from_bits(((n + 127) as u32) << 23)
+    } else {
+        ((j as f64) * 2f64.powi(n)) as f32
     }
 }
 
@@ -64,20 +113,19 @@ pub fn rope_table(
     RopeTable { cos, sin }
 }
 
-/// Rotate one head vector in place.
+/// Rotate one head vector in place. The rotation is evaluated as llama.cpp's compiled code
+/// does it (GCC contracts it to fused multiply-adds): `x0' = fma(x0, cos, -(x1·sin))`,
+/// `x1' = fma(x0, sin, x1·cos)`.
 pub fn apply_rope(x: &mut [f32], t: &RopeTable, neox: bool) {
     let half = t.cos.len();
+    let rot = |a: f32, b: f32, c: f32, s: f32| (a.mul_add(c, -(b * s)), a.mul_add(s, b * c));
     if neox {
         for i in 0..half {
-            let (a, b) = (x[i], x[i + half]);
-            x[i] = a * t.cos[i] - b * t.sin[i];
-            x[i + half] = a * t.sin[i] + b * t.cos[i];
+            (x[i], x[i + half]) = rot(x[i], x[i + half], t.cos[i], t.sin[i]);
         }
     } else {
         for i in 0..half {
-            let (a, b) = (x[2 * i], x[2 * i + 1]);
-            x[2 * i] = a * t.cos[i] - b * t.sin[i];
-            x[2 * i + 1] = a * t.sin[i] + b * t.cos[i];
+            (x[2 * i], x[2 * i + 1]) = rot(x[2 * i], x[2 * i + 1], t.cos[i], t.sin[i]);
         }
     }
 }
@@ -118,6 +166,17 @@ mod tests {
         let mut y = [1.0, 1.0, 0.0, 0.0];
         apply_rope(&mut y, &t, true);
         assert!((y[0] - 3f32.cos()).abs() < 1e-6 && (y[2] - 3f32.sin()).abs() < 1e-6);
+    }
+
+    #[test]
+    fn ggml_expf_is_close_to_exp() {
+        for i in -2000..2000 {
+            let x = i as f32 * 0.043;
+            let (a, b) = (ggml_expf(x), x.exp());
+            assert!((a - b).abs() <= b * 4e-7, "{x}: {a} vs {b}");
+        }
+        assert_eq!(ggml_expf(-200.0), 0.0);
+        assert_eq!(ggml_expf(200.0), f32::INFINITY);
     }
 
     #[test]
