@@ -37,6 +37,41 @@ impl Batch {
         }
     }
 
+    /// Check the batch against a KV cache and a vocabulary size: contiguous sequences, block
+    /// tables that cover every position and stay inside the cache, known token ids, logit
+    /// rows inside the batch. Every architecture calls this before its forward pass.
+    pub fn validate(&self, kv: &crate::KvCache, vocab_size: usize) -> Result<(), String> {
+        let mut expect = 0;
+        for s in &self.seqs {
+            if s.start != expect {
+                return Err("sequences must be contiguous in the token list".into());
+            }
+            expect += s.len;
+            let need = (s.pos0 + s.len).div_ceil(kv.block_size());
+            if s.block_table.len() < need {
+                return Err(format!(
+                    "block table has {} blocks, {need} needed",
+                    s.block_table.len()
+                ));
+            }
+            if s.block_table.iter().any(|&b| b as usize >= kv.n_blocks()) {
+                return Err("block table names a block outside the cache".into());
+            }
+        }
+        if expect != self.tokens.len() {
+            return Err("sequence lengths do not add up to the token count".into());
+        }
+        if let Some(&t) = self.tokens.iter().find(|&&t| t as usize >= vocab_size) {
+            return Err(format!(
+                "token id {t} is outside the vocabulary ({vocab_size})"
+            ));
+        }
+        if self.logit_rows.iter().any(|&r| r >= self.tokens.len()) {
+            return Err("logit row outside the batch".into());
+        }
+        Ok(())
+    }
+
     /// Position of every token, in `tokens` order.
     pub fn positions(&self) -> Vec<usize> {
         let mut pos = vec![0; self.tokens.len()];

@@ -176,40 +176,9 @@ impl Llama {
         if kv.dtype() != crate::kv_cache::KvDtype::F16 {
             return err("this architecture keeps its KV cache in f16".into());
         }
-        let mut expect = 0;
-        for s in &batch.seqs {
-            if s.start != expect {
-                return err("sequences must be contiguous in the token list".into());
-            }
-            expect += s.len;
-            let need = (s.pos0 + s.len).div_ceil(kv.block_size());
-            if s.block_table.len() < need {
-                return err(format!(
-                    "block table has {} blocks, {need} needed",
-                    s.block_table.len()
-                ));
-            }
-            if s.block_table.iter().any(|&b| b as usize >= kv.n_blocks()) {
-                return err("block table names a block outside the cache".into());
-            }
-        }
-        if expect != batch.tokens.len() {
-            return err("sequence lengths do not add up to the token count".into());
-        }
-        if let Some(&t) = batch
-            .tokens
-            .iter()
-            .find(|&&t| t as usize >= self.cfg.vocab_size)
-        {
-            return err(format!(
-                "token id {t} is outside the vocabulary ({})",
-                self.cfg.vocab_size
-            ));
-        }
-        if batch.logit_rows.iter().any(|&r| r >= batch.tokens.len()) {
-            return err("logit row outside the batch".into());
-        }
-        Ok(())
+        batch
+            .validate(kv, self.cfg.vocab_size)
+            .map_err(ModelError::Batch)
     }
 }
 
