@@ -60,11 +60,10 @@ pub fn run(args: &InspectArgs) -> anyhow::Result<()> {
     );
     let kv_per_token = cfg.n_layers * 2 * cfg.kv_dim();
     println!(
-        "KV cache:       {} values/token = {} bytes/token at f32 ({} at f16); {:.1} MiB for the full context at f32",
+        "KV cache:       {} values/token = {} bytes/token (f16); {:.1} MiB for the full context",
         kv_per_token,
-        kv_per_token * 4,
         kv_per_token * 2,
-        (kv_per_token * 4 * cfg.context_length) as f64 / (1 << 20) as f64
+        (kv_per_token * 2 * cfg.context_length) as f64 / (1 << 20) as f64
     );
     let mut hist: BTreeMap<&str, (usize, u64)> = BTreeMap::new();
     for t in f.tensors() {

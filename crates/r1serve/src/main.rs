@@ -46,6 +46,15 @@ fn main() {
         .with_writer(std::io::stderr)
         .init();
     let cli = Cli::parse();
+    if !matches!(cli.command, Command::Serve(_)) {
+        // Terminal commands end quietly when their output pipe closes (`| head`), as Unix
+        // tools do; Rust ignores SIGPIPE by default and println! would panic instead.
+        #[cfg(unix)]
+        // SAFETY: restoring the default disposition of a signal before any thread starts.
+        unsafe {
+            libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+        }
+    }
     let result = match cli.command {
         Command::Run(a) => generate::run(&a),
         Command::Chat(a) => generate::chat(&a),
