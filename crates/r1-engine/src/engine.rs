@@ -245,7 +245,8 @@ pub fn spawn_engine(
         .kv_cache_mem
         .resolve_here()
         .map_err(|e| EngineError::Config(e.to_string()))?;
-    let bytes_per_token = layout.bytes_per_token(KvCache::ELEM_BYTES);
+    let kv_dtype = model.kv_dtype();
+    let bytes_per_token = layout.bytes_per_token(kv_dtype.bytes());
     let num_blocks = num_blocks_for_budget(budget, bytes_per_token, cfg.block_size)
         .map_err(|e| EngineError::Config(e.to_string()))?;
     let max_model_len = cfg
@@ -281,7 +282,8 @@ pub fn spawn_engine(
         stats: stats.clone(),
         max_model_len,
     };
-    let kv = KvCache::new(layout, cfg.block_size, num_blocks);
+    // The model says how it keeps its cache (f16 for llama/qwen2, f32 latents for MLA).
+    let kv = KvCache::with_dtype(layout, cfg.block_size, num_blocks, kv_dtype);
     let thread = std::thread::Builder::new()
         .name("r1-engine".into())
         .spawn(move || {
