@@ -23,7 +23,7 @@ impl<'m> Session<'m> {
         let n_blocks = max_tokens.div_ceil(BLOCK);
         Session {
             model,
-            kv: KvCache::new(model.kv_layout(), BLOCK, n_blocks),
+            kv: KvCache::with_dtype(model.kv_layout(), BLOCK, n_blocks, model.kv_dtype()),
             block_table: (0..n_blocks as u32).collect(),
             tokens: Vec::new(),
             max_tokens,

@@ -108,7 +108,7 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
         );
         return Ok(());
     }
-    let size = l.file.file_size() as f64 / (1 << 20) as f64;
+    let size = l.size_bytes as f64 / (1 << 20) as f64;
     println!("| model | size | params | threads | test | t/s |");
     println!("| --- | ---: | ---: | ---: | ---: | ---: |");
     for (test, v) in [

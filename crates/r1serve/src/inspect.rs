@@ -10,7 +10,7 @@ use r1_model::ModelConfig;
 
 #[derive(clap::Args)]
 pub struct InspectArgs {
-    /// Path to a GGUF model file.
+    /// Path to a GGUF model file or a Hugging Face model directory.
     pub path: PathBuf,
     /// Print the whole chat template instead of its first lines.
     #[arg(long)]
@@ -21,6 +21,9 @@ pub struct InspectArgs {
 }
 
 pub fn run(args: &InspectArgs) -> anyhow::Result<()> {
+    if args.path.is_dir() {
+        return run_hf_dir(args);
+    }
     let f = GgufFile::open(&args.path)?;
     let cfg = ModelConfig::from_gguf(&f)?;
     println!(
@@ -58,13 +61,9 @@ pub fn run(args: &InspectArgs) -> anyhow::Result<()> {
         cfg.rms_eps,
         if cfg.qkv_bias { " | q/k/v bias" } else { "" }
     );
-    let kv_per_token = cfg.n_layers * 2 * cfg.kv_dim();
-    println!(
-        "KV cache:       {} values/token = {} bytes/token (f16); {:.1} MiB for the full context",
-        kv_per_token,
-        kv_per_token * 2,
-        (kv_per_token * 2 * cfg.context_length) as f64 / (1 << 20) as f64
-    );
+    let (_, model) = r1_model::load_gguf(&args.path, 1, &mut |_, _| {})
+        .with_context(|| format!("loading {}", args.path.display()))?;
+    print_kv(model.as_ref());
     let mut hist: BTreeMap<&str, (usize, u64)> = BTreeMap::new();
     for t in f.tensors() {
         let e = hist.entry(t.ty.name()).or_default();
@@ -131,4 +130,63 @@ fn short(v: &GgufValue) -> String {
         GgufValue::String(s) => format!("{s:?}"),
         other => format!("{other:?}"),
     }
+}
+
+/// The KV cache the engine allocates for this model, per token and for the full context.
+fn print_kv(model: &dyn r1_model::Model) {
+    let layout = model.kv_layout();
+    let dtype = model.kv_dtype();
+    let per_token = layout.bytes_per_token(dtype.bytes());
+    println!(
+        "KV cache:       {} bytes/token ({} layers x ({} + {}) values, {:?}); {:.1} MiB for the full context of {}",
+        per_token,
+        layout.n_layers,
+        layout.k_width,
+        layout.v_width,
+        dtype,
+        (per_token * model.config().context_length) as f64 / (1 << 20) as f64,
+        model.config().context_length
+    );
+}
+
+/// A Hugging Face model directory: what the loaded model reports.
+fn run_hf_dir(args: &InspectArgs) -> anyhow::Result<()> {
+    let model = r1_model::load_hf_dir(&args.path, 1)
+        .with_context(|| format!("loading {}", args.path.display()))?;
+    let c = model.config();
+    println!("directory:      {} (Hugging Face)", args.path.display());
+    println!("name:           {}", c.name);
+    println!("architecture:   {}", c.arch);
+    println!(
+        "parameters:     {} ({:.1} M)",
+        model.n_params(),
+        model.n_params() as f64 / 1e6
+    );
+    println!("context length: {}", c.context_length);
+    println!(
+        "layers {} | hidden {} | heads {} (kv {}) | vocab {}",
+        c.n_layers, c.hidden, c.n_heads, c.n_kv_heads, c.vocab_size
+    );
+    print_kv(model.as_ref());
+    match Tokenizer::from_hf_dir(&args.path) {
+        Ok(tok) => {
+            println!(
+                "tokenizer:      {} tokens | bos {:?} eos {:?} | stop ids {:?}",
+                tok.vocab_size(),
+                tok.bos_id(),
+                tok.eos_id(),
+                tok.stop_ids()
+            );
+            match tok.chat_template() {
+                None => println!("chat template:  none"),
+                Some(t) if args.template => println!("chat template:\n{t}"),
+                Some(t) => println!(
+                    "chat template:  {} lines (--template shows it all)",
+                    t.lines().count()
+                ),
+            }
+        }
+        Err(e) => println!("tokenizer:      unusable: {e}"),
+    }
+    Ok(())
 }

@@ -7,13 +7,13 @@ use std::time::Instant;
 use anyhow::Context;
 use indicatif::{ProgressBar, ProgressStyle};
 use r1_engine::tokenizer::Tokenizer;
-use r1_model::gguf::GgufFile;
 use r1_model::Model;
 
 /// Options every model-running command shares.
 #[derive(clap::Args, Clone, Debug)]
 pub struct ModelArgs {
-    /// Path to a GGUF model file.
+    /// Path to a GGUF model file, or a Hugging Face model directory (config.json,
+    /// *.safetensors, tokenizer.json), e.g. one fetched by `r1serve pull`.
     #[arg(long, short = 'm', env = "R1SERVE_MODEL")]
     pub model: PathBuf,
     /// Worker threads (default: the number of physical cores).
@@ -30,7 +30,8 @@ impl ModelArgs {
 }
 
 pub struct Loaded {
-    pub file: Arc<GgufFile>,
+    /// Bytes of weights on disk.
+    pub size_bytes: u64,
     pub model: Arc<dyn Model>,
     pub tokenizer: Arc<Tokenizer>,
 }
@@ -38,6 +39,9 @@ pub struct Loaded {
 /// Open the model and its tokenizer, with a progress bar while the weights are paged in.
 pub fn load(args: &ModelArgs) -> anyhow::Result<Loaded> {
     let path: &Path = &args.model;
+    if path.is_dir() {
+        return load_hf(args, path);
+    }
     if !path.is_file() {
         anyhow::bail!(
             "{}: no such model file (fetch the test models with scripts/fetch-models.sh, or `r1serve pull`)",
@@ -72,7 +76,34 @@ pub fn load(args: &ModelArgs) -> anyhow::Result<Loaded> {
         "model loaded"
     );
     Ok(Loaded {
-        file,
+        size_bytes: file.file_size() as u64,
+        model: Arc::from(model),
+        tokenizer: Arc::new(tokenizer),
+    })
+}
+
+/// A Hugging Face model directory: safetensors weights, tokenizer.json and its config.
+fn load_hf(args: &ModelArgs, dir: &Path) -> anyhow::Result<Loaded> {
+    let start = Instant::now();
+    let model = r1_model::load_hf_dir(dir, args.threads())
+        .with_context(|| format!("loading {}", dir.display()))?;
+    let tokenizer = Tokenizer::from_hf_dir(dir)
+        .with_context(|| format!("building the tokenizer of {}", dir.display()))?;
+    let size_bytes = std::fs::read_dir(dir)
+        .with_context(|| format!("reading {}", dir.display()))?
+        .filter_map(|e| e.ok())
+        .filter(|e| e.path().extension().is_some_and(|x| x == "safetensors"))
+        .filter_map(|e| e.metadata().ok())
+        .map(|m| m.len())
+        .sum();
+    tracing::info!(
+        model = %model.config().name,
+        arch = %model.config().arch,
+        secs = start.elapsed().as_secs_f64(),
+        "model loaded"
+    );
+    Ok(Loaded {
+        size_bytes,
         model: Arc::from(model),
         tokenizer: Arc::new(tokenizer),
     })
