@@ -195,11 +195,24 @@ struct Entry {
     end: usize,
 }
 
+/// One tensor's bytes inside a memory-mapped safetensors file.
+struct MappedTensor {
+    map: std::sync::Arc<Mmap>,
+    start: usize,
+    end: usize,
+}
+
+impl crate::weights::ByteSource for MappedTensor {
+    fn bytes(&self) -> &[u8] {
+        &self.map[self.start..self.end]
+    }
+}
+
 /// An opened HF model directory.
 pub struct HfDir {
     dir: PathBuf,
     pub config: HfConfig,
-    files: Vec<(PathBuf, Mmap)>,
+    files: Vec<(PathBuf, std::sync::Arc<Mmap>)>,
     tensors: HashMap<String, Entry>,
     /// FP8 block size from `quantization_config.weight_block_size` (default 128×128).
     fp8_block: (usize, usize),
@@ -298,7 +311,7 @@ impl HfDir {
                     });
                 }
             }
-            files.push((path, map));
+            files.push((path, std::sync::Arc::new(map)));
         }
         Ok(HfDir {
             dir: dir.to_path_buf(),
@@ -436,7 +449,7 @@ impl HfDir {
         cols: usize,
         dtype: WeightDtype,
     ) -> Result<QMatrix, HfError> {
-        let (e, bytes) = self.entry(name)?;
+        let (e, _) = self.entry(name)?;
         if e.shape != [rows, cols] {
             return Err(self.tensor_err(
                 name,
@@ -450,7 +463,17 @@ impl HfDir {
             _ => None,
         };
         let m = match native {
-            Some(ty) => QMatrix::from_bytes(ty, rows, cols, bytes.to_vec()),
+            // Borrowed from the memory map: no copy of the checkpoint.
+            Some(ty) => QMatrix::from_source(
+                ty,
+                rows,
+                cols,
+                std::sync::Arc::new(MappedTensor {
+                    map: self.files[e.file].1.clone(),
+                    start: e.start,
+                    end: e.end,
+                }),
+            ),
             None => {
                 let (v, _) = self.tensor_f32(name)?;
                 if dtype == WeightDtype::Native {

@@ -51,21 +51,29 @@ impl QMatrix {
         cols: usize,
         bytes: Vec<u8>,
     ) -> Result<Self, String> {
+        Self::from_source(ty, rows, cols, Arc::new(bytes))
+    }
+
+    /// Wrap bytes held elsewhere (a memory map); fails if the length does not match.
+    pub fn from_source(
+        ty: GgmlType,
+        rows: usize,
+        cols: usize,
+        src: Arc<dyn ByteSource>,
+    ) -> Result<Self, String> {
+        let len = src.bytes().len();
         let need = ty
             .row_bytes(cols)
             .and_then(|r| r.checked_mul(rows))
             .ok_or_else(|| format!("{cols} columns is not a whole number of {ty} blocks"))?;
-        if bytes.len() != need {
-            return Err(format!(
-                "{ty} {rows}x{cols} needs {need} bytes, got {}",
-                bytes.len()
-            ));
+        if len != need {
+            return Err(format!("{ty} {rows}x{cols} needs {need} bytes, got {len}"));
         }
         Ok(QMatrix {
             ty,
             rows,
             cols,
-            src: Arc::new(bytes),
+            src,
         })
     }
 
