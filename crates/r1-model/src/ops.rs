@@ -11,6 +11,31 @@ pub fn rms_norm(x: &[f32], w: &[f32], eps: f32, out: &mut [f32]) {
     }
 }
 
+/// RMSNorm of every `d`-wide row of `x`, rows spread over the pool for larger batches
+/// (each row is computed the same way either way).
+pub fn rms_norm_rows(
+    pool: &crate::pool::ThreadPool,
+    x: &[f32],
+    w: &[f32],
+    eps: f32,
+    out: &mut [f32],
+    d: usize,
+) {
+    let t = x.len() / d;
+    if t < 8 {
+        for i in 0..t {
+            rms_norm(&x[i * d..(i + 1) * d], w, eps, &mut out[i * d..(i + 1) * d]);
+        }
+        return;
+    }
+    let ptr = SharedMut::new(out);
+    pool.run(t, |i| {
+        // SAFETY: one row per task.
+        let o = unsafe { ptr.slice(i * d, d) };
+        rms_norm(&x[i * d..(i + 1) * d], w, eps, o);
+    });
+}
+
 /// In place: `gate = silu(gate) * up` (SwiGLU), with llama.cpp's vectorised `expf`
 /// approximation (`ggml_v_expf`, AVX-512 form) so the result is bit-identical to its
 /// `ggml_vec_swiglu_f32`.

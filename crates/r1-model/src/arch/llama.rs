@@ -11,7 +11,7 @@ use crate::config::{ModelConfig, RopeStyle};
 use crate::gguf::GgufFile;
 use crate::kv_cache::{KvCache, KvLayout};
 use crate::matmul::{matmul, matmul_f32, QuantizedActs};
-use crate::ops::{self, RopeTable, SharedMut};
+use crate::ops::{self, RopeTable};
 use crate::pool::ThreadPool;
 use crate::weights::{vector_from_gguf, QMatrix};
 
@@ -241,7 +241,7 @@ impl Model for Llama {
         let mut up = vec![0.0f32; t * c.ffn_hidden];
 
         for (l, ly) in self.layers.iter().enumerate() {
-            norm_rows(pool, &x, &ly.attn_norm, c.rms_eps, &mut h, d);
+            ops::rms_norm_rows(pool, &x, &ly.attn_norm, c.rms_eps, &mut h, d);
             self.tap(&format!("attn_norm-{l}"), &h);
             let acts = QuantizedActs::new(pool, ly.wq.ty, &h, t, d);
             matmul(pool, &ly.wq, &acts, &mut q);
@@ -284,7 +284,7 @@ impl Model for Llama {
             self.tap(&format!("attn_out-{l}"), &o);
             ops::add_assign(&mut x, &o);
 
-            norm_rows(pool, &x, &ly.ffn_norm, c.rms_eps, &mut h, d);
+            ops::rms_norm_rows(pool, &x, &ly.ffn_norm, c.rms_eps, &mut h, d);
             let acts = QuantizedActs::new(pool, ly.w_gate.ty, &h, t, d);
             matmul(pool, &ly.w_gate, &acts, &mut gate);
             if quant_eq(&ly.w_up, &ly.w_gate) {
@@ -324,21 +324,4 @@ impl Model for Llama {
 /// Two weights take the same quantized activations.
 fn quant_eq(a: &QMatrix, b: &QMatrix) -> bool {
     crate::quant::vec_dot_type(a.ty) == crate::quant::vec_dot_type(b.ty)
-}
-
-/// RMSNorm of every row, in parallel for large batches.
-fn norm_rows(pool: &ThreadPool, x: &[f32], w: &[f32], eps: f32, out: &mut [f32], d: usize) {
-    let t = x.len() / d;
-    if t < 8 {
-        for i in 0..t {
-            ops::rms_norm(&x[i * d..(i + 1) * d], w, eps, &mut out[i * d..(i + 1) * d]);
-        }
-        return;
-    }
-    let ptr = SharedMut::new(out);
-    pool.run(t, |i| {
-        // SAFETY: one row per task.
-        let o = unsafe { ptr.slice(i * d, d) };
-        ops::rms_norm(&x[i * d..(i + 1) * d], w, eps, o);
-    });
 }

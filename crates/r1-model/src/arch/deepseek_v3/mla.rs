@@ -14,7 +14,7 @@
 use std::cell::RefCell;
 
 use super::linear::linear;
-use super::{norm_rows, DeepSeekConfig, Trace};
+use super::{DeepSeekConfig, Trace};
 use crate::batch::Batch;
 use crate::f16;
 use crate::kv_cache::{KvCache, KvDtype};
@@ -103,7 +103,7 @@ pub(crate) fn forward(
             let mut qa = vec![0.0f32; t * q_a.rows];
             linear(pool, q_a, h, t, &mut qa);
             let mut qn = vec![0.0f32; qa.len()];
-            norm_rows(pool, &qa, norm, c.rms_eps, &mut qn, q_a.rows);
+            crate::ops::rms_norm_rows(pool, &qa, norm, c.rms_eps, &mut qn, q_a.rows);
             if let Some(tr) = trace.as_deref_mut() {
                 tr.put(format!("layer{layer}.q_a_layernorm_out"), q_a.rows, &qn);
             }

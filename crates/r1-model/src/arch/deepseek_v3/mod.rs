@@ -15,7 +15,7 @@ use crate::batch::Batch;
 use crate::config::ModelConfig;
 use crate::hf::{HfDir, HfError, WeightDtype};
 use crate::kv_cache::{KvCache, KvDtype, KvLayout};
-use crate::ops::{self, SharedMut};
+use crate::ops;
 use crate::pool::ThreadPool;
 use crate::quant::GgmlType;
 use crate::rope_yarn;
@@ -96,30 +96,6 @@ pub(crate) fn encode(ty: GgmlType, rows: usize, cols: usize, v: &[f32]) -> QMatr
         _ => return QMatrix::from_f32(rows, cols, v),
     };
     QMatrix::from_bytes(ty, rows, cols, bytes).expect("float rows have no block constraint")
-}
-
-/// RMSNorm of every `d`-wide row.
-pub(crate) fn norm_rows(
-    pool: &ThreadPool,
-    x: &[f32],
-    w: &[f32],
-    eps: f32,
-    out: &mut [f32],
-    d: usize,
-) {
-    let t = x.len() / d;
-    if t < 8 {
-        for i in 0..t {
-            ops::rms_norm(&x[i * d..(i + 1) * d], w, eps, &mut out[i * d..(i + 1) * d]);
-        }
-        return;
-    }
-    let ptr = SharedMut::new(out);
-    pool.run(t, |i| {
-        // SAFETY: one row per task.
-        let o = unsafe { ptr.slice(i * d, d) };
-        ops::rms_norm(&x[i * d..(i + 1) * d], w, eps, o);
-    });
 }
 
 impl DeepSeekV3 {
@@ -318,7 +294,7 @@ impl DeepSeekV3 {
         let mut h = vec![0.0f32; t * d];
         let mut o = vec![0.0f32; t * d];
         for (l, ly) in self.layers.iter().enumerate() {
-            norm_rows(pool, &x, &ly.in_norm, c.rms_eps, &mut h, d);
+            ops::rms_norm_rows(pool, &x, &ly.in_norm, c.rms_eps, &mut h, d);
             mla::forward(
                 pool,
                 c,
@@ -335,7 +311,7 @@ impl DeepSeekV3 {
                 tr.put(format!("layer{l}.attn_out"), d, &o);
             }
             ops::add_assign(&mut x, &o);
-            norm_rows(pool, &x, &ly.post_norm, c.rms_eps, &mut h, d);
+            ops::rms_norm_rows(pool, &x, &ly.post_norm, c.rms_eps, &mut h, d);
             match &ly.ffn {
                 Ffn::Dense(mlp) => mlp.forward(pool, &h, t, &mut o),
                 Ffn::Moe(m) => moe::forward(pool, c, m, l, &h, t, trace.as_deref_mut(), &mut o),
@@ -347,7 +323,7 @@ impl DeepSeekV3 {
             }
         }
         if let Some(tr) = trace {
-            norm_rows(pool, &x, &self.norm, c.rms_eps, &mut h, d);
+            ops::rms_norm_rows(pool, &x, &self.norm, c.rms_eps, &mut h, d);
             tr.put("final_norm_out".into(), d, &h);
         }
         let rows = batch.logit_rows.len();
