@@ -5,6 +5,7 @@
 //! `GET /v1/engine/stats`. [`run_blocking`] starts listening at once (`/ready` answers 503),
 //! loads the model on a blocking thread, serves, and drains on SIGTERM/SIGINT.
 
+pub mod caller;
 pub mod error;
 pub mod generation;
 pub mod openai_types;
@@ -94,11 +95,14 @@ where
     let (drain_tx, mut drain_rx) = watch::channel(false);
     let app = routes::router(state.clone());
     let mut server = tokio::spawn(
-        axum::serve(listener, app)
-            .with_graceful_shutdown(async move {
-                let _ = drain_rx.wait_for(|&d| d).await;
-            })
-            .into_future(),
+        axum::serve(
+            listener,
+            app.into_make_service_with_connect_info::<std::net::SocketAddr>(),
+        )
+        .with_graceful_shutdown(async move {
+            let _ = drain_rx.wait_for(|&d| d).await;
+        })
+        .into_future(),
     );
 
     let loader = tokio::task::spawn_blocking(load);

@@ -256,6 +256,18 @@ fn chat_and_completions() {
     assert_eq!(s.get("/v1/models/smollm2").0, 200);
     assert_eq!(s.get("/health"), (200, json!({"status": "ok"})));
     assert_eq!(s.get("/ready"), (200, json!({"status": "ready"})));
+    // Request ids: a sane client id is echoed, otherwise one is generated.
+    let r = ureq::get(&s.url("/health"))
+        .set("x-request-id", "client-id-42")
+        .call()
+        .unwrap();
+    assert_eq!(r.header("x-request-id"), Some("client-id-42"));
+    let r = ureq::get(&s.url("/health"))
+        .set("x-request-id", &"x".repeat(500))
+        .call()
+        .unwrap();
+    let generated = r.header("x-request-id").unwrap().to_string();
+    assert!(generated.starts_with("req-"), "{generated}");
     let (_, d) = s.post("/detokenize", &json!({"tokens": ids}));
     assert_eq!(d["prompt"], "The capital of France is");
     let (_, t) = s.post(

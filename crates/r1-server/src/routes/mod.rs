@@ -33,6 +33,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .layer(middleware::from_fn(access_log))
+        .layer(middleware::from_fn(crate::caller::request_context))
         .with_state(state)
 }
 
@@ -47,6 +48,11 @@ async fn not_found(req: Request) -> Response {
 
 async fn access_log(req: Request, next: Next) -> Response {
     let method = req.method().clone();
+    let request_id = req
+        .extensions()
+        .get::<crate::caller::RequestId>()
+        .map(|r| r.0.clone())
+        .unwrap_or_default();
     let path = req.uri().path().to_string();
     let t0 = Instant::now();
     let resp = next.run(req).await;
@@ -67,6 +73,7 @@ async fn access_log(req: Request, next: Next) -> Response {
     tracing::info!(
         %method,
         path,
+        request_id,
         status = status.as_u16(),
         ms = t0.elapsed().as_millis() as u64,
         "request"
