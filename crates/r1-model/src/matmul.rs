@@ -64,36 +64,44 @@ pub fn matmul(pool: &ThreadPool, w: &QMatrix, acts: &QuantizedActs, out: &mut [f
     assert_eq!(acts.k, w.cols);
     let n = acts.n;
     assert_eq!(out.len(), n * w.rows);
-    // The kernel writes weight-row-major tiles ([r][t]); for one token that is already the
-    // output layout, otherwise transpose afterwards.
-    if n == 1 {
-        run_tiles(pool, w, acts, out);
-        return;
-    }
-    let mut tmp = vec![0.0; n * w.rows];
-    run_tiles(pool, w, acts, &mut tmp);
-    for (r, col) in tmp.chunks_exact(n).enumerate() {
-        for (t, &v) in col.iter().enumerate() {
-            out[t * w.rows + r] = v;
-        }
-    }
-}
-
-/// `dst[r * n + t] = x_t · W_r`, split over the pool by weight rows.
-fn run_tiles(pool: &ThreadPool, w: &QMatrix, acts: &QuantizedActs, dst: &mut [f32]) {
-    let n = acts.n;
     let rb = w.row_bytes();
     let chunk = rows_per_task(w.rows, pool.threads());
     let n_tasks = w.rows.div_ceil(chunk);
-    let ptr = SharedMut::new(dst);
+    let base = SendPtr(out.as_mut_ptr());
     let wdata = w.data();
+    let ldo = w.rows;
     pool.run(n_tasks, |t| {
         let r0 = t * chunk;
         let r1 = (r0 + chunk).min(w.rows);
-        // SAFETY: tasks cover disjoint row ranges.
-        let o = unsafe { ptr.slice(r0 * n, (r1 - r0) * n) };
-        quant::gemm(w.ty, w.cols, &wdata[r0 * rb..r1 * rb], &acts.data, n, o);
+        // SAFETY: `out` holds `n x rows`; this task writes columns r0..r1 of every token
+        // row, which no other task touches.
+        unsafe {
+            quant::gemm_token_major(
+                w.ty,
+                w.cols,
+                &wdata[r0 * rb..r1 * rb],
+                &acts.data,
+                n,
+                base.at(r0),
+                ldo,
+            )
+        };
     });
+}
+
+/// The output pointer shared by the tasks (each writes its own elements).
+#[derive(Clone, Copy)]
+struct SendPtr(*mut f32);
+// SAFETY: tasks write disjoint elements and `pool.run` returns only when all are done.
+unsafe impl Send for SendPtr {}
+unsafe impl Sync for SendPtr {}
+
+impl SendPtr {
+    /// # Safety
+    /// `i` is in range of the buffer.
+    unsafe fn at(self, i: usize) -> *mut f32 {
+        self.0.add(i)
+    }
 }
 
 /// Quantize `x` and multiply in one call.

@@ -63,7 +63,7 @@ pub fn load_gguf(
     threads: usize,
     progress: &mut dyn FnMut(u64, u64),
 ) -> Result<(Arc<GgufFile>, Box<dyn Model>), ModelError> {
-    let file = Arc::new(GgufFile::open(path)?);
+    let file = Arc::new(GgufFile::open_resident(path)?);
     let arch = file.get_str("general.architecture")?.to_string();
     let model: Box<dyn Model> = match arch.as_str() {
         "llama" | "qwen2" | "mistral" => Box::new(llama::Llama::load(&file, threads, progress)?),

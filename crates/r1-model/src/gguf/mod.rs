@@ -2,6 +2,7 @@
 //! used by tests and `r1serve quantize`.
 
 mod reader;
+mod resident;
 mod value;
 mod writer;
 

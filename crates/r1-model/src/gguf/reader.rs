@@ -63,6 +63,8 @@ impl TensorInfo {
 
 enum Backing {
     Mmap(memmap2::Mmap),
+    /// A private copy in huge pages (see `resident`).
+    Resident(memmap2::MmapMut),
     Bytes(Vec<u8>),
 }
 
@@ -70,6 +72,7 @@ impl Backing {
     fn bytes(&self) -> &[u8] {
         match self {
             Backing::Mmap(m) => m,
+            Backing::Resident(m) => m,
             Backing::Bytes(b) => b,
         }
     }
@@ -111,6 +114,29 @@ impl GgufFile {
         // truncating the model file while it is served.
         let mmap = unsafe { memmap2::Mmap::map(&file) }.map_err(io)?;
         Self::parse(path.to_path_buf(), Backing::Mmap(mmap))
+    }
+
+    /// Open for serving: parse the mapped file, then move its bytes into huge pages when
+    /// it fits comfortably in memory (faster decode; see `resident`).
+    pub fn open_resident(path: impl AsRef<Path>) -> Result<Self, GgufError> {
+        let mut f = Self::open(path.as_ref())?;
+        let len = f.backing.bytes().len();
+        if super::resident::wanted(len) {
+            if let Some(m) = super::resident::copy_to_huge_pages(path.as_ref(), len) {
+                // The copy is of the file just parsed; a file that changed meanwhile is caught
+                // by comparing the header bytes the offsets were read from.
+                let head = f.data_offset.min(len);
+                if m[..head] == f.backing.bytes()[..head] {
+                    f.backing = Backing::Resident(m);
+                }
+            }
+        }
+        Ok(f)
+    }
+
+    /// Whether the bytes live in a private huge-page copy rather than the file mapping.
+    pub fn is_resident(&self) -> bool {
+        matches!(self.backing, Backing::Resident(_))
     }
 
     /// Parse GGUF bytes held in memory; `name` is used in error messages.

@@ -6,7 +6,7 @@ use std::sync::OnceLock;
 use super::{dot_float, dot_scalar, GgmlType};
 
 /// A GEMM kernel: `(k, weight rows, activation rows, n, out)`; lengths checked by the caller.
-pub(crate) type GemmFn = unsafe fn(usize, &[u8], &[u8], usize, &mut [f32]);
+pub(crate) type GemmFn = unsafe fn(usize, &[u8], &[u8], usize, super::gemm::OutPtr);
 
 /// The instruction sets the kernels are built for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]

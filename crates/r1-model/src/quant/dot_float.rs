@@ -3,6 +3,7 @@
 //! [`hsum32`].
 
 use super::dot_scalar::gemm_rows;
+use super::gemm::OutPtr;
 use super::util::*;
 use super::GgmlType;
 
@@ -25,19 +26,19 @@ fn dot_lanes(k: usize, x: impl Fn(usize) -> f32, y: impl Fn(usize) -> f32) -> f3
     hsum32(&lanes)
 }
 
-pub(crate) fn gemm_f32(k: usize, w: &[u8], a: &[u8], n: usize, out: &mut [f32]) {
+pub(crate) fn gemm_f32(k: usize, w: &[u8], a: &[u8], n: usize, out: OutPtr) {
     gemm_rows(GgmlType::F32, k, w, a, n, out, |x, y| {
         dot_lanes(k, |i| rd_f32(x, 4 * i), |i| rd_f32(y, 4 * i))
     })
 }
 
-pub(crate) fn gemm_f16(k: usize, w: &[u8], a: &[u8], n: usize, out: &mut [f32]) {
+pub(crate) fn gemm_f16(k: usize, w: &[u8], a: &[u8], n: usize, out: OutPtr) {
     gemm_rows(GgmlType::F16, k, w, a, n, out, |x, y| {
         dot_lanes(k, |i| rd_f16(x, 2 * i), |i| rd_f16(y, 2 * i))
     })
 }
 
-pub(crate) fn gemm_bf16(k: usize, w: &[u8], a: &[u8], n: usize, out: &mut [f32]) {
+pub(crate) fn gemm_bf16(k: usize, w: &[u8], a: &[u8], n: usize, out: OutPtr) {
     gemm_rows(GgmlType::BF16, k, w, a, n, out, |x, y| {
         dot_lanes(k, |i| rd_bf16(x, 2 * i), |i| rd_bf16(y, 2 * i))
     })

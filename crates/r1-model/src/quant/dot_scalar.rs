@@ -8,6 +8,7 @@
 //! kernel instead (one accumulator, see `dot_q45k`).
 
 use super::dequant::q6_k_values;
+use super::gemm::OutPtr;
 use super::util::*;
 use super::GgmlType;
 
@@ -19,14 +20,15 @@ pub(crate) fn gemm_rows(
     w: &[u8],
     a: &[u8],
     n: usize,
-    out: &mut [f32],
+    out: OutPtr,
     dot: impl Fn(&[u8], &[u8]) -> f32,
 ) {
     let wrow = ty.row_bytes(k).unwrap();
     let arow = super::vec_dot_type(ty).row_bytes(k).unwrap();
-    for (wr, o) in w.chunks_exact(wrow).zip(out.chunks_exact_mut(n)) {
-        for (ar, ot) in a.chunks_exact(arow).zip(o.iter_mut()) {
-            *ot = dot(wr, ar);
+    for (r, wr) in w.chunks_exact(wrow).enumerate() {
+        for (t, ar) in a.chunks_exact(arow).take(n).enumerate() {
+            // SAFETY: the caller's `OutPtr` covers every (row, token) of this call.
+            unsafe { out.write(r, t, dot(wr, ar)) };
         }
     }
 }
@@ -103,19 +105,19 @@ fn bit5(x: &[u8], off: usize, e: usize) -> i32 {
     (((rd_u32(x, off) >> e) & 1) << 4) as i32
 }
 
-pub(crate) fn gemm_q4_0(k: usize, w: &[u8], a: &[u8], n: usize, out: &mut [f32]) {
+pub(crate) fn gemm_q4_0(k: usize, w: &[u8], a: &[u8], n: usize, out: OutPtr) {
     gemm_rows(GgmlType::Q4_0, k, w, a, n, out, |wr, ar| {
         dot_b32(wr, ar, 18, 34, false, |x, e| nib(x, 2, e) - 8)
     })
 }
 
-pub(crate) fn gemm_q4_1(k: usize, w: &[u8], a: &[u8], n: usize, out: &mut [f32]) {
+pub(crate) fn gemm_q4_1(k: usize, w: &[u8], a: &[u8], n: usize, out: OutPtr) {
     gemm_rows(GgmlType::Q4_1, k, w, a, n, out, |wr, ar| {
         dot_b32(wr, ar, 20, 36, true, |x, e| nib(x, 4, e))
     })
 }
 
-pub(crate) fn gemm_q5_0(k: usize, w: &[u8], a: &[u8], n: usize, out: &mut [f32]) {
+pub(crate) fn gemm_q5_0(k: usize, w: &[u8], a: &[u8], n: usize, out: OutPtr) {
     gemm_rows(GgmlType::Q5_0, k, w, a, n, out, |wr, ar| {
         dot_b32(wr, ar, 22, 34, false, |x, e| {
             (nib(x, 6, e) | bit5(x, 2, e)) - 16
@@ -123,13 +125,13 @@ pub(crate) fn gemm_q5_0(k: usize, w: &[u8], a: &[u8], n: usize, out: &mut [f32])
     })
 }
 
-pub(crate) fn gemm_q5_1(k: usize, w: &[u8], a: &[u8], n: usize, out: &mut [f32]) {
+pub(crate) fn gemm_q5_1(k: usize, w: &[u8], a: &[u8], n: usize, out: OutPtr) {
     gemm_rows(GgmlType::Q5_1, k, w, a, n, out, |wr, ar| {
         dot_b32(wr, ar, 24, 36, true, |x, e| nib(x, 8, e) | bit5(x, 4, e))
     })
 }
 
-pub(crate) fn gemm_q8_0(k: usize, w: &[u8], a: &[u8], n: usize, out: &mut [f32]) {
+pub(crate) fn gemm_q8_0(k: usize, w: &[u8], a: &[u8], n: usize, out: OutPtr) {
     gemm_rows(GgmlType::Q8_0, k, w, a, n, out, |wr, ar| {
         dot_b32(wr, ar, 34, 34, false, |x, e| q8(x, 2, e))
     })
@@ -206,13 +208,13 @@ fn dot_q45k(w: &[u8], a: &[u8], high: bool) -> f32 {
     }
 }
 
-pub(crate) fn gemm_q4_k(k: usize, w: &[u8], a: &[u8], n: usize, out: &mut [f32]) {
+pub(crate) fn gemm_q4_k(k: usize, w: &[u8], a: &[u8], n: usize, out: OutPtr) {
     gemm_rows(GgmlType::Q4_K, k, w, a, n, out, |wr, ar| {
         dot_q45k(wr, ar, false)
     })
 }
 
-pub(crate) fn gemm_q5_k(k: usize, w: &[u8], a: &[u8], n: usize, out: &mut [f32]) {
+pub(crate) fn gemm_q5_k(k: usize, w: &[u8], a: &[u8], n: usize, out: OutPtr) {
     gemm_rows(GgmlType::Q5_K, k, w, a, n, out, |wr, ar| {
         dot_q45k(wr, ar, true)
     })
@@ -220,7 +222,7 @@ pub(crate) fn gemm_q5_k(k: usize, w: &[u8], a: &[u8], n: usize, out: &mut [f32])
 
 /// `ggml_vec_dot_q6_K_q8_K` (AVX2): lanes of the unsigned 6-bit values times scales, minus
 /// lane `i`'s share `32 * (bs[2i]*sc[2i] + bs[2i+1]*sc[2i+1])` of the offset correction.
-pub(crate) fn gemm_q6_k(k: usize, w: &[u8], a: &[u8], n: usize, out: &mut [f32]) {
+pub(crate) fn gemm_q6_k(k: usize, w: &[u8], a: &[u8], n: usize, out: OutPtr) {
     gemm_rows(GgmlType::Q6_K, k, w, a, n, out, |wr, ar| {
         let mut acc = [0f32; 8];
         for (x, y) in wr.chunks_exact(210).zip(ar.chunks_exact(Q8K)) {
@@ -238,7 +240,7 @@ pub(crate) fn gemm_q6_k(k: usize, w: &[u8], a: &[u8], n: usize, out: &mut [f32])
 
 /// `ggml_vec_dot_q2_K_q8_K` (AVX2): per block first `fma(dmin, min lanes)`, then
 /// `fma(d, lanes)`, both into the same accumulator.
-pub(crate) fn gemm_q2_k(k: usize, w: &[u8], a: &[u8], n: usize, out: &mut [f32]) {
+pub(crate) fn gemm_q2_k(k: usize, w: &[u8], a: &[u8], n: usize, out: OutPtr) {
     gemm_rows(GgmlType::Q2_K, k, w, a, n, out, |wr, ar| {
         let mut acc = [0f32; 8];
         for (x, y) in wr.chunks_exact(84).zip(ar.chunks_exact(Q8K)) {
@@ -262,7 +264,7 @@ pub(crate) fn gemm_q2_k(k: usize, w: &[u8], a: &[u8], n: usize, out: &mut [f32])
 }
 
 /// `ggml_vec_dot_q3_K_q8_K` (AVX2).
-pub(crate) fn gemm_q3_k(k: usize, w: &[u8], a: &[u8], n: usize, out: &mut [f32]) {
+pub(crate) fn gemm_q3_k(k: usize, w: &[u8], a: &[u8], n: usize, out: OutPtr) {
     gemm_rows(GgmlType::Q3_K, k, w, a, n, out, |wr, ar| {
         let mut acc = [0f32; 8];
         for (x, y) in wr.chunks_exact(110).zip(ar.chunks_exact(Q8K)) {

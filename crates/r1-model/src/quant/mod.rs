@@ -248,7 +248,46 @@ pub fn try_gemm_isa(
     let m = w.len() / wrow;
     check_len(a_ty, "activation buffer", arow * n, a.len())?;
     check_len(w_ty, "gemm output", m * n, out.len())?;
+    let out = gemm::OutPtr {
+        ptr: out.as_mut_ptr(),
+        rs: n,
+        ts: 1,
+    };
     // SAFETY: lengths checked above; `kernel` only hands out kernels for available ISAs.
     unsafe { kern(k, w, a, n, out) };
     Ok(())
+}
+
+/// [`gemm`] writing token-major into a larger matrix: `out[t * ldo + r] = dot(w_r, a_t)`.
+/// The matmul calls this per task with `out` pointing at the task's first row, so the
+/// result lands in the activation layout without a transpose.
+///
+/// # Safety
+/// `out` must be valid for writes at `t * ldo + r` for every row `r` of `w` and `t < n`,
+/// with no other thread writing those elements; `isa` must be available. Buffer lengths of
+/// `w` and `a` are checked as in [`try_gemm`] (panics on a mismatch).
+pub unsafe fn gemm_token_major(
+    w_ty: GgmlType,
+    k: usize,
+    w: &[u8],
+    a: &[u8],
+    n: usize,
+    out: *mut f32,
+    ldo: usize,
+) {
+    let kern = dispatch::kernel(Isa::best(), w_ty).expect("a dot kernel for the weight type");
+    let wrow = row_bytes(w_ty, k).expect("whole blocks");
+    let arow = row_bytes(vec_dot_type(w_ty), k).expect("whole blocks");
+    assert!(w.len().is_multiple_of(wrow) && a.len() >= arow * n);
+    kern(
+        k,
+        w,
+        a,
+        n,
+        gemm::OutPtr {
+            ptr: out,
+            rs: 1,
+            ts: ldo,
+        },
+    );
 }

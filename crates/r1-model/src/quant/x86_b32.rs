@@ -18,6 +18,7 @@
 // Parallel arrays of SIMD registers (per token / per lane) are indexed together.
 #![allow(clippy::needless_range_loop)]
 
+use super::gemm::OutPtr;
 use core::arch::x86_64::*;
 
 use super::gemm::{gemm_tiled, RowKernel};
@@ -311,6 +312,33 @@ unsafe fn run_avx2<F: B32, const MR: usize, const NT: usize>(
     out
 }
 
+/// How far ahead (bytes of the weight stream) decode kernels prefetch. A GEMV is a stream of
+/// short rows that the hardware prefetcher ramps up on too late; software prefetch ~4 KiB
+/// ahead took single-thread Q5_0 GEMV from DRAM from 7.7 to 12.5 GB/s
+/// (`cargo bench -p r1-model --bench gemv_dram`). `R1SERVE_PREFETCH_BYTES` overrides it (0 =
+/// off) for tuning on other CPUs.
+pub(crate) fn pf_distance() -> usize {
+    static D: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    *D.get_or_init(|| {
+        std::env::var("R1SERVE_PREFETCH_BYTES")
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(4096)
+    })
+}
+
+/// Prefetch block `bt` of a row starting at `row` (`nb` blocks of `wb` bytes), or, past the
+/// row's end, the same place in the row one tile (`tile` bytes) further on.
+#[inline(always)]
+pub(crate) unsafe fn prefetch_ahead(row: *const u8, bt: usize, nb: usize, wb: usize, tile: usize) {
+    let p = if bt < nb {
+        row.wrapping_add(bt * wb)
+    } else {
+        row.wrapping_add(tile + (bt - nb) * wb)
+    };
+    _mm_prefetch::<_MM_HINT_T0>(p as *const i8);
+}
+
 /// AVX-512 VNNI: two rows, `NT` (<= 8) tokens.
 struct Vnni;
 
@@ -363,7 +391,14 @@ unsafe fn run_vnni<F: B32, const SWAP: bool, const P: usize, const MR: usize, co
     let mut acc = [[_mm512_setzero_ps(); NT]; P];
     // lane 8 * (row in pair) + token
     let mut summs = [_mm512_setzero_ps(); P];
+    let pf_blocks = pf_distance() / (MR * F::WB);
     for b in 0..k.nb {
+        if NT <= 2 {
+            // decode: stream the weights ahead of use (see `prefetch_ahead`)
+            for r in 0..MR {
+                prefetch_ahead(w[r], b + pf_blocks, k.nb, F::WB, MR * k.wrow);
+            }
+        }
         let sy = if F::MIN {
             let s8 = _mm256_loadu_ps(k.acts.s.as_ptr().add(b * k.acts.npad + t0));
             let s8 = _mm256_castps_si256(s8);
@@ -451,13 +486,7 @@ row_kernel!(Vnni, 4, run_vnni, true, 2);
 row_kernel!(Vnni, 8, run_vnni, false, 4);
 
 #[inline(always)]
-unsafe fn gemm_b32<F: B32, const VNNI: bool>(
-    k: usize,
-    w: &[u8],
-    a: &[u8],
-    n: usize,
-    out: &mut [f32],
-) {
+unsafe fn gemm_b32<F: B32, const VNNI: bool>(k: usize, w: &[u8], a: &[u8], n: usize, out: OutPtr) {
     let nb = k / 32;
     debug_assert!(F::TY.row_bytes(k) == Some(nb * F::WB));
     // few tokens: more rows per tile, so that independent accumulation chains hide the
@@ -490,7 +519,7 @@ unsafe fn gemm_b32<F: B32, const VNNI: bool>(
 macro_rules! entry {
     ($name:ident, $fmt:ty, $vnni:literal, $feat:literal) => {
         #[target_feature(enable = $feat)]
-        pub(crate) unsafe fn $name(k: usize, w: &[u8], a: &[u8], n: usize, out: &mut [f32]) {
+        pub(crate) unsafe fn $name(k: usize, w: &[u8], a: &[u8], n: usize, out: OutPtr) {
             gemm_b32::<$fmt, $vnni>(k, w, a, n, out)
         }
     };

@@ -4,6 +4,7 @@
 // Parallel arrays of SIMD registers (per token / per lane) are indexed together.
 #![allow(clippy::needless_range_loop)]
 
+use super::gemm::OutPtr;
 use core::arch::x86_64::*;
 
 use super::dot_float::finish32;
@@ -99,7 +100,7 @@ impl<F: FloatFmt> RowKernel<1> for FloatKernel<F> {
 }
 
 #[inline(always)]
-unsafe fn gemm_float<F: FloatFmt>(k: usize, w: &[u8], a: &[u8], n: usize, out: &mut [f32]) {
+unsafe fn gemm_float<F: FloatFmt>(k: usize, w: &[u8], a: &[u8], n: usize, out: OutPtr) {
     let kern = FloatKernel::<F> {
         w: w.as_ptr(),
         a: a.as_ptr(),
@@ -110,16 +111,16 @@ unsafe fn gemm_float<F: FloatFmt>(k: usize, w: &[u8], a: &[u8], n: usize, out: &
 }
 
 #[target_feature(enable = "avx2,fma,f16c")]
-pub(crate) unsafe fn gemm_f32_avx2(k: usize, w: &[u8], a: &[u8], n: usize, out: &mut [f32]) {
+pub(crate) unsafe fn gemm_f32_avx2(k: usize, w: &[u8], a: &[u8], n: usize, out: OutPtr) {
     gemm_float::<F32>(k, w, a, n, out)
 }
 
 #[target_feature(enable = "avx2,fma,f16c")]
-pub(crate) unsafe fn gemm_f16_avx2(k: usize, w: &[u8], a: &[u8], n: usize, out: &mut [f32]) {
+pub(crate) unsafe fn gemm_f16_avx2(k: usize, w: &[u8], a: &[u8], n: usize, out: OutPtr) {
     gemm_float::<F16>(k, w, a, n, out)
 }
 
 #[target_feature(enable = "avx2,fma,f16c")]
-pub(crate) unsafe fn gemm_bf16_avx2(k: usize, w: &[u8], a: &[u8], n: usize, out: &mut [f32]) {
+pub(crate) unsafe fn gemm_bf16_avx2(k: usize, w: &[u8], a: &[u8], n: usize, out: OutPtr) {
     gemm_float::<Bf16>(k, w, a, n, out)
 }

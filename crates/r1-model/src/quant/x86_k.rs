@@ -5,6 +5,7 @@
 // Parallel arrays of SIMD registers (per token / per lane) are indexed together.
 #![allow(clippy::needless_range_loop)]
 
+use super::gemm::OutPtr;
 use core::arch::x86_64::*;
 use core::slice;
 
@@ -210,8 +211,16 @@ impl RowKernel<1> for KKernel {
             acc_m: _mm_setzero_ps(),
             summs: _mm_setzero_ps(),
         }; NT];
+        let pf = super::x86_b32::pf_distance();
         for b in 0..self.nb {
             let x = w.add(b * wb);
+            if NT <= 2 {
+                // decode: rows are contiguous, so stream linearly ahead of use
+                let p = x.wrapping_add(pf);
+                for l in 0..wb.div_ceil(64) {
+                    _mm_prefetch::<_MM_HINT_T0>(p.wrapping_add(64 * l) as *const i8);
+                }
+            }
             let y: [*const u8; NT] =
                 core::array::from_fn(|t| self.a.add((t0 + t) * self.arow + b * Q8K));
             match self.fmt {
@@ -234,7 +243,7 @@ impl RowKernel<1> for KKernel {
 }
 
 #[inline(always)]
-unsafe fn gemm_k(fmt: KFmt, k: usize, w: &[u8], a: &[u8], n: usize, out: &mut [f32]) {
+unsafe fn gemm_k(fmt: KFmt, k: usize, w: &[u8], a: &[u8], n: usize, out: OutPtr) {
     let nb = k / QK_K;
     let kern = KKernel {
         w: w.as_ptr(),
@@ -250,7 +259,7 @@ unsafe fn gemm_k(fmt: KFmt, k: usize, w: &[u8], a: &[u8], n: usize, out: &mut [f
 macro_rules! entry {
     ($name:ident, $fmt:expr, $feat:literal) => {
         #[target_feature(enable = $feat)]
-        pub(crate) unsafe fn $name(k: usize, w: &[u8], a: &[u8], n: usize, out: &mut [f32]) {
+        pub(crate) unsafe fn $name(k: usize, w: &[u8], a: &[u8], n: usize, out: OutPtr) {
             gemm_k($fmt, k, w, a, n, out)
         }
     };
