@@ -1,6 +1,6 @@
 //! Decode-shaped GEMV with weights streamed from DRAM, against the machine's read bandwidth
 //! measured in the same run. `cargo bench -p r1-model --bench gemv_dram [-- FILTER]`;
-//! `GEMV_MIB` sets the weight bytes per case (default 512 MiB, beyond any cache),
+//! Token counts 1 (decode) and 8 (a batched decode step). `GEMV_MIB` sets the weight bytes per case (default 512 MiB, beyond any cache),
 //! `GEMV_THREADS` the thread counts (default "1,2").
 //!
 //! Decode reads every weight once per token, so a GEMV kernel is as fast as the fraction of
@@ -111,24 +111,26 @@ fn main() {
             let mut fill = vec![0u8; 64 * rb];
             quant::quantize_row(ty, &values(64 * k, 1), &mut fill).unwrap();
             let rows = (bytes / rb) / 64 * 64;
-            let x = values(k, 2);
-            let mut line = format!("{name:<32}");
-            for huge in [false, true] {
-                let src = anon(rows * rb, huge, &fill);
-                let w = QMatrix::from_source(ty, rows, k, Arc::new(src)).unwrap();
-                let acts = QuantizedActs::new(&pool, ty, &x, 1, k);
-                let mut out = vec![0f32; rows];
-                let mut best = f64::MAX;
-                for _ in 0..4 {
-                    let t = Instant::now();
-                    matmul(&pool, &w, &acts, &mut out);
-                    best = best.min(t.elapsed().as_secs_f64());
+            for n in [1usize, 8] {
+                let x = values(n * k, 2);
+                let mut line = format!("{name:<32} n={n}");
+                for huge in [false, true] {
+                    let src = anon(rows * rb, huge, &fill);
+                    let w = QMatrix::from_source(ty, rows, k, Arc::new(src)).unwrap();
+                    let acts = QuantizedActs::new(&pool, ty, &x, n, k);
+                    let mut out = vec![0f32; rows * n];
+                    let mut best = f64::MAX;
+                    for _ in 0..4 {
+                        let t = Instant::now();
+                        matmul(&pool, &w, &acts, &mut out);
+                        best = best.min(t.elapsed().as_secs_f64());
+                    }
+                    black_box(&out);
+                    let gbs = (rows * rb) as f64 / best / 1e9;
+                    line += &format!(" | {}: {gbs:>5.1} GB/s", if huge { "2M" } else { "4K" });
                 }
-                black_box(&out);
-                let gbs = (rows * rb) as f64 / best / 1e9;
-                line += &format!(" | {}: {gbs:>5.1} GB/s", if huge { "2M" } else { "4K" });
+                println!("{line}");
             }
-            println!("{line}");
         }
     }
 }

@@ -393,11 +393,9 @@ unsafe fn run_vnni<F: B32, const SWAP: bool, const P: usize, const MR: usize, co
     let mut summs = [_mm512_setzero_ps(); P];
     let pf_blocks = pf_distance() / (MR * F::WB);
     for b in 0..k.nb {
-        if NT <= 2 {
-            // decode: stream the weights ahead of use (see `prefetch_ahead`)
-            for r in 0..MR {
-                prefetch_ahead(w[r], b + pf_blocks, k.nb, F::WB, MR * k.wrow);
-            }
+        // stream the weights ahead of use (see `prefetch_ahead`)
+        for r in 0..MR {
+            prefetch_ahead(w[r], b + pf_blocks, k.nb, F::WB, MR * k.wrow);
         }
         let sy = if F::MIN {
             let s8 = _mm256_loadu_ps(k.acts.s.as_ptr().add(b * k.acts.npad + t0));
@@ -428,17 +426,18 @@ unsafe fn run_vnni<F: B32, const SWAP: bool, const P: usize, const MR: usize, co
             for t in 0..NT {
                 let o = (t0 + t) * k.nb + b;
                 let lanes = if swap {
+                    // a broadcast from memory is a load-port uop (no shuffle port)
                     let uy = _mm256_loadu_si256(k.acts.uy.as_ptr().add(o * 32) as *const __m256i);
-                    _mm512_dpbusd_epi32(init, pair_si(uy, uy), wv)
+                    _mm512_dpbusd_epi32(init, _mm512_broadcast_i64x4(uy), wv)
                 } else {
                     let init = if F::OFF != 0 {
                         let c = _mm256_loadu_si256(k.acts.corr.as_ptr().add(o * 8) as *const _);
-                        pair_si(c, c)
+                        _mm512_broadcast_i64x4(c)
                     } else {
                         init
                     };
                     let y = _mm256_loadu_si256(k.y(t0 + t, b) as *const __m256i);
-                    _mm512_dpbusd_epi32(init, wv, pair_si(y, y))
+                    _mm512_dpbusd_epi32(init, wv, _mm512_broadcast_i64x4(y))
                 };
                 let dy = _mm512_set1_ps(*k.acts.dt.as_ptr().add((t0 + t) * k.nb + b));
                 let d = _mm512_mul_ps(dx, dy);

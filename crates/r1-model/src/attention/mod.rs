@@ -12,6 +12,9 @@
 //! (llama.cpp itself switches to a tiled f32 algorithm for 64+ query rows, so its output does
 //! depend on the batch.)
 
+#[cfg(target_arch = "x86_64")]
+mod avx512;
+
 use std::cell::RefCell;
 
 use crate::batch::Batch;
@@ -259,6 +262,32 @@ fn attend_row(
     scratch: &mut Scratch,
     out: &mut [f32],
 ) {
+    attend_row_portable(
+        q,
+        slots,
+        kc,
+        vc,
+        (kw, vw),
+        (koff, voff),
+        scale,
+        scratch,
+        out,
+    )
+}
+
+/// [`attend_row`] on the out-of-line kernels (AVX2 or scalar).
+#[allow(clippy::too_many_arguments)]
+fn attend_row_portable(
+    q: &[f32],
+    slots: impl Iterator<Item = usize>,
+    kc: &[u16],
+    vc: &[u16],
+    (kw, vw): (usize, usize),
+    (koff, voff): (usize, usize),
+    scale: f32,
+    scratch: &mut Scratch,
+    out: &mut [f32],
+) {
     let table = f16::table();
     let kern = kernels();
     let hd = q.len();
@@ -321,18 +350,37 @@ pub fn attention(
         .collect();
     let qd = n_heads * hd;
     let ptr = SharedMut::new(out);
-    // One task per (token, head).
-    pool.run(tasks.len() * n_heads, |task| {
-        let (si, i) = tasks[task / n_heads];
-        let h = task % n_heads;
+    // Heads that share a KV head walk its keys together (AVX-512), in chunks of `per`.
+    #[cfg(target_arch = "x86_64")]
+    let together = avx512::available() && avx512::supports(hd, hd);
+    #[cfg(not(target_arch = "x86_64"))]
+    let together = false;
+    let per = if together {
+        group.min(MAX_HEADS_TOGETHER)
+    } else {
+        1
+    };
+    let chunks = group.div_ceil(per);
+    // One task per (token, KV head, chunk of its query heads).
+    pool.run(tasks.len() * n_kv_heads * chunks, |task| {
+        let (si, i) = tasks[task / (n_kv_heads * chunks)];
+        let kvh = (task / chunks) % n_kv_heads;
+        let h0 = kvh * group + (task % chunks) * per;
+        let g = per.min(kvh * group + group - h0);
         let s = &batch.seqs[si];
         let row = s.start + i;
         let pos = s.pos0 + i;
-        let kvh = h / group;
-        let qv = &q[row * qd + h * hd..row * qd + (h + 1) * hd];
+        let qv = &q[row * qd + h0 * hd..row * qd + (h0 + g) * hd];
         // SAFETY: each (row, head) output slice is written by exactly one task.
-        let o = unsafe { ptr.slice(row * qd + h * hd, hd) };
-        let slots = (0..=pos).map(|p| kv.slot(&s.block_table, p));
+        let o = unsafe { ptr.slice(row * qd + h0 * hd, g * hd) };
+        let mut slots = (0..=pos).map(|p| kv.slot(&s.block_table, p));
+        let offs = (kvh * hd, kvh * hd);
+        #[cfg(target_arch = "x86_64")]
+        if together {
+            // SAFETY: CPU and shapes checked above; `g <= MAX_HEADS`.
+            unsafe { avx512::attend_heads(g, qv, &mut slots, kc, vc, widths, offs, scale, o) };
+            return;
+        }
         SCRATCH.with(|sc| {
             attend_row(
                 qv,
@@ -340,7 +388,7 @@ pub fn attention(
                 kc,
                 vc,
                 widths,
-                (kvh * hd, kvh * hd),
+                offs,
                 scale,
                 &mut sc.borrow_mut(),
                 o,
@@ -349,9 +397,73 @@ pub fn attention(
     });
 }
 
+#[cfg(target_arch = "x86_64")]
+const MAX_HEADS_TOGETHER: usize = avx512::MAX_HEADS;
+#[cfg(not(target_arch = "x86_64"))]
+const MAX_HEADS_TOGETHER: usize = 1;
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The register-resident AVX-512 rows, alone or with other heads of their KV head, equal
+    /// the out-of-line kernels bit for bit over long key walks with many rescales.
+    #[cfg(target_arch = "x86_64")]
+    #[test]
+    fn avx512_row_equals_portable_row() {
+        if !avx512::available() {
+            eprintln!("SKIP: no AVX-512 on this CPU");
+            return;
+        }
+        let mut seed = 7u64;
+        let mut rnd = || {
+            seed = seed
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            ((seed >> 40) as f32 / (1u64 << 24) as f32 - 0.5) * 6.0
+        };
+        for (hd, dv, n) in [(64usize, 64usize, 300usize), (128, 128, 77), (192, 128, 5)] {
+            let (kw, vw) = (2 * hd, 2 * dv);
+            let kc: Vec<u16> = (0..n * kw).map(|_| f16::from_f32(rnd())).collect();
+            let vc: Vec<u16> = (0..n * vw).map(|_| f16::from_f32(rnd())).collect();
+            // keys in a scattered slot order, as a paged cache gives them
+            let order: Vec<usize> = (0..n).map(|i| (i * 37) % n).collect();
+            let scale = 1.0 / (hd as f32).sqrt();
+            for g in 1..=avx512::MAX_HEADS {
+                let q: Vec<f32> = (0..g * hd).map(|_| rnd()).collect();
+                let offs = (hd, dv); // the second KV head
+                let mut a = vec![0f32; g * dv];
+                let mut it = order.iter().copied();
+                unsafe {
+                    avx512::attend_heads(g, &q, &mut it, &kc, &vc, (kw, vw), offs, scale, &mut a)
+                };
+                for h in 0..g {
+                    let mut b = vec![0f32; dv];
+                    let mut sc = Scratch {
+                        q: Vec::new(),
+                        acc: Vec::new(),
+                    };
+                    attend_row_portable(
+                        &q[h * hd..(h + 1) * hd],
+                        order.iter().copied(),
+                        &kc,
+                        &vc,
+                        (kw, vw),
+                        offs,
+                        scale,
+                        &mut sc,
+                        &mut b,
+                    );
+                    let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+                    assert_eq!(
+                        bits(&a[h * dv..(h + 1) * dv]),
+                        bits(&b),
+                        "hd={hd} dv={dv} n={n} g={g} head={h}"
+                    );
+                }
+            }
+        }
+    }
 
     #[test]
     fn simd_and_scalar_kernels_agree_bit_for_bit() {
