@@ -56,34 +56,46 @@ fn rows_per_task(rows: usize, threads: usize) -> usize {
 
 /// `out[t, r] = x_t · W_r` for all `n` activation rows; `out` is `[n, w.rows]`.
 pub fn matmul(pool: &ThreadPool, w: &QMatrix, acts: &QuantizedActs, out: &mut [f32]) {
-    assert_eq!(
-        acts.ty,
-        quant::vec_dot_type(w.ty),
-        "activations quantized for another type"
-    );
-    assert_eq!(acts.k, w.cols);
+    matmul_many(pool, &mut [(w, out)], acts);
+}
+
+/// [`matmul`] of several weights with the same input (Q/K/V, gate/up) in one pass over the
+/// pool: one barrier instead of one per weight, and the small matrices' tasks fill the gaps
+/// of the large ones. Each output is exactly what [`matmul`] gives.
+pub fn matmul_many(pool: &ThreadPool, jobs: &mut [(&QMatrix, &mut [f32])], acts: &QuantizedActs) {
     let n = acts.n;
-    assert_eq!(out.len(), n * w.rows);
-    let rb = w.row_bytes();
-    let chunk = rows_per_task(w.rows, pool.threads());
-    let n_tasks = w.rows.div_ceil(chunk);
-    let base = SendPtr(out.as_mut_ptr());
-    let wdata = w.data();
-    let ldo = w.rows;
+    // (weight, first row, rows per task, first task) per job
+    let mut plan = Vec::with_capacity(jobs.len());
+    let mut n_tasks = 0;
+    for (w, out) in jobs.iter_mut() {
+        assert_eq!(
+            acts.ty,
+            quant::vec_dot_type(w.ty),
+            "activations quantized for another type"
+        );
+        assert_eq!(acts.k, w.cols);
+        assert_eq!(out.len(), n * w.rows);
+        let chunk = rows_per_task(w.rows, pool.threads());
+        plan.push((*w, chunk, n_tasks, SendPtr(out.as_mut_ptr())));
+        n_tasks += w.rows.div_ceil(chunk);
+    }
     pool.run(n_tasks, |t| {
-        let r0 = t * chunk;
+        let j = plan.partition_point(|p| p.2 <= t) - 1;
+        let (w, chunk, first, base) = plan[j];
+        let r0 = (t - first) * chunk;
         let r1 = (r0 + chunk).min(w.rows);
+        let rb = w.row_bytes();
         // SAFETY: `out` holds `n x rows`; this task writes columns r0..r1 of every token
-        // row, which no other task touches.
+        // row of its job's output, which no other task touches.
         unsafe {
             quant::gemm_token_major(
                 w.ty,
                 w.cols,
-                &wdata[r0 * rb..r1 * rb],
+                &w.data()[r0 * rb..r1 * rb],
                 &acts.data,
                 n,
                 base.at(r0),
-                ldo,
+                w.rows,
             )
         };
     });

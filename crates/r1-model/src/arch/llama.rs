@@ -10,7 +10,7 @@ use crate::batch::Batch;
 use crate::config::{ModelConfig, RopeStyle};
 use crate::gguf::GgufFile;
 use crate::kv_cache::{KvCache, KvLayout};
-use crate::matmul::{matmul, matmul_f32, QuantizedActs};
+use crate::matmul::{matmul, matmul_f32, matmul_many, QuantizedActs};
 use crate::ops::{self, RopeTable};
 use crate::pool::ThreadPool;
 use crate::weights::{vector_from_gguf, QMatrix};
@@ -244,16 +244,25 @@ impl Model for Llama {
             ops::rms_norm_rows(pool, &x, &ly.attn_norm, c.rms_eps, &mut h, d);
             self.tap(&format!("attn_norm-{l}"), &h);
             let acts = QuantizedActs::new(pool, ly.wq.ty, &h, t, d);
-            matmul(pool, &ly.wq, &acts, &mut q);
-            if quant_eq(&ly.wk, &ly.wq) {
-                matmul(pool, &ly.wk, &acts, &mut k);
-            } else {
-                matmul_f32(pool, &ly.wk, &h, t, &mut k);
-            }
-            if quant_eq(&ly.wv, &ly.wq) {
-                matmul(pool, &ly.wv, &acts, &mut v);
-            } else {
-                matmul_f32(pool, &ly.wv, &h, t, &mut v);
+            match (quant_eq(&ly.wk, &ly.wq), quant_eq(&ly.wv, &ly.wq)) {
+                (true, true) => matmul_many(
+                    pool,
+                    &mut [(&ly.wq, &mut q), (&ly.wk, &mut k), (&ly.wv, &mut v)],
+                    &acts,
+                ),
+                (true, false) => {
+                    matmul_many(pool, &mut [(&ly.wq, &mut q), (&ly.wk, &mut k)], &acts);
+                    matmul_f32(pool, &ly.wv, &h, t, &mut v);
+                }
+                (false, true) => {
+                    matmul_many(pool, &mut [(&ly.wq, &mut q), (&ly.wv, &mut v)], &acts);
+                    matmul_f32(pool, &ly.wk, &h, t, &mut k);
+                }
+                (false, false) => {
+                    matmul(pool, &ly.wq, &acts, &mut q);
+                    matmul_f32(pool, &ly.wk, &h, t, &mut k);
+                    matmul_f32(pool, &ly.wv, &h, t, &mut v);
+                }
             }
             if let Some(b) = &ly.bq {
                 ops::add_bias(&mut q, b);
@@ -286,10 +295,14 @@ impl Model for Llama {
 
             ops::rms_norm_rows(pool, &x, &ly.ffn_norm, c.rms_eps, &mut h, d);
             let acts = QuantizedActs::new(pool, ly.w_gate.ty, &h, t, d);
-            matmul(pool, &ly.w_gate, &acts, &mut gate);
             if quant_eq(&ly.w_up, &ly.w_gate) {
-                matmul(pool, &ly.w_up, &acts, &mut up);
+                matmul_many(
+                    pool,
+                    &mut [(&ly.w_gate, &mut gate), (&ly.w_up, &mut up)],
+                    &acts,
+                );
             } else {
+                matmul(pool, &ly.w_gate, &acts, &mut gate);
                 matmul_f32(pool, &ly.w_up, &h, t, &mut up);
             }
             ops::silu_mul(&mut gate, &up);
