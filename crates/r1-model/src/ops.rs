@@ -39,6 +39,23 @@ pub fn rms_norm_rows(
 /// In place: `gate = silu(gate) * up` (SwiGLU), with llama.cpp's vectorised `expf`
 /// approximation (`ggml_v_expf`, AVX-512 form) so the result is bit-identical to its
 /// `ggml_vec_swiglu_f32`.
+/// [`silu_mul`] split over the pool (a prefill's SwiGLU is millions of elements; each is
+/// computed exactly as alone).
+pub fn silu_mul_par(pool: &crate::pool::ThreadPool, gate: &mut [f32], up: &[f32]) {
+    const CHUNK: usize = 1 << 14;
+    assert_eq!(gate.len(), up.len());
+    if gate.len() <= CHUNK || pool.threads() == 1 {
+        return silu_mul(gate, up);
+    }
+    let n = gate.len();
+    let g = SharedMut::new(gate);
+    pool.run(n.div_ceil(CHUNK), |c| {
+        let (a, b) = (c * CHUNK, ((c + 1) * CHUNK).min(n));
+        // SAFETY: chunks are disjoint.
+        silu_mul(unsafe { g.slice(a, b - a) }, &up[a..b]);
+    });
+}
+
 pub fn silu_mul(gate: &mut [f32], up: &[f32]) {
     #[cfg(target_arch = "x86_64")]
     {

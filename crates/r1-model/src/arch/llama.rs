@@ -305,7 +305,7 @@ impl Model for Llama {
                 matmul(pool, &ly.w_gate, &acts, &mut gate);
                 matmul_f32(pool, &ly.w_up, &h, t, &mut up);
             }
-            ops::silu_mul(&mut gate, &up);
+            ops::silu_mul_par(pool, &mut gate, &up);
             self.tap(&format!("ffn_swiglu-{l}"), &gate);
             matmul_f32(pool, &ly.w_down, &gate, t, &mut o);
             self.tap(&format!("ffn_out-{l}"), &o);
