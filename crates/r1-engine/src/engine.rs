@@ -14,9 +14,11 @@ use tokio::sync::mpsc as tmpsc;
 
 use crate::block_pool::{num_blocks_for_budget, KvCacheMem};
 use crate::detokenizer::DecodeState;
+use crate::engine_metrics::{EngineMetrics, PriorityLoad, RequestTimes};
 use crate::sampler::{logprobs, Sampler, SamplingParams};
 use crate::scheduler::{
     Appended, FinishReason, Request, RequestId, SchedError, Scheduler, SchedulerConfig, SeqId,
+    SeqStatus,
 };
 use crate::stop::{StopOutcome, StopStrings};
 use crate::tokenizer::Tokenizer;
@@ -169,6 +171,8 @@ pub struct EngineStats {
     pub generation_tokens: u64,
     pub steps: u64,
     pub preemptions: u64,
+    /// Timings, outcomes and per-priority load for monitoring.
+    pub metrics: EngineMetrics,
 }
 
 enum Command {
@@ -176,6 +180,7 @@ enum Command {
         Box<GenerateRequest>,
         RequestId,
         tmpsc::UnboundedSender<EngineEvent>,
+        Instant,
     ),
     Cancel(RequestId),
     Shutdown,
@@ -196,7 +201,7 @@ impl EngineHandle {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = tmpsc::unbounded_channel();
         self.cmd
-            .send(Command::Add(Box::new(req), id, tx))
+            .send(Command::Add(Box::new(req), id, tx, Instant::now()))
             .map_err(|_| EngineError::Stopped)?;
         Ok(RequestStream {
             id,
@@ -224,6 +229,8 @@ struct SeqState {
     generated: Vec<u32>,
     decode: DecodeState,
     stops: StopStrings,
+    /// When this sequence's previous token was sampled (inter-token latency).
+    last_token: Option<Instant>,
 }
 
 struct RequestState {
@@ -232,6 +239,7 @@ struct RequestState {
     seqs: HashMap<u32, SeqState>,
     admitted: bool,
     open: usize,
+    times: RequestTimes,
 }
 
 /// Start the engine thread for `model`. The tokenizer is shared for detokenization.
@@ -344,7 +352,7 @@ impl EngineLoop {
             };
             for cmd in first.into_iter().chain(rx.try_iter()) {
                 match cmd {
-                    Command::Add(req, id, tx) => self.add(*req, id, tx),
+                    Command::Add(req, id, tx, at) => self.add(*req, id, tx, at),
                     Command::Cancel(id) => self.cancel(id),
                     Command::Shutdown => {
                         for (_, r) in self.requests.drain() {
@@ -367,8 +375,11 @@ impl EngineLoop {
         req: GenerateRequest,
         id: RequestId,
         tx: tmpsc::UnboundedSender<EngineEvent>,
+        arrived: Instant,
     ) {
-        let reject = |tx: &tmpsc::UnboundedSender<EngineEvent>, m: String| {
+        let rejected = &mut self.counters.metrics.requests_rejected;
+        let mut reject = |tx: &tmpsc::UnboundedSender<EngineEvent>, m: String| {
+            *rejected += 1;
             let _ = tx.send(EngineEvent::Error(m));
         };
         if req.n == 0 || req.max_tokens == 0 {
@@ -399,10 +410,12 @@ impl EngineLoop {
                             generated: Vec::new(),
                             decode: DecodeState::new(&self.tokenizer, req.skip_special_tokens),
                             stops: StopStrings::new(req.stop_strings.clone()),
+                            last_token: None,
                         },
                     );
                 }
                 self.counters.prompt_tokens += req.prompt.len() as u64;
+                self.counters.metrics.requests_arrived += 1;
                 let open = seqs.len();
                 self.requests.insert(
                     id,
@@ -412,6 +425,7 @@ impl EngineLoop {
                         seqs,
                         admitted: false,
                         open,
+                        times: RequestTimes::new(arrived),
                     },
                 );
             }
@@ -419,7 +433,8 @@ impl EngineLoop {
     }
 
     fn cancel(&mut self, id: RequestId) {
-        if self.requests.remove(&id).is_some() {
+        if let Some(r) = self.requests.remove(&id) {
+            self.counters.metrics.finished.abort += r.open as u64;
             let _ = self.sched.cancel_request(id);
         }
     }
@@ -449,12 +464,18 @@ impl EngineLoop {
             "step"
         );
         self.counters.steps += 1;
+        self.counters.metrics.on_step(
+            plan.items.len(),
+            batch.tokens.len(),
+            t0.elapsed().as_secs_f64(),
+        );
         // Announce admissions before any token, so a request that finishes in its first step
         // still reports its cached-token count.
         for item in &plan.items {
             if let Some(r) = self.requests.get_mut(&item.seq.request) {
                 if !r.admitted {
                     r.admitted = true;
+                    self.counters.metrics.on_scheduled(&mut r.times, t0);
                     let cached = self.sched.cached_tokens(item.seq).unwrap_or(0);
                     self.counters.prefix_query_tokens += r.req.prompt.len() as u64;
                     self.counters.prefix_hit_tokens += cached as u64;
@@ -491,6 +512,10 @@ impl EngineLoop {
             }
         });
         self.counters.generation_tokens += 1;
+        let now = Instant::now();
+        self.counters
+            .metrics
+            .on_token(&mut r.times, s.last_token.replace(now), now);
         let appended = self.sched.append_token(seq, tok)?;
         let is_stop_id =
             (!r.req.ignore_eos && self.tokenizer.is_stop(tok)) || r.req.stop_ids.contains(&tok);
@@ -529,6 +554,12 @@ impl EngineLoop {
                     StopOutcome::Continue(a) | StopOutcome::Stopped(a) => a + &s.stops.flush(),
                 }
             };
+            let finished = &mut self.counters.metrics.finished;
+            match reason {
+                Finish::Stop => finished.stop += 1,
+                Finish::Length => finished.length += 1,
+                Finish::Cancelled => finished.abort += 1,
+            }
             let _ = r.tx.send(EngineEvent::Finished {
                 index: seq.index,
                 reason,
@@ -538,6 +569,7 @@ impl EngineLoop {
             r.seqs.remove(&seq.index);
             r.open -= 1;
             if r.open == 0 {
+                self.counters.metrics.on_completed(&r.times, now);
                 self.requests.remove(&seq.request);
             }
         }
@@ -547,7 +579,7 @@ impl EngineLoop {
     fn publish(&mut self) {
         let u = self.sched.block_usage();
         let p = &self.counters;
-        let snapshot = EngineStats {
+        let mut snapshot = EngineStats {
             running: self.sched.num_running(),
             waiting: self.sched.num_waiting(),
             kv_blocks_total: u.total,
@@ -555,6 +587,36 @@ impl EngineLoop {
             kv_usage: u.usage,
             ..p.clone()
         };
+        snapshot.metrics.by_priority = self.load_by_priority();
         *self.stats.lock().unwrap_or_else(|e| e.into_inner()) = snapshot;
+    }
+
+    /// Open sequences per priority, running or waiting, highest priority first.
+    fn load_by_priority(&self) -> Vec<PriorityLoad> {
+        let mut out: Vec<PriorityLoad> = Vec::new();
+        for (&id, r) in &self.requests {
+            let i = match out.binary_search_by(|l| r.req.priority.cmp(&l.priority)) {
+                Ok(i) => i,
+                Err(i) => {
+                    out.insert(
+                        i,
+                        PriorityLoad {
+                            priority: r.req.priority,
+                            running: 0,
+                            waiting: 0,
+                        },
+                    );
+                    i
+                }
+            };
+            for &index in r.seqs.keys() {
+                match self.sched.status(SeqId::new(id, index)) {
+                    Some(SeqStatus::Running) => out[i].running += 1,
+                    Some(SeqStatus::Waiting) => out[i].waiting += 1,
+                    None => {}
+                }
+            }
+        }
+        out
     }
 }

@@ -4,6 +4,7 @@ pub mod block_pool;
 pub mod chat_template;
 pub mod detokenizer;
 pub mod engine;
+pub mod engine_metrics;
 pub mod prefix_cache;
 pub mod sampler;
 pub mod scheduler;
