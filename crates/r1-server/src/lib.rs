@@ -2,22 +2,24 @@
 //!
 //! Routes: `POST /v1/chat/completions`, `POST /v1/completions`, `GET /v1/models`,
 //! `GET /v1/models/{id}`, `GET /health`, `GET /ready`, `POST /tokenize`, `POST /detokenize`,
-//! `GET /v1/engine/stats`. [`run_blocking`] starts listening at once (`/ready` answers 503),
+//! `GET /v1/engine/stats`, `GET /metrics` (Prometheus), `GET /v1/scaling` (scaling advice). [`run_blocking`] starts listening at once (`/ready` answers 503),
 //! loads the model on a blocking thread, serves, and drains on SIGTERM/SIGINT.
 
 pub mod caller;
 pub mod error;
 pub mod generation;
+pub mod metrics;
 pub mod openai_types;
 pub mod reasoning;
 pub mod routes;
+pub mod scaling;
 pub mod shutdown;
 pub mod sse;
 pub mod state;
 
 use std::future::IntoFuture;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use r1_engine::chat_template::ChatTemplate;
 use tokio::net::TcpListener;
@@ -105,6 +107,8 @@ where
         .into_future(),
     );
 
+    let scaling_task = tokio::spawn(scaling::run(state.clone()));
+    let load_started = Instant::now();
     let loader = tokio::task::spawn_blocking(load);
     tokio::pin!(loader);
     let mut engine_thread = None;
@@ -127,6 +131,7 @@ where
                             ms.engine.max_model_len(),
                             if ms.reasoning { "on" } else { "off" },
                         );
+                        state.metrics.set_model_load_time(load_started.elapsed());
                         state.set_model(ms);
                         engine_thread = lm.engine_thread;
                     }
@@ -168,6 +173,7 @@ where
         }
     }
     server.abort();
+    scaling_task.abort();
     if let Some(m) = state.model_state() {
         m.engine.shutdown();
     }

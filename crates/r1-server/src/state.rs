@@ -10,7 +10,9 @@ use r1_engine::engine::EngineHandle;
 use r1_engine::tokenizer::Tokenizer;
 
 use crate::error::ApiError;
+use crate::metrics::ServerMetrics;
 use crate::reasoning::ReasoningMode;
+use crate::scaling::{ScalingConfig, ScalingMonitor};
 
 /// Server settings (the `serve` flags that are not the engine's).
 #[derive(Clone, Debug)]
@@ -28,6 +30,8 @@ pub struct ServerConfig {
     pub keep_alive_interval: Duration,
     /// Replaces the model's own chat template.
     pub chat_template: Option<String>,
+    /// The scaling advisor's thresholds and cadence.
+    pub scaling: ScalingConfig,
 }
 
 impl Default for ServerConfig {
@@ -40,6 +44,7 @@ impl Default for ServerConfig {
             drain_timeout: Duration::from_secs(30),
             keep_alive_interval: Duration::from_secs(5),
             chat_template: None,
+            scaling: ScalingConfig::default(),
         }
     }
 }
@@ -79,11 +84,16 @@ pub struct AppState {
     draining: AtomicBool,
     next_id: AtomicU64,
     pub started_at: u64,
+    /// Counters for `GET /metrics` kept by the HTTP side.
+    pub metrics: ServerMetrics,
+    pub scaling: ScalingMonitor,
 }
 
 impl AppState {
     pub fn new(config: ServerConfig) -> Self {
         AppState {
+            metrics: ServerMetrics::default(),
+            scaling: ScalingMonitor::new(config.scaling.clone()),
             config,
             model: OnceLock::new(),
             draining: AtomicBool::new(false),

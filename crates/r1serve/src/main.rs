@@ -7,6 +7,7 @@ mod bench_offline;
 mod generate;
 mod inspect;
 mod load;
+mod observability;
 mod pull;
 mod serve;
 
@@ -19,6 +20,9 @@ mod serve;
 struct Cli {
     #[command(subcommand)]
     command: Command,
+    /// Log line format on stderr: text, or json (one object per line, with request ids).
+    #[arg(long, global = true, value_enum, default_value = "text")]
+    log_format: observability::LogFormat,
 }
 
 #[derive(Subcommand)]
@@ -38,14 +42,8 @@ enum Command {
 }
 
 fn main() {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("R1SERVE_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
     let cli = Cli::parse();
+    observability::init_logging(cli.log_format);
     if !matches!(cli.command, Command::Serve(_)) {
         // Terminal commands end quietly when their output pipe closes (`| head`), as Unix
         // tools do; Rust ignores SIGPIPE by default and println! would panic instead.

@@ -12,6 +12,7 @@ use r1_engine::tokenizer::Tokenizer;
 use r1_server::{LoadedModel, ReasoningMode, ServerConfig};
 
 use crate::load::{load, ModelArgs};
+use crate::observability::ScalingArgs;
 
 #[derive(clap::Args, Debug)]
 pub struct ServeArgs {
@@ -54,6 +55,8 @@ pub struct ServeArgs {
     /// Seconds of silence after which a stream gets a `: keep-alive` comment.
     #[arg(long, default_value_t = 5.0)]
     pub keep_alive_interval: f64,
+    #[command(flatten)]
+    pub scaling: ScalingArgs,
 }
 
 fn parse_kv(s: &str) -> Result<KvCacheMem, String> {
@@ -93,6 +96,7 @@ pub fn run(args: &ServeArgs) -> anyhow::Result<()> {
         keep_alive_interval: seconds("keep-alive-interval", args.keep_alive_interval)?
             .max(Duration::from_millis(10)),
         chat_template,
+        scaling: args.scaling.config()?,
     };
     let engine_cfg = EngineConfig {
         kv_cache_mem: args.kv_cache_mem,

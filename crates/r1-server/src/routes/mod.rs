@@ -30,9 +30,15 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/ready", get(misc::ready))
         .route("/tokenize", post(misc::tokenize))
         .route("/detokenize", post(misc::detokenize))
+        .route("/metrics", get(crate::metrics::exposition::metrics))
+        .route("/v1/scaling", get(crate::scaling::get_scaling))
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .layer(middleware::from_fn(access_log))
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            crate::metrics::http::track,
+        ))
         .layer(middleware::from_fn(crate::caller::request_context))
         .with_state(state)
 }

@@ -1,0 +1,307 @@
+//! `GET /metrics`: every `r1serve_*` series, rendered from the engine's stats snapshot, the
+//! HTTP counters, the scaling advisor and `/proc/self`. The README's metrics table lists the
+//! same names with their vLLM equivalents; keep the two in step.
+
+use std::sync::Arc;
+
+use axum::extract::State;
+use axum::http::header;
+use axum::response::{IntoResponse, Response};
+
+use super::text_format::{Kind, TextEncoder, CONTENT_TYPE};
+use super::{class_label, process};
+use crate::scaling::advisor::Decision;
+use crate::state::AppState;
+
+/// `GET /metrics`
+pub async fn metrics(State(st): State<Arc<AppState>>) -> Response {
+    ([(header::CONTENT_TYPE, CONTENT_TYPE)], render(&st)).into_response()
+}
+
+pub fn render(st: &AppState) -> String {
+    let mut e = TextEncoder::new(&[("model_name", &st.config.served_model_name)]);
+    engine_series(st, &mut e);
+    http_series(st, &mut e);
+    scaling_series(st, &mut e);
+    process_series(st, &mut e);
+    e.finish()
+}
+
+fn engine_series(st: &AppState, e: &mut TextEncoder) {
+    let Some(m) = st.model_state() else {
+        return;
+    };
+    let s = m.engine.stats();
+    let em = &s.metrics;
+
+    // Per-class load; the default class is always present so sums never see "no data".
+    let mut classes: Vec<(String, usize, usize)> = vec![("default".into(), 0, 0)];
+    for l in &em.by_priority {
+        let name = class_label(l.priority);
+        match classes.iter_mut().find(|c| c.0 == name) {
+            Some(c) => {
+                c.1 += l.running;
+                c.2 += l.waiting;
+            }
+            None => classes.push((name, l.running, l.waiting)),
+        }
+    }
+    e.family(
+        "r1serve_num_requests_running",
+        Kind::Gauge,
+        "Sequences admitted to the engine and holding KV cache, by priority class.",
+    );
+    for (class, running, _) in &classes {
+        e.sample(
+            "r1serve_num_requests_running",
+            &[("class", class)],
+            *running as f64,
+        );
+    }
+    e.family(
+        "r1serve_num_requests_waiting",
+        Kind::Gauge,
+        "Sequences queued in the engine waiting for a slot, by priority class.",
+    );
+    for (class, _, waiting) in &classes {
+        e.sample(
+            "r1serve_num_requests_waiting",
+            &[("class", class)],
+            *waiting as f64,
+        );
+    }
+    e.single(
+        "r1serve_kv_cache_usage_ratio",
+        Kind::Gauge,
+        "Fraction of KV-cache blocks in use (0 to 1).",
+        s.kv_usage,
+    );
+    e.single(
+        "r1serve_kv_cache_blocks",
+        Kind::Gauge,
+        "KV-cache blocks allocated at start.",
+        s.kv_blocks_total as f64,
+    );
+    e.single(
+        "r1serve_prefix_cache_queries_total",
+        Kind::Counter,
+        "Prompt tokens looked up in the prefix cache.",
+        s.prefix_query_tokens as f64,
+    );
+    e.single(
+        "r1serve_prefix_cache_hits_total",
+        Kind::Counter,
+        "Prompt tokens served from the prefix cache.",
+        s.prefix_hit_tokens as f64,
+    );
+    e.single(
+        "r1serve_prompt_tokens_total",
+        Kind::Counter,
+        "Prompt tokens of requests the engine accepted.",
+        s.prompt_tokens as f64,
+    );
+    e.single(
+        "r1serve_generation_tokens_total",
+        Kind::Counter,
+        "Tokens generated.",
+        s.generation_tokens as f64,
+    );
+    e.single(
+        "r1serve_num_preemptions_total",
+        Kind::Counter,
+        "Sequences preempted (their KV freed, recomputed later) because blocks ran out.",
+        s.preemptions as f64,
+    );
+    e.single(
+        "r1serve_engine_steps_total",
+        Kind::Counter,
+        "Engine steps (batched forward passes) run.",
+        s.steps as f64,
+    );
+    e.single(
+        "r1serve_engine_busy_seconds_total",
+        Kind::Counter,
+        "Seconds the engine spent in forward passes; its rate is the busy fraction.",
+        em.busy_seconds,
+    );
+    e.single(
+        "r1serve_requests_total",
+        Kind::Counter,
+        "Requests the engine accepted into its queue (one per prompt).",
+        em.requests_arrived as f64,
+    );
+    e.single(
+        "r1serve_requests_rejected_total",
+        Kind::Counter,
+        "Requests the engine refused (prompt too long for the KV cache, bad token ids, ...).",
+        em.requests_rejected as f64,
+    );
+    e.family(
+        "r1serve_request_success_total",
+        Kind::Counter,
+        "Sequences (choices) that ended, by finish reason: stop, length or abort.",
+    );
+    for (reason, n) in [
+        ("stop", em.finished.stop),
+        ("length", em.finished.length),
+        ("abort", em.finished.abort),
+    ] {
+        e.sample(
+            "r1serve_request_success_total",
+            &[("finished_reason", reason)],
+            n as f64,
+        );
+    }
+    let histograms = [
+        (
+            "r1serve_time_to_first_token_seconds",
+            "Seconds from a request's arrival to its first generated token.",
+            &em.time_to_first_token,
+        ),
+        (
+            "r1serve_inter_token_latency_seconds",
+            "Seconds between two consecutive tokens of one sequence.",
+            &em.inter_token_latency,
+        ),
+        (
+            "r1serve_e2e_request_latency_seconds",
+            "Seconds from a request's arrival until its last sequence finished.",
+            &em.e2e_latency,
+        ),
+        (
+            "r1serve_request_queue_time_seconds",
+            "Seconds a request waited before its first engine step.",
+            &em.queue_time,
+        ),
+        (
+            "r1serve_request_prefill_time_seconds",
+            "Seconds from a request's first engine step to its first token.",
+            &em.prefill_time,
+        ),
+        (
+            "r1serve_request_decode_time_seconds",
+            "Seconds from a request's first token to its last.",
+            &em.decode_time,
+        ),
+        (
+            "r1serve_batch_size",
+            "Sequences batched in one engine step.",
+            &em.batch_size,
+        ),
+        (
+            "r1serve_iteration_tokens",
+            "Tokens (prompt chunks plus decodes) in one engine step.",
+            &em.step_tokens,
+        ),
+    ];
+    for (name, help, h) in histograms {
+        e.histogram(name, help, h);
+    }
+}
+
+fn http_series(st: &AppState, e: &mut TextEncoder) {
+    e.family(
+        "r1serve_http_requests_total",
+        Kind::Counter,
+        "HTTP responses by route template and status code (401, 403, 429 and 503 included).",
+    );
+    for ((route, code), n) in st.metrics.responses() {
+        e.sample(
+            "r1serve_http_requests_total",
+            &[("route", &route), ("code", &code.to_string())],
+            n as f64,
+        );
+    }
+    let lookups = st
+        .metrics
+        .response_cache_lookups
+        .load(std::sync::atomic::Ordering::Relaxed);
+    let hits = st
+        .metrics
+        .response_cache_hits
+        .load(std::sync::atomic::Ordering::Relaxed);
+    e.single(
+        "r1serve_response_cache_lookups_total",
+        Kind::Counter,
+        "Requests looked up in the response cache.",
+        lookups as f64,
+    );
+    e.single(
+        "r1serve_response_cache_hits_total",
+        Kind::Counter,
+        "Requests answered from the response cache.",
+        hits as f64,
+    );
+    if let Some(secs) = st.metrics.model_load_seconds() {
+        e.single(
+            "r1serve_model_load_seconds",
+            Kind::Gauge,
+            "Seconds the model took to load (weights, tokenizer, KV cache).",
+            secs,
+        );
+    }
+}
+
+fn scaling_series(st: &AppState, e: &mut TextEncoder) {
+    let Some(a) = st.scaling.latest() else {
+        return;
+    };
+    e.single(
+        "r1serve_desired_replicas",
+        Kind::Gauge,
+        "Replicas this replica's traffic needs: ceil(QPS / capacity), with hysteresis.",
+        a.desired_replicas as f64,
+    );
+    e.single(
+        "r1serve_scaling_qps",
+        Kind::Gauge,
+        "Requests per second arriving, over the advisor's window.",
+        a.qps,
+    );
+    if let Some(c) = a.capacity {
+        e.single(
+            "r1serve_scaling_capacity_qps",
+            Kind::Gauge,
+            "Requests per second one replica completes (measured or configured).",
+            c,
+        );
+    }
+    e.single(
+        "r1serve_scaling_utilisation",
+        Kind::Gauge,
+        "QPS over capacity (the engine's busy fraction while capacity is unknown).",
+        a.utilisation,
+    );
+    e.family(
+        "r1serve_scaling_decision",
+        Kind::Gauge,
+        "The advisor's current decision: 1 for the one in force, 0 for the others.",
+    );
+    for d in [Decision::ScaleOut, Decision::ScaleIn, Decision::Maintain] {
+        e.sample(
+            "r1serve_scaling_decision",
+            &[("decision", d.as_str())],
+            f64::from(u8::from(d == a.decision)),
+        );
+    }
+}
+
+fn process_series(_st: &AppState, e: &mut TextEncoder) {
+    let p = process::read();
+    if let Some(b) = p.resident_bytes {
+        e.single(
+            "r1serve_process_resident_memory_bytes",
+            Kind::Gauge,
+            "Resident memory of the server process in bytes.",
+            b as f64,
+        );
+    }
+    if let Some(c) = p.cpu_seconds {
+        e.single(
+            "r1serve_process_cpu_seconds_total",
+            Kind::Counter,
+            "User and system CPU seconds used by the server process.",
+            c,
+        );
+    }
+}

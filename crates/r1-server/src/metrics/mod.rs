@@ -1,0 +1,80 @@
+//! Monitoring: `GET /metrics` in Prometheus text format. The engine keeps its own timings
+//! and counters (`r1_engine::engine_metrics`); this module adds what only the HTTP side
+//! sees (responses by route and status, response-cache lookups, model load time, the
+//! process's memory and CPU) and renders everything with `r1serve_` names.
+
+pub mod exposition;
+pub mod http;
+pub mod process;
+pub mod text_format;
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
+use std::time::Duration;
+
+/// Counters kept by the HTTP side. Cheap to update from any task.
+#[derive(Debug, Default)]
+pub struct ServerMetrics {
+    /// Responses by (route template, status code).
+    responses: Mutex<BTreeMap<(String, u16), u64>>,
+    response_cache_lookups: AtomicU64,
+    response_cache_hits: AtomicU64,
+    /// Model load time in microseconds (0 = not loaded yet).
+    model_load_micros: AtomicU64,
+}
+
+impl ServerMetrics {
+    pub fn record_response(&self, route: &str, status: u16) {
+        let mut m = self.responses.lock().unwrap_or_else(|e| e.into_inner());
+        *m.entry((route.to_string(), status)).or_default() += 1;
+    }
+
+    /// Responses so far, by (route, status).
+    pub fn responses(&self) -> BTreeMap<(String, u16), u64> {
+        self.responses
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Responses with `status` on any route.
+    pub fn responses_with_status(&self, status: u16) -> u64 {
+        self.responses()
+            .iter()
+            .filter(|((_, s), _)| *s == status)
+            .map(|(_, n)| n)
+            .sum()
+    }
+
+    /// For the response cache: count one lookup and whether it hit.
+    pub fn record_response_cache(&self, hit: bool) {
+        self.response_cache_lookups.fetch_add(1, Ordering::Relaxed);
+        if hit {
+            self.response_cache_hits.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    pub fn set_model_load_time(&self, d: Duration) {
+        self.model_load_micros
+            .store((d.as_micros() as u64).max(1), Ordering::Relaxed);
+    }
+
+    /// Seconds the model took to load, once it has.
+    pub fn model_load_seconds(&self) -> Option<f64> {
+        match self.model_load_micros.load(Ordering::Relaxed) {
+            0 => None,
+            us => Some(us as f64 / 1e6),
+        }
+    }
+}
+
+/// The `class` label of a priority. Priority classes are plain numbers today (the request's
+/// `priority`); named classes map here when they exist.
+pub fn class_label(priority: i32) -> String {
+    if priority == 0 {
+        "default".into()
+    } else {
+        format!("priority_{priority}")
+    }
+}
