@@ -18,5 +18,7 @@ echo "== cargo clippy -D warnings"
 cargo clippy --workspace --all-targets --release -- -D warnings
 echo "== cargo test --release"
 cargo test --workspace --release -- --test-threads="${TEST_THREADS:-2}"
+echo "== deploy: alert rules, Kubernetes manifests and chart, Dockerfile lint"
+scripts/test-deploy.sh
 echo "== python: the openai SDK against a live server"
 scripts/test-python.sh
