@@ -330,6 +330,7 @@ mod tests {
     fn custom_thresholds_apply_and_bad_ones_are_refused() {
         let t = Thresholds {
             queue_high: 5,
+            queue_low: 2,
             sustain_out: 1,
             ..Thresholds::default()
         };
