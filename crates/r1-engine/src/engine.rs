@@ -7,11 +7,12 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use r1_model::{KvCache, Model};
 use tokio::sync::mpsc as tmpsc;
 
+use crate::adaptive::AdaptiveBatcher;
 use crate::block_pool::{num_blocks_for_budget, KvCacheMem};
 use crate::detokenizer::DecodeState;
 use crate::engine_metrics::{EngineMetrics, PriorityLoad, RequestTimes};
@@ -79,6 +80,9 @@ pub struct GenerateRequest {
     pub logprobs: Option<usize>,
     /// Include special tokens in the text.
     pub skip_special_tokens: bool,
+    /// Adaptive batching: the inter-token latency this request wants; while it runs, the
+    /// engine shrinks the step's token budget and batch to hold it (`None`: no target).
+    pub target_itl: Option<Duration>,
 }
 
 impl GenerateRequest {
@@ -94,6 +98,7 @@ impl GenerateRequest {
             priority: 0,
             logprobs: None,
             skip_special_tokens: true,
+            target_itl: None,
         }
     }
 }
@@ -173,6 +178,11 @@ pub struct EngineStats {
     pub preemptions: u64,
     /// Timings, outcomes and per-priority load for monitoring.
     pub metrics: EngineMetrics,
+    /// Adaptive batching: the token budget and running-sequence cap of the next step.
+    pub step_token_budget: usize,
+    pub step_seq_limit: usize,
+    /// Duration of the last forward pass.
+    pub last_step_ms: f64,
 }
 
 enum Command {
@@ -272,6 +282,11 @@ pub fn spawn_engine(
         max_chunk_tokens: cfg.max_chunk_tokens,
         model_salt: model_salt(model.as_ref()),
     };
+    let adaptive = AdaptiveBatcher::new(
+        sched_cfg.max_batched_tokens,
+        sched_cfg.max_num_seqs,
+        MIN_ADAPTIVE_TOKENS.max(cfg.block_size),
+    );
     let sched = Scheduler::new(sched_cfg)?;
     tracing::info!(
         num_blocks,
@@ -303,12 +318,16 @@ pub fn spawn_engine(
                 requests: HashMap::new(),
                 stats,
                 counters: EngineStats::default(),
+                adaptive,
             }
             .run(cmd_rx)
         })
         .map_err(|e| EngineError::Config(format!("cannot start the engine thread: {e}")))?;
     Ok((handle, thread))
 }
+
+/// The smallest step token budget adaptive batching goes down to before it limits sequences.
+const MIN_ADAPTIVE_TOKENS: usize = 32;
 
 /// Prefix-cache salt: blocks of different models never match.
 fn model_salt(model: &dyn Model) -> u64 {
@@ -335,6 +354,7 @@ struct EngineLoop {
     requests: HashMap<RequestId, RequestState>,
     stats: Arc<Mutex<EngineStats>>,
     counters: EngineStats,
+    adaptive: AdaptiveBatcher,
 }
 
 impl EngineLoop {
@@ -458,11 +478,14 @@ impl EngineLoop {
                 return Ok(());
             }
         };
+        let step_time = t0.elapsed();
         tracing::trace!(
             tokens = batch.tokens.len(),
-            secs = t0.elapsed().as_secs_f64(),
+            secs = step_time.as_secs_f64(),
             "step"
         );
+        self.counters.last_step_ms = step_time.as_secs_f64() * 1e3;
+        self.adapt(step_time);
         self.counters.steps += 1;
         self.counters.metrics.on_step(
             plan.items.len(),
@@ -491,6 +514,19 @@ impl EngineLoop {
             }
         }
         Ok(())
+    }
+
+    /// Adaptive batching: hold the tightest inter-token latency target among the admitted
+    /// requests (every step is one token gap for each decoding sequence).
+    fn adapt(&mut self, step_time: Duration) {
+        let target = self
+            .requests
+            .values()
+            .filter(|r| r.admitted)
+            .filter_map(|r| r.req.target_itl)
+            .min();
+        let l = self.adaptive.observe(step_time, target);
+        self.sched.set_step_limits(l.tokens, l.seqs);
     }
 
     fn sample_one(&mut self, seq: SeqId, row: &[f32]) -> Result<(), SchedError> {
@@ -585,6 +621,8 @@ impl EngineLoop {
             kv_blocks_total: u.total,
             kv_blocks_used: u.used,
             kv_usage: u.usage,
+            step_token_budget: self.sched.step_budget(),
+            step_seq_limit: self.sched.seq_cap(),
             ..p.clone()
         };
         snapshot.metrics.by_priority = self.load_by_priority();

@@ -1,5 +1,6 @@
 //! r1-engine: tokenizer, chat templates, sampling, scheduling and the engine loop of r1serve.
 
+pub mod adaptive;
 pub mod block_pool;
 pub mod chat_template;
 pub mod detokenizer;

@@ -40,6 +40,7 @@
 //! sequences, and only when that makes it fit. Admission stops at the first waiting request
 //! that does not fit, so a lower priority never overtakes a higher one.
 
+mod limits;
 mod step;
 pub mod types;
 
@@ -114,6 +115,8 @@ pub struct Scheduler {
     next_arrival: u64,
     /// Sequences the last plan computed (for `step_failed`).
     in_flight: Vec<SeqId>,
+    /// Runtime limits below the configured ones (adaptive batching), see `set_step_limits`.
+    limits: limits::StepLimits,
 }
 
 impl Scheduler {
@@ -137,6 +140,7 @@ impl Scheduler {
             live: HashMap::new(),
             next_arrival: 0,
             in_flight: Vec::new(),
+            limits: limits::StepLimits::default(),
         })
     }
 

@@ -44,7 +44,7 @@ impl Scheduler {
             }
         }
         let mut st = Step {
-            budget: self.cfg.max_batched_tokens,
+            budget: self.step_budget(),
             reserved: self
                 .running
                 .iter()
@@ -145,7 +145,7 @@ impl Scheduler {
             let need_blocks = (cached + n_new).div_ceil(bs) - hit.blocks.len();
             let free_blocks = self.pool.num_free().saturating_sub(hit.n_parked);
             let need_slots = s.slots();
-            let free_slots = self.cfg.max_num_seqs.saturating_sub(self.running_slots);
+            let free_slots = self.seq_cap().saturating_sub(self.running_slots);
             if need_blocks <= free_blocks && need_slots <= free_slots {
                 break (hit, n_new);
             }
@@ -191,7 +191,7 @@ impl Scheduler {
         need_slots: usize,
     ) -> Result<Result<Vec<SeqId>, BlockedReason>, SchedError> {
         let mut free_blocks = self.pool.num_free().saturating_sub(hit.n_parked);
-        let mut free_slots = self.cfg.max_num_seqs.saturating_sub(self.running_slots);
+        let mut free_slots = self.seq_cap().saturating_sub(self.running_slots);
         let mut victims = Vec::new();
         let mut dropped = std::collections::HashMap::new();
         for key in self.running.iter().rev() {

@@ -1,0 +1,124 @@
+//! Runtime limits under the configured budgets: adaptive batching (see
+//! [`crate::adaptive`]) lowers the step's token budget and the number of running sequences to
+//! hold a target inter-token latency, and raises them again when there is slack.
+//!
+//! A lowered sequence cap never preempts by itself: running sequences finish normally and
+//! nothing new is admitted while the batch is over the cap, except a higher-priority request,
+//! which may preempt lower ones to get its slot (the usual admission rule).
+
+use super::Scheduler;
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(super) struct StepLimits {
+    /// `None`: the configured `max_batched_tokens`.
+    pub tokens: Option<usize>,
+    /// `None`: the configured `max_num_seqs`.
+    pub seqs: Option<usize>,
+}
+
+impl Scheduler {
+    /// Lower (or, with `None`, restore) the per-step token budget and the running-sequence
+    /// cap. Values above the configuration are clamped to it; the token budget never drops
+    /// below what the running decodes need plus one block of prefill, so prompts still
+    /// advance and decodes never run out of budget.
+    pub fn set_step_limits(&mut self, tokens: Option<usize>, seqs: Option<usize>) {
+        self.limits = StepLimits {
+            tokens: tokens.map(|t| t.clamp(1, self.cfg.max_batched_tokens)),
+            seqs: seqs.map(|s| s.clamp(1, self.cfg.max_num_seqs)),
+        };
+    }
+
+    /// The token budget of the next step.
+    pub fn step_budget(&self) -> usize {
+        match self.limits.tokens {
+            None => self.cfg.max_batched_tokens,
+            Some(t) => t
+                .max(self.running_slots + self.cfg.block_size)
+                .min(self.cfg.max_batched_tokens.max(self.running_slots)),
+        }
+    }
+
+    /// Sequences that may run at once now.
+    pub fn seq_cap(&self) -> usize {
+        self.limits.seqs.unwrap_or(self.cfg.max_num_seqs)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::*;
+
+    fn sched() -> Scheduler {
+        Scheduler::new(SchedulerConfig {
+            max_batched_tokens: 256,
+            max_num_seqs: 4,
+            block_size: 4,
+            num_blocks: 256,
+            max_model_len: 512,
+            ..SchedulerConfig::default()
+        })
+        .unwrap()
+    }
+
+    fn finish_prefill(s: &mut Scheduler) -> StepPlan {
+        let plan = s.schedule().unwrap();
+        for it in plan.sample_items() {
+            for q in it.sample_seqs() {
+                s.append_token(q, 1).unwrap();
+            }
+        }
+        plan
+    }
+
+    #[test]
+    fn a_lower_token_budget_shrinks_prefill_chunks() {
+        let mut s = sched();
+        s.add(Request::new(1, (0..200).collect(), 8)).unwrap();
+        s.set_step_limits(Some(40), None);
+        let plan = s.schedule().unwrap();
+        assert_eq!(plan.num_tokens, 40);
+        s.set_step_limits(None, None);
+        let plan = s.schedule().unwrap();
+        assert_eq!(plan.num_tokens, 160);
+        s.check_invariants().unwrap();
+    }
+
+    #[test]
+    fn a_lower_seq_cap_stops_admission_but_lets_higher_priority_preempt() {
+        let mut s = sched();
+        for id in 1..=3 {
+            s.add(Request::new(id, vec![id as u32; 8], 50)).unwrap();
+        }
+        finish_prefill(&mut s);
+        assert_eq!(s.num_running(), 3);
+        // Cap below the running batch: nobody is preempted, a new equal-priority request waits.
+        s.set_step_limits(None, Some(2));
+        s.add(Request::new(4, vec![9; 8], 50)).unwrap();
+        let plan = finish_prefill(&mut s);
+        assert!(plan.preempted.is_empty());
+        assert_eq!(s.num_running(), 3);
+        assert_eq!(s.status(SeqId::new(4, 0)), Some(SeqStatus::Waiting));
+        // A VIP request takes a slot from the newest normal one(s).
+        s.add(Request::new(5, vec![7; 8], 50).with_priority(100))
+            .unwrap();
+        let plan = finish_prefill(&mut s);
+        assert_eq!(s.status(SeqId::new(5, 0)), Some(SeqStatus::Running));
+        assert!(!plan.preempted.is_empty());
+        assert!(s.num_running() <= 2, "{}", s.num_running());
+        s.check_invariants().unwrap();
+    }
+
+    #[test]
+    fn the_budget_always_covers_running_decodes() {
+        let mut s = sched();
+        for id in 1..=4 {
+            s.add(Request::new(id, vec![id as u32; 3], 50)).unwrap();
+        }
+        finish_prefill(&mut s);
+        s.set_step_limits(Some(1), Some(1));
+        assert!(s.step_budget() >= 4 + 4);
+        let plan = finish_prefill(&mut s);
+        assert_eq!(plan.items.len(), 4);
+        s.check_invariants().unwrap();
+    }
+}
