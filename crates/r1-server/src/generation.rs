@@ -2,14 +2,18 @@
 //! part both generation endpoints share, streaming or not.
 
 use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Instant;
 
 use futures_util::stream::{self, SelectAll, Stream, StreamExt};
-use r1_engine::engine::{EngineEvent, Finish, GenerateRequest, RequestStream, TokenLogprob};
+use r1_engine::engine::{EngineEvent, Finish, GenerateRequest, TokenLogprob};
 use r1_engine::sampler::SamplingParams;
 use r1_engine::tokenizer::Tokenizer;
 
 use crate::error::ApiError;
 use crate::openai_types::{CommonParams, Usage};
+use crate::overload::admission::Ticket;
+use crate::overload::response_cache::{CacheKey, Recorder, Source};
 use crate::reasoning::{ReasoningParser, ReasoningStream};
 use crate::state::{AppState, ModelState};
 
@@ -158,25 +162,62 @@ fn sampling_params(c: &CommonParams, vocab: usize) -> Result<SamplingParams, Api
     Ok(p)
 }
 
-/// Submit the requests (one per prompt) and wrap their event streams.
+/// Submit the requests (one per prompt) and wrap their event streams. Under the overload
+/// layer (see [`crate::overload`]) deterministic requests are answered from the response
+/// cache when they can be, the rest are recorded into it, and the queue ticket and the
+/// class's latency target travel with the generation.
 pub fn submit(
     m: &ModelState,
     reqs: Vec<GenerateRequest>,
     parser: Option<ReasoningParser>,
 ) -> Result<Generation, ApiError> {
+    let ctx = crate::overload::context();
     let n = reqs.first().map_or(1, |r| r.n);
     let prompt_tokens = reqs.iter().map(|r| r.prompt.len()).sum();
-    let mut streams = Vec::with_capacity(reqs.len());
-    for r in reqs {
+    let mut sources = Vec::with_capacity(reqs.len());
+    let mut all_hit = true;
+    for mut r in reqs {
+        let mut recorder = None;
+        if let Some(c) = &ctx {
+            r.target_itl = c.target_itl;
+            if let Some(key) = c
+                .cache
+                .enabled()
+                .then(|| CacheKey::for_request(&c.model, &r))
+                .flatten()
+            {
+                if let Some(events) = c.cache.get(&key) {
+                    sources.push(Source::Replay(events, r.prompt.len()));
+                    continue;
+                }
+                recorder = Some(Recorder::new(c.cache.clone(), key, r.n));
+            }
+        }
+        all_hit = false;
         let s = m.engine.submit(r).map_err(|e| match e {
             r1_engine::engine::EngineError::Stopped => {
                 ApiError::unavailable("The engine has stopped.")
             }
             other => ApiError::from_engine(&other.to_string()),
         })?;
-        streams.push(s);
+        sources.push(Source::Live(s, recorder));
     }
-    Ok(Generation::new(streams, n, prompt_tokens, parser))
+    let mut ticket = None;
+    if let Some(c) = &ctx {
+        if c.cache.enabled() {
+            *c.cache_status.lock().unwrap_or_else(|e| e.into_inner()) = Some(all_hit);
+        }
+        ticket = c.ticket.lock().unwrap_or_else(|e| e.into_inner()).take();
+        if all_hit {
+            // Answered from the cache: the request never waits for the engine.
+            if let Some(t) = ticket.take() {
+                t.admitted();
+            }
+        }
+    }
+    let mut g = Generation::new(sources, n, prompt_tokens, parser);
+    g.ticket = ticket;
+    Ok(g)
 }
 
 /// One choice's worth of new output.
@@ -213,22 +254,23 @@ pub struct Generation {
     failed: bool,
     pub prompt_tokens: usize,
     pub cached_tokens: usize,
+    /// The request's place in its class queue, released at admission.
+    ticket: Option<Arc<Ticket>>,
+    created: Instant,
 }
 
 impl Generation {
     fn new(
-        streams: Vec<RequestStream>,
+        streams: Vec<Source>,
         n: usize,
         prompt_tokens: usize,
         parser: Option<ReasoningParser>,
     ) -> Self {
         let choices = streams.len() * n;
-        let events = streams.into_iter().enumerate().map(|(i, rs)| {
-            let s = stream::unfold(rs, move |mut rs| async move {
-                rs.recv().await.map(|e| ((i, e), rs))
-            });
-            Box::pin(s) as Events
-        });
+        let events = streams
+            .into_iter()
+            .enumerate()
+            .map(|(i, src)| Box::pin(src.into_events().map(move |e| (i, e))) as Events);
         Generation {
             events: stream::select_all(events),
             n,
@@ -240,6 +282,8 @@ impl Generation {
             failed: false,
             prompt_tokens,
             cached_tokens: 0,
+            ticket: None,
+            created: Instant::now(),
         }
     }
 
@@ -253,13 +297,40 @@ impl Generation {
         if let Some(ev) = self.held.take() {
             return Some(ev);
         }
-        let ev = self.next_inner().await?;
-        if !self.announced && matches!(ev, GenEvent::Delta(_)) {
+        let deadline = self.ticket.as_ref().and_then(|t| t.deadline);
+        let ev = match deadline.filter(|_| !self.announced) {
+            None => self.next_inner().await?,
+            Some(d) => {
+                let d = tokio::time::Instant::from_std(d);
+                match tokio::time::timeout_at(d, self.next_inner()).await {
+                    Ok(ev) => ev?,
+                    Err(_) => {
+                        // Waited past the class's max queue wait: give up (dropping the
+                        // generation cancels it in the engine).
+                        self.failed = true;
+                        let t = self.ticket.take()?;
+                        t.timed_out();
+                        return Some(GenEvent::Error(crate::overload::queue_timeout(
+                            t.class(),
+                            self.created.elapsed(),
+                        )));
+                    }
+                }
+            }
+        };
+        let out = if !self.announced && matches!(ev, GenEvent::Delta(_)) {
             self.announced = true;
             self.held = Some(ev);
-            return Some(GenEvent::Admitted);
+            GenEvent::Admitted
+        } else {
+            ev
+        };
+        if self.announced {
+            if let Some(t) = self.ticket.take() {
+                t.admitted();
+            }
         }
-        Some(ev)
+        Some(out)
     }
 
     async fn next_inner(&mut self) -> Option<GenEvent> {

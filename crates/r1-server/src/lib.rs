@@ -10,6 +10,7 @@ pub mod error;
 pub mod generation;
 pub mod metrics;
 pub mod openai_types;
+pub mod overload;
 pub mod reasoning;
 pub mod routes;
 pub mod scaling;

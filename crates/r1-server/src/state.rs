@@ -32,6 +32,8 @@ pub struct ServerConfig {
     pub chat_template: Option<String>,
     /// The scaling advisor's thresholds and cadence.
     pub scaling: ScalingConfig,
+    /// Priority classes, queues, rate limits, response cache.
+    pub overload: crate::overload::OverloadConfig,
 }
 
 impl Default for ServerConfig {
@@ -45,6 +47,7 @@ impl Default for ServerConfig {
             keep_alive_interval: Duration::from_secs(5),
             chat_template: None,
             scaling: ScalingConfig::default(),
+            overload: Default::default(),
         }
     }
 }
@@ -87,6 +90,8 @@ pub struct AppState {
     /// Counters for `GET /metrics` kept by the HTTP side.
     pub metrics: ServerMetrics,
     pub scaling: ScalingMonitor,
+    /// Admission control, rate limits and the response cache (see [`crate::overload`]).
+    pub overload: Arc<crate::overload::Overload>,
 }
 
 impl AppState {
@@ -94,6 +99,7 @@ impl AppState {
         AppState {
             metrics: ServerMetrics::default(),
             scaling: ScalingMonitor::new(config.scaling.clone()),
+            overload: Arc::new(crate::overload::Overload::new(&config.overload)),
             config,
             model: OnceLock::new(),
             draining: AtomicBool::new(false),

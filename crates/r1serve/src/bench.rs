@@ -8,6 +8,7 @@ use r1_engine::session::Session;
 
 use crate::load::{load, ModelArgs};
 
+/// (`r1serve bench serve --url URL ...` benchmarks a running server instead; see its --help.)
 #[derive(clap::Args)]
 pub struct BenchArgs {
     #[command(flatten)]

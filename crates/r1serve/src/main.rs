@@ -4,12 +4,15 @@ use clap::{Parser, Subcommand};
 
 mod bench;
 mod bench_offline;
+mod bench_serve;
+mod bench_serve_report;
 mod generate;
 mod inspect;
 mod load;
 mod observability;
 mod pull;
 mod serve;
+mod serve_overload;
 
 #[derive(Parser)]
 #[command(
@@ -42,6 +45,21 @@ enum Command {
 }
 
 fn main() {
+    // `r1serve bench serve` talks to a server and needs no model, while `bench`'s own flags
+    // require one: it has its own parser.
+    let argv: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    if argv.len() > 2 && argv[1] == "bench" && argv[2] == "serve" {
+        #[cfg(unix)]
+        // SAFETY: as below, before any thread starts.
+        unsafe {
+            libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+        }
+        if let Err(e) = bench_serve::main(argv[3..].to_vec()) {
+            eprintln!("error: {e:#}");
+            std::process::exit(1);
+        }
+        return;
+    }
     let cli = Cli::parse();
     observability::init_logging(cli.log_format);
     if !matches!(cli.command, Command::Serve(_)) {

@@ -57,6 +57,8 @@ pub struct ServeArgs {
     pub keep_alive_interval: f64,
     #[command(flatten)]
     pub scaling: ScalingArgs,
+    #[command(flatten)]
+    pub overload: crate::serve_overload::OverloadArgs,
 }
 
 fn parse_kv(s: &str) -> Result<KvCacheMem, String> {
@@ -97,6 +99,7 @@ pub fn run(args: &ServeArgs) -> anyhow::Result<()> {
             .max(Duration::from_millis(10)),
         chat_template,
         scaling: args.scaling.config()?,
+        overload: args.overload.config()?,
     };
     let engine_cfg = EngineConfig {
         kv_cache_mem: args.kv_cache_mem,

@@ -20,9 +20,18 @@ use crate::state::AppState;
 pub const MAX_BODY_BYTES: usize = 64 << 20;
 
 pub fn router(state: Arc<AppState>) -> Router {
+    // Classes, queues, rate limits and the response cache in front of generation.
+    let guard = || middleware::from_fn_with_state(state.clone(), crate::overload::guard);
     Router::new()
-        .route("/v1/chat/completions", post(chat::chat_completions))
-        .route("/v1/completions", post(completions::completions))
+        .route(
+            "/v1/chat/completions",
+            post(chat::chat_completions).layer(guard()),
+        )
+        .route(
+            "/v1/completions",
+            post(completions::completions).layer(guard()),
+        )
+        .route("/v1/overload/stats", get(misc_overload_stats))
         .route("/v1/models", get(misc::list_models))
         .route("/v1/models/{id}", get(misc::get_model))
         .route("/v1/engine/stats", get(misc::engine_stats))
@@ -41,6 +50,13 @@ pub fn router(state: Arc<AppState>) -> Router {
         ))
         .layer(middleware::from_fn(crate::caller::request_context))
         .with_state(state)
+}
+
+/// `GET /v1/overload/stats`: class queues, refusals, response-cache counters.
+async fn misc_overload_stats(
+    axum::extract::State(st): axum::extract::State<Arc<AppState>>,
+) -> Response {
+    axum::Json(st.overload.stats()).into_response()
 }
 
 async fn not_found(req: Request) -> Response {

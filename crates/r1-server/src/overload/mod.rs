@@ -1,0 +1,438 @@
+//! Overload handling in front of the generation routes, so that the server answers a busy
+//! hour with fast, honest refusals instead of timeouts: priority classes, a bounded waiting
+//! queue per class (429 with `Retry-After`), an opt-in wait mode, per-key rate limits, and a
+//! response cache for deterministic requests. Adaptive batching lives in the engine; the
+//! class's latency target reaches it through the request.
+//!
+//! [`guard`] is a route layer. It reads the body once to learn the class, rewrites the
+//! body's `priority` to the class's scheduler priority (so a client can only claim a class the
+//! configuration lets it claim), and runs the handler inside a task-local [`RequestContext`]
+//! that `generation::submit` uses for the queue ticket, the cache and the latency target.
+
+pub mod admission;
+pub mod classes;
+pub mod rate_limit;
+pub mod response_cache;
+mod wait;
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::body::{Body, Bytes};
+use axum::extract::{Request, State};
+use axum::http::{HeaderName, HeaderValue, StatusCode};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use serde_json::Value;
+
+use crate::caller::Caller;
+use crate::error::ApiError;
+use crate::state::AppState;
+use admission::{ClassQueue, Ticket};
+use classes::{ClassConfig, Classes};
+use rate_limit::{Limited, RateLimiter};
+use response_cache::{ResponseCache, ResponseCacheStats};
+
+/// Cache status header of generation responses.
+pub static CACHE_HEADER: HeaderName = HeaderName::from_static("x-r1serve-cache");
+/// The priority class a request ran in.
+pub static CLASS_HEADER: HeaderName = HeaderName::from_static("x-r1serve-priority-class");
+/// Output tokens assumed for the tokens-per-minute estimate when `max_tokens` is absent.
+pub const DEFAULT_MAX_TOKENS_ESTIMATE: u64 = 256;
+/// How long a wait-mode request waits for a place when its class sets no `max_queue_wait`.
+pub const DEFAULT_WAIT_MODE_LIMIT: Duration = Duration::from_secs(60);
+
+/// The overload settings (the `serve` flags).
+#[derive(Clone, Debug)]
+pub struct OverloadConfig {
+    pub classes: Vec<ClassConfig>,
+    pub default_class: String,
+    /// Let a request pick its class with its `priority` field (an API-key tier always wins).
+    pub allow_request_priority: bool,
+    pub requests_per_min: Option<u32>,
+    pub tokens_per_min: Option<u32>,
+    /// Response cache size in bytes (0: off).
+    pub response_cache_bytes: usize,
+    pub response_cache_ttl: Duration,
+}
+
+impl Default for OverloadConfig {
+    fn default() -> Self {
+        OverloadConfig {
+            classes: classes::default_classes(),
+            default_class: "normal".into(),
+            allow_request_priority: true,
+            requests_per_min: None,
+            tokens_per_min: None,
+            response_cache_bytes: 0,
+            response_cache_ttl: Duration::from_secs(600),
+        }
+    }
+}
+
+impl OverloadConfig {
+    /// Check the settings (the CLI calls this to report mistakes before serving).
+    pub fn validate(&self) -> Result<(), String> {
+        Classes::new(
+            self.classes.clone(),
+            &self.default_class,
+            self.allow_request_priority,
+        )
+        .map(|_| ())
+    }
+}
+
+/// Per-class counters for the stats snapshot.
+#[derive(Clone, Debug, PartialEq, serde::Serialize)]
+pub struct ClassStats {
+    pub name: String,
+    pub priority: i32,
+    pub queued: usize,
+    pub max_queue: Option<usize>,
+    pub admitted: u64,
+    pub refused_queue_full: u64,
+    pub timed_out: u64,
+    pub drain_per_sec: Option<f64>,
+}
+
+/// A snapshot of the overload machinery (for metrics and the stats route).
+#[derive(Clone, Debug, PartialEq, serde::Serialize)]
+pub struct OverloadStats {
+    pub classes: Vec<ClassStats>,
+    pub rate_limited: u64,
+    pub response_cache: ResponseCacheStats,
+}
+
+pub struct Overload {
+    pub classes: Classes,
+    queues: Vec<Arc<ClassQueue>>,
+    pub limiter: RateLimiter,
+    pub cache: Arc<ResponseCache>,
+    rate_limited: std::sync::atomic::AtomicU64,
+}
+
+impl Overload {
+    /// Build from settings; invalid ones (see [`OverloadConfig::validate`]) fall back to the
+    /// default classes, logged.
+    pub fn new(cfg: &OverloadConfig) -> Self {
+        let classes = Classes::new(
+            cfg.classes.clone(),
+            &cfg.default_class,
+            cfg.allow_request_priority,
+        )
+        .unwrap_or_else(|e| {
+            tracing::error!("overload settings: {e}; using the default classes");
+            Classes::new(
+                classes::default_classes(),
+                "normal",
+                cfg.allow_request_priority,
+            )
+            .expect("the default classes are valid")
+        });
+        let queues = classes
+            .all()
+            .iter()
+            .map(|c| ClassQueue::new(&c.name, c.max_queue))
+            .collect();
+        Overload {
+            classes,
+            queues,
+            limiter: RateLimiter::new(cfg.requests_per_min, cfg.tokens_per_min),
+            cache: Arc::new(ResponseCache::new(
+                cfg.response_cache_bytes,
+                cfg.response_cache_ttl,
+            )),
+            rate_limited: Default::default(),
+        }
+    }
+
+    pub fn stats(&self) -> OverloadStats {
+        OverloadStats {
+            classes: self
+                .classes
+                .all()
+                .iter()
+                .zip(&self.queues)
+                .map(|(c, q)| ClassStats {
+                    name: c.name.clone(),
+                    priority: c.priority,
+                    queued: q.queued(),
+                    max_queue: c.max_queue,
+                    admitted: q.admitted.load(std::sync::atomic::Ordering::Relaxed),
+                    refused_queue_full: q.refused.load(std::sync::atomic::Ordering::Relaxed),
+                    timed_out: q.timed_out.load(std::sync::atomic::Ordering::Relaxed),
+                    drain_per_sec: q.drain_rate(),
+                })
+                .collect(),
+            rate_limited: self.rate_limited.load(std::sync::atomic::Ordering::Relaxed),
+            response_cache: self.cache.stats(),
+        }
+    }
+
+    pub fn cache_stats(&self) -> ResponseCacheStats {
+        self.cache.stats()
+    }
+
+    /// Empty the response cache (the admin route calls this); returns the entries dropped.
+    pub fn flush_cache(&self) -> usize {
+        self.cache.flush()
+    }
+}
+
+/// What the handler of one request sees of the overload layer.
+pub struct RequestContext {
+    /// The queue place, taken by `generation::submit` (dropped with the context otherwise).
+    pub ticket: Mutex<Option<Arc<Ticket>>>,
+    pub cache: Arc<ResponseCache>,
+    /// The served model's name (part of the cache key).
+    pub model: String,
+    pub target_itl: Option<Duration>,
+    /// Set by `generation::submit`: whether the answer came from the cache.
+    pub cache_status: Mutex<Option<bool>>,
+}
+
+tokio::task_local! {
+    static CONTEXT: Arc<RequestContext>;
+}
+
+/// The overload context of the request being handled, if it came through [`guard`].
+pub fn context() -> Option<Arc<RequestContext>> {
+    CONTEXT.try_with(|c| c.clone()).ok()
+}
+
+/// 429 in OpenAI's shape.
+fn too_many(message: String, code: &str, retry_after: u64) -> Response {
+    let e = ApiError {
+        status: StatusCode::TOO_MANY_REQUESTS,
+        message,
+        kind: "requests",
+        param: None,
+        code: Some(code.to_string()),
+    };
+    let mut r = e.into_response();
+    r.headers_mut().insert(
+        axum::http::header::RETRY_AFTER,
+        HeaderValue::from(retry_after),
+    );
+    r
+}
+
+/// Tokens a request may use, for the tokens-per-minute limit: about a quarter of the
+/// prompt's bytes plus `max_tokens` (or [`DEFAULT_MAX_TOKENS_ESTIMATE`]) per choice.
+pub fn estimate_tokens(body: &Value) -> u64 {
+    fn text_len(v: &Value) -> usize {
+        match v {
+            Value::String(s) => s.len(),
+            Value::Array(a) => a.iter().map(text_len).sum(),
+            Value::Object(o) => o.get("content").or(o.get("text")).map_or(0, text_len),
+            Value::Number(_) => 4, // a token id
+            _ => 0,
+        }
+    }
+    let prompt = body
+        .get("messages")
+        .or(body.get("prompt"))
+        .map_or(0, text_len) as u64;
+    let max_out = body
+        .get("max_completion_tokens")
+        .or(body.get("max_tokens"))
+        .and_then(Value::as_u64)
+        .unwrap_or(DEFAULT_MAX_TOKENS_ESTIMATE);
+    let n = body.get("n").and_then(Value::as_u64).unwrap_or(1).max(1);
+    prompt.div_ceil(4) + max_out.saturating_mul(n)
+}
+
+/// The route layer of the generation endpoints.
+pub async fn guard(State(st): State<Arc<AppState>>, req: Request, next: Next) -> Response {
+    let ov = &st.overload;
+    if st.is_draining() {
+        return unavailable("The server is shutting down.", 5);
+    }
+    if st.model_state().is_none() {
+        return unavailable("The model is still loading; retry shortly.", 1);
+    }
+    let (mut parts, body) = req.into_parts();
+    let mut bytes = match axum::body::to_bytes(body, crate::routes::MAX_BODY_BYTES).await {
+        Ok(b) => b,
+        Err(_) => {
+            let mut e = ApiError::bad_request("The request body is too large or unreadable.", None);
+            e.status = StatusCode::PAYLOAD_TOO_LARGE;
+            return e.into_response();
+        }
+    };
+    let mut json: Option<Value> = serde_json::from_slice(&bytes).ok().filter(Value::is_object);
+    let caller = parts
+        .extensions
+        .get::<Caller>()
+        .cloned()
+        .unwrap_or_default();
+    let class_idx = match ov.classes.resolve(
+        caller.tier.as_deref(),
+        json.as_ref().and_then(|j| j.get("priority")),
+    ) {
+        Ok(i) => i,
+        Err(e) => return e.into_response(),
+    };
+    let class = &ov.classes.all()[class_idx];
+    if let Some(Value::Object(map)) = &mut json {
+        map.insert("priority".into(), Value::from(class.priority));
+        if let Ok(b) = serde_json::to_vec(map) {
+            bytes = Bytes::from(b);
+        }
+    }
+    let streaming = json
+        .as_ref()
+        .and_then(|j| j.get("stream"))
+        .and_then(Value::as_bool)
+        .unwrap_or(false);
+    let tokens = json
+        .as_ref()
+        .map_or(DEFAULT_MAX_TOKENS_ESTIMATE, estimate_tokens);
+    let decision = ov.limiter.check(
+        &caller.limit_key(),
+        caller.requests_per_min,
+        caller.tokens_per_min,
+        tokens,
+        Instant::now(),
+    );
+    let add_limit_headers = |resp: &mut Response| {
+        for (name, value) in &decision.headers {
+            if let Ok(v) = HeaderValue::from_str(value) {
+                resp.headers_mut().insert(*name, v);
+            }
+        }
+        if let Ok(v) = HeaderValue::from_str(&class.name) {
+            resp.headers_mut().insert(CLASS_HEADER.clone(), v);
+        }
+    };
+    if let Some((which, wait, message)) = &decision.refused {
+        ov.rate_limited
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let code = match which {
+            Limited::Requests | Limited::Tokens => "rate_limit_exceeded",
+        };
+        let mut r = too_many(
+            message.clone(),
+            code,
+            wait.as_secs_f64().ceil().max(1.0) as u64,
+        );
+        add_limit_headers(&mut r);
+        return r;
+    }
+    let queue = ov.queues[class_idx].clone();
+    let arrival = Instant::now();
+    let deadline = class.max_queue_wait.map(|w| arrival + w);
+    parts.extensions.insert(decision.clone());
+    let req = Request::from_parts(parts, Body::from(bytes));
+    let ctx = |ticket| {
+        Arc::new(RequestContext {
+            ticket: Mutex::new(Some(ticket)),
+            cache: ov.cache.clone(),
+            model: st.config.served_model_name.clone(),
+            target_itl: class.target_itl,
+            cache_status: Mutex::new(None),
+        })
+    };
+    let mut resp = match queue.try_enter(deadline) {
+        Some(ticket) => {
+            let c = ctx(ticket);
+            let resp = CONTEXT.scope(c.clone(), next.run(req)).await;
+            finish(resp, &c, &queue)
+        }
+        None if class.wait_mode => {
+            let limit = deadline.unwrap_or(arrival + DEFAULT_WAIT_MODE_LIMIT);
+            let c = ctx_waiting(
+                ov.cache.clone(),
+                st.config.served_model_name.clone(),
+                class.target_itl,
+            );
+            wait::wait_for_place(queue.clone(), limit, deadline, streaming, c, req, next, &st).await
+        }
+        None => {
+            queue
+                .refused
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            too_many(
+                format!(
+                    "The server is busy: the `{}` queue is full ({} waiting). Please retry \
+                     after the time in the Retry-After header.",
+                    class.name,
+                    queue.queued()
+                ),
+                "queue_full",
+                queue.retry_after(),
+            )
+        }
+    };
+    add_limit_headers(&mut resp);
+    resp
+}
+
+fn ctx_waiting(
+    cache: Arc<ResponseCache>,
+    model: String,
+    target_itl: Option<Duration>,
+) -> Arc<RequestContext> {
+    Arc::new(RequestContext {
+        ticket: Mutex::new(None),
+        cache,
+        model,
+        target_itl,
+        cache_status: Mutex::new(None),
+    })
+}
+
+/// After the handler: the cache header, and a drain-based Retry-After on a 503 (a request
+/// that waited past its class's `max_queue_wait`).
+fn finish(mut resp: Response, c: &RequestContext, queue: &ClassQueue) -> Response {
+    if let Some(hit) = *c.cache_status.lock().unwrap_or_else(|e| e.into_inner()) {
+        resp.headers_mut().insert(
+            CACHE_HEADER.clone(),
+            HeaderValue::from_static(if hit { "hit" } else { "miss" }),
+        );
+    }
+    if resp.status() == StatusCode::SERVICE_UNAVAILABLE {
+        resp.headers_mut().insert(
+            axum::http::header::RETRY_AFTER,
+            HeaderValue::from(queue.retry_after()),
+        );
+    }
+    resp
+}
+
+fn unavailable(message: &str, retry_after: u64) -> Response {
+    let mut r = ApiError::unavailable(message).into_response();
+    r.headers_mut().insert(
+        axum::http::header::RETRY_AFTER,
+        HeaderValue::from(retry_after),
+    );
+    r
+}
+
+/// The 503 of a request that waited past its class's `max_queue_wait`.
+pub fn queue_timeout(class: &str, waited: Duration) -> ApiError {
+    ApiError::unavailable(format!(
+        "The server is busy: the request waited {:.1}s in the `{class}` queue without being \
+         scheduled. Please retry later.",
+        waited.as_secs_f64()
+    ))
+    .with_code("queue_timeout")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn token_estimates() {
+        let chat = json!({"messages": [{"role": "user", "content": "abcdefgh"}], "max_tokens": 10});
+        assert_eq!(estimate_tokens(&chat), 2 + 10);
+        let comp = json!({"prompt": ["abcd", "efgh"], "n": 2});
+        assert_eq!(estimate_tokens(&comp), 2 + 2 * DEFAULT_MAX_TOKENS_ESTIMATE);
+        let ids = json!({"prompt": [1, 2, 3, 4], "max_tokens": 1});
+        assert_eq!(estimate_tokens(&ids), 4 + 1);
+        let parts = json!({"messages": [{"role": "user", "content": [{"type": "text", "text": "abcd"}]}], "max_completion_tokens": 3});
+        assert_eq!(estimate_tokens(&parts), 1 + 3);
+    }
+}

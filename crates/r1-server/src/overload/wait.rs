@@ -1,0 +1,142 @@
+//! Wait mode (opt-in per class): when the class queue is full, the request waits for a place
+//! instead of being refused, up to the class's `max_queue_wait`, then gets 503. A streaming
+//! request gets its `200` and SSE headers at once and `: keep-alive` comments while it waits,
+//! as DeepSeek's API does, so proxies and clients keep the connection; if the wait runs out
+//! the stream carries the 503 error object and ends. A non-streaming request just holds the
+//! connection and gets a real 503 status.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::body::{Body, Bytes};
+use axum::extract::Request;
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use futures_util::StreamExt;
+
+use super::admission::{ClassQueue, Ticket};
+use super::{finish, queue_timeout, RequestContext, CONTEXT};
+use crate::sse::{DONE, KEEP_ALIVE};
+use crate::state::AppState;
+
+/// How often a waiting request looks for a free place.
+const POLL: Duration = Duration::from_millis(10);
+
+async fn acquire(
+    queue: &Arc<ClassQueue>,
+    limit: Instant,
+    deadline: Option<Instant>,
+    gone: impl Fn() -> bool,
+) -> Option<Arc<Ticket>> {
+    loop {
+        if let Some(t) = queue.try_enter(deadline) {
+            return Some(t);
+        }
+        if Instant::now() >= limit || gone() {
+            return None;
+        }
+        tokio::time::sleep(POLL).await;
+    }
+}
+
+/// Stops the waiting task when the client goes away (the response body is dropped).
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+pub(super) async fn wait_for_place(
+    queue: Arc<ClassQueue>,
+    limit: Instant,
+    deadline: Option<Instant>,
+    streaming: bool,
+    ctx: Arc<RequestContext>,
+    req: Request,
+    next: Next,
+    st: &AppState,
+) -> Response {
+    let arrival = Instant::now();
+    if !streaming {
+        return match acquire(&queue, limit, deadline, || false).await {
+            Some(t) => {
+                *ctx.ticket.lock().unwrap_or_else(|e| e.into_inner()) = Some(t);
+                let resp = CONTEXT.scope(ctx.clone(), next.run(req)).await;
+                finish(resp, &ctx, &queue)
+            }
+            None => {
+                queue
+                    .timed_out
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                let mut r = queue_timeout(&queue.name, arrival.elapsed()).into_response();
+                r.headers_mut()
+                    .insert(header::RETRY_AFTER, HeaderValue::from(queue.retry_after()));
+                r
+            }
+        };
+    }
+    let keep_alive = st.config.keep_alive_interval;
+    let (tx, rx) = tokio::sync::mpsc::channel::<Bytes>(16);
+    let task = tokio::spawn(async move {
+        let Some(ticket) = acquire(&queue, limit, deadline, || tx.is_closed()).await else {
+            if !tx.is_closed() {
+                queue
+                    .timed_out
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                let e = queue_timeout(&queue.name, arrival.elapsed());
+                let _ = tx
+                    .send(Bytes::from(format!("data: {}\n\n", e.body_json())))
+                    .await;
+                let _ = tx.send(Bytes::from_static(DONE.as_bytes())).await;
+            }
+            return;
+        };
+        *ctx.ticket.lock().unwrap_or_else(|e| e.into_inner()) = Some(ticket);
+        let resp = CONTEXT.scope(ctx.clone(), next.run(req)).await;
+        let is_sse = resp
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .is_some_and(|v| v.as_bytes().starts_with(b"text/event-stream"));
+        if resp.status() == StatusCode::OK && is_sse {
+            let mut body = resp.into_body().into_data_stream();
+            while let Some(Ok(chunk)) = body.next().await {
+                if tx.send(chunk).await.is_err() {
+                    return;
+                }
+            }
+        } else {
+            // An error answer (400, 503, ...): its JSON body becomes the stream's error event.
+            let b = axum::body::to_bytes(resp.into_body(), 1 << 20)
+                .await
+                .unwrap_or_default();
+            let _ = tx
+                .send(Bytes::from(format!(
+                    "data: {}\n\n",
+                    String::from_utf8_lossy(&b)
+                )))
+                .await;
+            let _ = tx.send(Bytes::from_static(DONE.as_bytes())).await;
+        }
+    });
+    let guard = AbortOnDrop(task);
+    let body = futures_util::stream::unfold((rx, guard), move |(mut rx, g)| async move {
+        let frame = match tokio::time::timeout(keep_alive, rx.recv()).await {
+            Err(_) => Bytes::from_static(KEEP_ALIVE.as_bytes()),
+            Ok(b) => b?,
+        };
+        Some((Ok::<_, std::convert::Infallible>(frame), (rx, g)))
+    });
+    let mut resp = (StatusCode::OK, Body::from_stream(body)).into_response();
+    let h = resp.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/event-stream; charset=utf-8"),
+    );
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    h.insert("x-accel-buffering", HeaderValue::from_static("no"));
+    resp
+}

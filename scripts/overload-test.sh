@@ -1,0 +1,87 @@
+#!/usr/bin/env bash
+# Overload acceptance run (issue 6): on smollm2 (or MODEL=models/qwen05.gguf) with 2 threads,
+#   1. measures unloaded VIP time to first token (one request at a time),
+#   2. finds the capacity (completed requests/s with the batch full, closed loop),
+#   3. offers 3x that capacity for DURATION seconds (default 120) with 20% VIP, Poisson,
+# and checks: VIP p99 TTFT <= 3x its unloaded p99; normal overflow refused with 429 in
+# < 50 ms at p99; zero 5xx; zero truncated streams; server RSS at start and end within 10%.
+# Results (JSON, markdown, SVG plot) go to $OUT (default target/overload). Exit status 1 if a
+# check fails. CPU-heavy: run it under `flock /work/bench.lock` on a shared machine.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+MODEL=${MODEL:-models/smollm2.gguf}
+THREADS=${THREADS:-2}
+DURATION=${DURATION:-120}
+PORT=${PORT:-18437}
+OUT=${OUT:-target/overload}
+MAX_TOKENS=${MAX_TOKENS:-32}
+BIN=target/release/r1serve
+SEQS=8
+SERVER_FLAGS=(--max-num-seqs "$SEQS" --max-batched-tokens 512
+  --max-queue normal=8 --max-queue batch=8 --max-queue vip=64
+  --target-itl vip=100 --kv-cache-mem 256MiB)
+
+[ -f "$MODEL" ] || { echo "SKIP: $MODEL missing (scripts/fetch-models.sh)"; exit 0; }
+cargo build --release -p r1serve -q
+mkdir -p "$OUT"
+URL="http://127.0.0.1:$PORT"
+
+"$BIN" serve -m "$MODEL" -t "$THREADS" --port "$PORT" "${SERVER_FLAGS[@]}" 2>"$OUT/server.log" &
+PID=$!
+trap 'kill $PID 2>/dev/null || true; wait $PID 2>/dev/null || true' EXIT
+for _ in $(seq 1 600); do
+  curl -fs "$URL/ready" >/dev/null 2>&1 && break
+  kill -0 $PID 2>/dev/null || { cat "$OUT/server.log"; exit 1; }
+  sleep 0.1
+done
+rss() { awk '/VmRSS/ {print $2}' "/proc/$PID/status"; }
+bench() { "$BIN" bench serve --url "$URL" --max-tokens "$MAX_TOKENS" --quiet "$@"; }
+
+echo "== machine: $(nproc) cores, load $(cut -d' ' -f1-3 /proc/loadavg), model $MODEL, $THREADS threads"
+echo "== warm-up"
+bench --concurrency "$SEQS" --num-requests 16 --priority-mix normal=1 >/dev/null
+echo "== 1. unloaded VIP TTFT (one request at a time)"
+bench --concurrency 1 --num-requests 30 --priority-mix vip=1 --json-out "$OUT/unloaded.json" --md-out "$OUT/unloaded.md"
+cat "$OUT/unloaded.md"
+echo "== 2. capacity (closed loop, $SEQS in flight, normal)"
+bench --concurrency "$SEQS" --num-requests 64 --priority-mix normal=1 --json-out "$OUT/capacity.json" --md-out "$OUT/capacity.md"
+cat "$OUT/capacity.md"
+CAP=$(python3 -c "import json;d=json.load(open('$OUT/capacity.json'));print(d['all']['ok']/d['duration_s'])")
+RATE=$(python3 -c "print(round(3*$CAP,3))")
+echo "capacity $CAP req/s -> offering $RATE req/s for ${DURATION}s"
+RSS0=$(rss)
+echo "== 3. overload: 3x capacity, 20% VIP"
+bench --request-rate "$RATE" --duration "$DURATION" --priority-mix vip=0.2,normal=0.8 \
+  --json-out "$OUT/overload.json" --md-out "$OUT/overload.md" --plot "$OUT/overload.svg"
+cat "$OUT/overload.md"
+RSS1=$(rss)
+curl -fs "$URL/v1/overload/stats" >"$OUT/overload-stats.json" || true
+curl -fs "$URL/v1/engine/stats" >"$OUT/engine-stats.json" || true
+
+python3 - "$OUT" "$RSS0" "$RSS1" "$CAP" "$RATE" <<'PY'
+import json, sys
+out, rss0, rss1, cap, rate = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), float(sys.argv[4]), float(sys.argv[5])
+un = json.load(open(f"{out}/unloaded.json"))
+ov = json.load(open(f"{out}/overload.json"))
+vip0 = un["classes"]["vip"]["ttft_ms"]["p99"]
+vip = ov["classes"]["vip"]
+normal = ov["classes"]["normal"]
+a = ov["all"]
+checks = [
+    (f"VIP p99 TTFT {vip['ttft_ms']['p99']:.1f} ms <= 3x unloaded p99 {vip0:.1f} ms",
+     vip["ttft_ms"]["p99"] is not None and vip["ttft_ms"]["p99"] <= 3 * vip0),
+    (f"normal overflow refused: {normal['status_429']} x 429, p99 {normal['refusal_ms']['p99']} ms < 50 ms",
+     normal["status_429"] > 0 and normal["refusal_ms"]["p99"] < 50),
+    (f"zero 5xx ({a['status_5xx']}) and zero transport errors ({a['errors']})", a["status_5xx"] == 0 and a["errors"] == 0),
+    (f"zero truncated streams ({a['truncated_streams']})", a["truncated_streams"] == 0),
+    (f"RSS start {rss0/1024:.1f} MiB, end {rss1/1024:.1f} MiB (within 10%)", abs(rss1 - rss0) <= 0.1 * rss0),
+]
+print(f"\ncapacity {cap:.2f} req/s, offered {rate:.2f} req/s; VIP {vip['ok']}/{vip['requests']} ok, "
+      f"normal {normal['ok']}/{normal['requests']} ok")
+ok = True
+for text, passed in checks:
+    print(("PASS " if passed else "FAIL ") + text)
+    ok &= passed
+sys.exit(0 if ok else 1)
+PY
