@@ -18,9 +18,11 @@ OUT=${OUT:-target/overload}
 MAX_TOKENS=${MAX_TOKENS:-32}
 BIN=target/release/r1serve
 SEQS=8
+# Adaptive batching target for VIP (TARGET_ITL=off to compare without it).
+TARGET_ITL=${TARGET_ITL:-100}
 SERVER_FLAGS=(--max-num-seqs "$SEQS" --max-batched-tokens 512
-  --max-queue normal=8 --max-queue batch=8 --max-queue vip=64
-  --target-itl vip=100 --kv-cache-mem 256MiB)
+  --max-queue normal=8 --max-queue batch=8 --max-queue vip=64 --kv-cache-mem 32MiB)
+[ "$TARGET_ITL" = off ] || SERVER_FLAGS+=(--target-itl "vip=$TARGET_ITL")
 
 [ -f "$MODEL" ] || { echo "SKIP: $MODEL missing (scripts/fetch-models.sh)"; exit 0; }
 cargo build --release -p r1serve -q
@@ -38,15 +40,13 @@ done
 rss() { awk '/VmRSS/ {print $2}' "/proc/$PID/status"; }
 bench() { "$BIN" bench serve --url "$URL" --max-tokens "$MAX_TOKENS" --quiet "$@"; }
 
-echo "== machine: $(nproc) cores, load $(cut -d' ' -f1-3 /proc/loadavg), model $MODEL, $THREADS threads"
+echo "== machine: $(nproc) cores, load $(cut -d' ' -f1-3 /proc/loadavg), model $MODEL, $THREADS threads, VIP target ITL $TARGET_ITL ms"
 echo "== warm-up"
 bench --concurrency "$SEQS" --num-requests 16 --priority-mix normal=1 >/dev/null
 echo "== 1. unloaded VIP TTFT (one request at a time)"
-bench --concurrency 1 --num-requests 30 --priority-mix vip=1 --json-out "$OUT/unloaded.json" --md-out "$OUT/unloaded.md"
-cat "$OUT/unloaded.md"
+bench --concurrency 1 --num-requests 20 --priority-mix vip=1 --json-out "$OUT/unloaded.json"
 echo "== 2. capacity (closed loop, $SEQS in flight, normal)"
-bench --concurrency "$SEQS" --num-requests 64 --priority-mix normal=1 --json-out "$OUT/capacity.json" --md-out "$OUT/capacity.md"
-cat "$OUT/capacity.md"
+bench --concurrency "$SEQS" --num-requests 40 --priority-mix normal=1 --json-out "$OUT/capacity.json"
 CAP=$(python3 -c "import json;d=json.load(open('$OUT/capacity.json'));print(d['all']['ok']/d['duration_s'])")
 RATE=$(python3 -c "print(round(3*$CAP,3))")
 echo "capacity $CAP req/s -> offering $RATE req/s for ${DURATION}s"
@@ -54,7 +54,6 @@ RSS0=$(rss)
 echo "== 3. overload: 3x capacity, 20% VIP"
 bench --request-rate "$RATE" --duration "$DURATION" --priority-mix vip=0.2,normal=0.8 \
   --json-out "$OUT/overload.json" --md-out "$OUT/overload.md" --plot "$OUT/overload.svg"
-cat "$OUT/overload.md"
 RSS1=$(rss)
 curl -fs "$URL/v1/overload/stats" >"$OUT/overload-stats.json" || true
 curl -fs "$URL/v1/engine/stats" >"$OUT/engine-stats.json" || true

@@ -517,7 +517,9 @@ impl EngineLoop {
     }
 
     /// Adaptive batching: hold the tightest inter-token latency target among the admitted
-    /// requests (every step is one token gap for each decoding sequence).
+    /// requests (every step is one token gap for each decoding sequence). The sequence cap
+    /// only throttles requests without a target: it never drops below the number of
+    /// sequences that have one, so those are not serialised behind each other.
     fn adapt(&mut self, step_time: Duration) {
         let target = self
             .requests
@@ -525,8 +527,17 @@ impl EngineLoop {
             .filter(|r| r.admitted)
             .filter_map(|r| r.req.target_itl)
             .min();
+        let targeted = self
+            .requests
+            .values()
+            .filter(|r| r.req.target_itl.is_some());
+        let protect = targeted.clone().map(|r| r.req.priority).min();
+        let n_targeted: usize = targeted.map(|r| r.open).sum();
         let l = self.adaptive.observe(step_time, target);
-        self.sched.set_step_limits(l.tokens, l.seqs);
+        let seqs = l.seqs.map(|s| s.max(n_targeted));
+        // The limits throttle the others; the targeted requests' own prompts run whole.
+        self.sched
+            .set_step_limits_protecting(l.tokens, seqs, protect);
     }
 
     fn sample_one(&mut self, seq: SeqId, row: &[f32]) -> Result<(), SchedError> {

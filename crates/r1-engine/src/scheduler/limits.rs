@@ -14,6 +14,9 @@ pub(super) struct StepLimits {
     pub tokens: Option<usize>,
     /// `None`: the configured `max_num_seqs`.
     pub seqs: Option<usize>,
+    /// Sequences of at least this priority are exempt from the lowered token budget (the
+    /// ones whose latency the limits protect: their own prompts are not chunked finer).
+    pub protect: Option<i32>,
 }
 
 impl Scheduler {
@@ -22,19 +25,60 @@ impl Scheduler {
     /// below what the running decodes need plus one block of prefill, so prompts still
     /// advance and decodes never run out of budget.
     pub fn set_step_limits(&mut self, tokens: Option<usize>, seqs: Option<usize>) {
+        self.set_step_limits_protecting(tokens, seqs, None);
+    }
+
+    /// [`Scheduler::set_step_limits`], with sequences of priority ≥ `protect` exempt from
+    /// the token limit: the step walks them first (priority order) with the full budget, and
+    /// only what comes after them is held to `tokens`.
+    pub fn set_step_limits_protecting(
+        &mut self,
+        tokens: Option<usize>,
+        seqs: Option<usize>,
+        protect: Option<i32>,
+    ) {
         self.limits = StepLimits {
             tokens: tokens.map(|t| t.clamp(1, self.cfg.max_batched_tokens)),
             seqs: seqs.map(|s| s.clamp(1, self.cfg.max_num_seqs)),
+            protect,
         };
     }
 
-    /// The token budget of the next step.
+    /// The token budget of the next step (for the unprotected sequences).
     pub fn step_budget(&self) -> usize {
         match self.limits.tokens {
             None => self.cfg.max_batched_tokens,
             Some(t) => t
                 .max(self.running_slots + self.cfg.block_size)
                 .min(self.cfg.max_batched_tokens.max(self.running_slots)),
+        }
+    }
+
+    /// The budget a step starts with: the full one when some priorities are protected.
+    pub(super) fn initial_budget(&self) -> usize {
+        match self.limits.protect {
+            Some(_) if self.limits.tokens.is_some() => self.cfg.max_batched_tokens,
+            _ => self.step_budget(),
+        }
+    }
+
+    /// When the step's walk reaches a sequence of priority `p`: the budget left, lowered to
+    /// the limit once past the protected priorities. Never below what the decodes still to
+    /// come need plus one block of prefill.
+    pub(super) fn budget_at(
+        &self,
+        p: i32,
+        left: usize,
+        used: usize,
+        decodes_to_come: usize,
+    ) -> usize {
+        match (self.limits.protect, self.limits.tokens) {
+            (Some(protect), Some(limit)) if p < protect => left.min(
+                limit
+                    .saturating_sub(used)
+                    .max(decodes_to_come + self.cfg.block_size),
+            ),
+            _ => left,
         }
     }
 
@@ -105,6 +149,21 @@ mod tests {
         assert_eq!(s.status(SeqId::new(5, 0)), Some(SeqStatus::Running));
         assert!(!plan.preempted.is_empty());
         assert!(s.num_running() <= 2, "{}", s.num_running());
+        s.check_invariants().unwrap();
+    }
+
+    #[test]
+    fn protected_priorities_keep_the_full_budget() {
+        let mut s = sched();
+        s.add(Request::new(1, (0..200).collect(), 8)).unwrap();
+        s.add(Request::new(2, (300..400).collect(), 8).with_priority(100))
+            .unwrap();
+        s.set_step_limits_protecting(Some(40), None, Some(100));
+        let plan = s.schedule().unwrap();
+        // The VIP prompt runs whole (100 tokens); the normal one gets what the limit leaves,
+        // at least one block.
+        assert_eq!(plan.items[0].tokens.len(), 100);
+        assert_eq!(plan.items[1].tokens.len(), 4);
         s.check_invariants().unwrap();
     }
 

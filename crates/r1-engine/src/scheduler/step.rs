@@ -44,7 +44,7 @@ impl Scheduler {
             }
         }
         let mut st = Step {
-            budget: self.step_budget(),
+            budget: self.initial_budget(),
             reserved: self
                 .running
                 .iter()
@@ -64,6 +64,8 @@ impl Scheduler {
             let Some(s) = self.seqs.get(&id) else {
                 continue;
             };
+            st.budget =
+                self.budget_at(s.priority, st.budget, st.plan.num_tokens, st.reserved.len());
             if st.preempted.contains(&id) {
                 st.close(id, BlockedReason::Preempted);
             } else if s.running {
