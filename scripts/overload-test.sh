@@ -17,11 +17,13 @@ PORT=${PORT:-18437}
 OUT=${OUT:-target/overload}
 MAX_TOKENS=${MAX_TOKENS:-32}
 BIN=target/release/r1serve
-SEQS=8
+SEQS=${SEQS:-8}
 # Adaptive batching target for VIP (TARGET_ITL=off to compare without it).
 TARGET_ITL=${TARGET_ITL:-100}
-SERVER_FLAGS=(--max-num-seqs "$SEQS" --max-batched-tokens 512
-  --max-queue normal=8 --max-queue batch=8 --max-queue vip=64 --kv-cache-mem 32MiB)
+# Normal's queue holds one batch (the capacity run keeps $SEQS in flight); prefill chunks of
+# at most 128 tokens keep any one engine step short, so a VIP never waits behind a long one.
+SERVER_FLAGS=(--max-num-seqs "$SEQS" --max-batched-tokens 128
+  --max-queue "normal=$SEQS" --max-queue "batch=$SEQS" --max-queue vip=64 --kv-cache-mem "${KV_MEM:-32MiB}")
 [ "$TARGET_ITL" = off ] || SERVER_FLAGS+=(--target-itl "vip=$TARGET_ITL")
 
 [ -f "$MODEL" ] || { echo "SKIP: $MODEL missing (scripts/fetch-models.sh)"; exit 0; }

@@ -49,9 +49,12 @@ impl AdaptiveBatcher {
     pub fn observe(&mut self, step: Duration, target: Option<Duration>) -> Limits {
         match target {
             None => {
-                // Nobody asked for a latency: full throughput.
-                self.tokens = self.max_tokens;
-                self.seqs = self.max_seqs;
+                // Nobody asks for a latency: full throughput now, but keep what was learned,
+                // so the next targeted request is protected from its first step on.
+                return Limits {
+                    tokens: None,
+                    seqs: None,
+                };
             }
             Some(t) if step > t => {
                 if self.tokens > self.min_tokens {
@@ -146,10 +149,10 @@ mod tests {
     }
 
     #[test]
-    fn no_target_restores_everything() {
+    fn no_target_lifts_the_limits_but_remembers_them() {
         let mut a = AdaptiveBatcher::new(512, 4, 16);
         a.observe(MS(900), Some(MS(50)));
-        assert!(a.limits().tokens.is_some());
+        assert_eq!(a.limits().tokens, Some(256));
         assert_eq!(
             a.observe(MS(900), None),
             Limits {
@@ -157,5 +160,7 @@ mod tests {
                 seqs: None
             }
         );
+        // A target again: the learned budget applies at once (and keeps adapting).
+        assert_eq!(a.observe(MS(900), Some(MS(50))).tokens, Some(128));
     }
 }

@@ -516,15 +516,15 @@ impl EngineLoop {
         Ok(())
     }
 
-    /// Adaptive batching: hold the tightest inter-token latency target among the admitted
-    /// requests (every step is one token gap for each decoding sequence). The sequence cap
+    /// Adaptive batching: hold the tightest inter-token latency target among the requests
+    /// (every step is one token gap for each decoding sequence; a waiting targeted request
+    /// counts too, so the step that admits it is already a short one). The sequence cap
     /// only throttles requests without a target: it never drops below the number of
     /// sequences that have one, so those are not serialised behind each other.
     fn adapt(&mut self, step_time: Duration) {
         let target = self
             .requests
             .values()
-            .filter(|r| r.admitted)
             .filter_map(|r| r.req.target_itl)
             .min();
         let targeted = self

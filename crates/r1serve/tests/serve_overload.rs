@@ -192,6 +192,7 @@ fn rate_limits_answer_with_openai_headers() {
         t0,
     );
     assert_eq!(big.status, 429);
+    assert_eq!(big.json()["error"]["type"], "tokens");
     assert!(big.json()["error"]["message"]
         .as_str()
         .unwrap()
@@ -203,6 +204,7 @@ fn rate_limits_answer_with_openai_headers() {
     assert_eq!(c.status, 429, "{}", c.body);
     let e = c.json();
     assert_eq!(e["error"]["code"], "rate_limit_exceeded");
+    assert_eq!(e["error"]["type"], "requests");
     assert!(e["error"]["message"]
         .as_str()
         .unwrap()

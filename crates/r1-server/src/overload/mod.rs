@@ -200,12 +200,12 @@ pub fn context() -> Option<Arc<RequestContext>> {
     CONTEXT.try_with(|c| c.clone()).ok()
 }
 
-/// 429 in OpenAI's shape.
-fn too_many(message: String, code: &str, retry_after: u64) -> Response {
+/// 429 in OpenAI's shape (`type` says which limit: "requests" or "tokens").
+fn too_many(message: String, kind: &'static str, code: &str, retry_after: u64) -> Response {
     let e = ApiError {
         status: StatusCode::TOO_MANY_REQUESTS,
         message,
-        kind: "requests",
+        kind,
         param: None,
         code: Some(code.to_string()),
     };
@@ -251,7 +251,7 @@ pub async fn guard(State(st): State<Arc<AppState>>, req: Request, next: Next) ->
     if st.model_state().is_none() {
         return unavailable("The model is still loading; retry shortly.", 1);
     }
-    let (mut parts, body) = req.into_parts();
+    let (parts, body) = req.into_parts();
     let mut bytes = match axum::body::to_bytes(body, crate::routes::MAX_BODY_BYTES).await {
         Ok(b) => b,
         Err(_) => {
@@ -308,21 +308,18 @@ pub async fn guard(State(st): State<Arc<AppState>>, req: Request, next: Next) ->
     if let Some((which, wait, message)) = &decision.refused {
         ov.rate_limited
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let code = match which {
-            Limited::Requests | Limited::Tokens => "rate_limit_exceeded",
+        let kind = match which {
+            Limited::Requests => "requests",
+            Limited::Tokens => "tokens",
         };
-        let mut r = too_many(
-            message.clone(),
-            code,
-            wait.as_secs_f64().ceil().max(1.0) as u64,
-        );
+        let retry_after = wait.as_secs_f64().ceil().max(1.0) as u64;
+        let mut r = too_many(message.clone(), kind, "rate_limit_exceeded", retry_after);
         add_limit_headers(&mut r);
         return r;
     }
     let queue = ov.queues[class_idx].clone();
     let arrival = Instant::now();
     let deadline = class.max_queue_wait.map(|w| arrival + w);
-    parts.extensions.insert(decision.clone());
     let req = Request::from_parts(parts, Body::from(bytes));
     let ctx = |ticket| {
         Arc::new(RequestContext {
@@ -359,6 +356,7 @@ pub async fn guard(State(st): State<Arc<AppState>>, req: Request, next: Next) ->
                     class.name,
                     queue.queued()
                 ),
+                "requests",
                 "queue_full",
                 queue.retry_after(),
             )
