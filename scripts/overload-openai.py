@@ -24,12 +24,12 @@ def pct(v, p):
     return v[lo] + (v[hi] - v[lo]) * (k - lo)
 
 
-async def one(client, i, cls, max_tokens, out):
+async def one(client, model, i, cls, max_tokens, out):
     t0 = time.perf_counter()
     rec = {"class": cls, "status": None, "ttft": None, "e2e": None, "retry_after": None, "done": False}
     try:
         stream = await client.chat.completions.create(
-            model="any",
+            model=model,
             messages=[{"role": "user", "content": f"Request {i}: write about the sea."}],
             max_tokens=max_tokens,
             temperature=0,
@@ -46,7 +46,7 @@ async def one(client, i, cls, max_tokens, out):
         rec["status"] = e.status_code
         rec["retry_after"] = e.response.headers.get("retry-after")
     except openai.APIError as e:
-        rec["status"] = f"error: {type(e).__name__}"
+        rec["status"] = f"error: {type(e).__name__}: {e}"
     rec["e2e"] = time.perf_counter() - t0
     out.append(rec)
 
@@ -59,11 +59,12 @@ async def main():
     ap.add_argument("--max-tokens", type=int, default=32)
     a = ap.parse_args()
     client = openai.AsyncOpenAI(base_url=a.base_url, api_key="none", max_retries=0, timeout=300)
+    model = (await client.models.list()).data[0].id
     out = []
     every = round(1 / a.vip_share) if a.vip_share > 0 else 0
     t0 = time.perf_counter()
     await asyncio.gather(*[
-        one(client, i, "vip" if every and i % every == 0 else "normal", a.max_tokens, out)
+        one(client, model, i, "vip" if every and i % every == 0 else "normal", a.max_tokens, out)
         for i in range(a.n)
     ])
     wall = time.perf_counter() - t0
@@ -80,6 +81,10 @@ async def main():
         ref = [r["e2e"] * 1e3 for r in refused]
         ras = sorted({r["retry_after"] for r in refused if r["retry_after"]})
         f = lambda x: "-" if x is None else f"{x:.0f}"
+        for r in rs:
+            if r["status"] not in (200, 429):
+                print("  other:", r["status"])
+                break
         print(f"| {cls} | {len(rs)} | {len(ok)} | {len(refused)} | {other} | {trunc} | "
               f"{f(pct(ttft, 50))} | {f(pct(ttft, 99))} | {f(pct(ref, 99))} | {','.join(ras) or '-'} |")
 
