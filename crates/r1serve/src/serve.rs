@@ -58,7 +58,7 @@ pub struct ServeArgs {
     #[command(flatten)]
     pub scaling: ScalingArgs,
     #[command(flatten)]
-    pub overload: crate::serve_overload::OverloadArgs,
+    pub overload: Box<crate::serve_overload::OverloadArgs>,
 }
 
 fn parse_kv(s: &str) -> Result<KvCacheMem, String> {

@@ -155,10 +155,10 @@ impl ResponseCache {
             return None;
         }
         let mut inner = self.lock();
-        let fresh = match inner.map.get(key) {
-            None => None,
-            Some(e) => Some(now.saturating_duration_since(e.inserted) <= self.ttl),
-        };
+        let fresh = inner
+            .map
+            .get(key)
+            .map(|e| now.saturating_duration_since(e.inserted) <= self.ttl);
         match fresh {
             Some(true) => {
                 inner.tick += 1;
