@@ -4,6 +4,7 @@ pub mod arch;
 pub mod attention;
 pub mod batch;
 pub mod config;
+pub mod expf;
 pub mod f16;
 pub mod gguf;
 pub mod hf;

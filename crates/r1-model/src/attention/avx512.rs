@@ -12,6 +12,8 @@
 
 use std::arch::x86_64::*;
 
+use crate::expf::{expf8_nonpos_avx512, expf_nonpos};
+
 /// Whether this CPU runs the kernel (and the kernels are not capped below AVX-512).
 pub(super) fn available() -> bool {
     static OK: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
@@ -106,34 +108,66 @@ unsafe fn heads<const G: usize, const NQ: usize, const NV: usize>(
     let mut acc = [[_mm512_setzero_ps(); NV]; G];
     let mut m = [f32::NEG_INFINITY; G];
     let mut sum = [0.0f32; G];
-    for slot in slots {
-        let ko = slot * kw + koff;
-        let vo = slot * vw + voff;
-        assert!(ko + hd <= kc.len() && vo + dv <= vc.len());
-        let kp = kc.as_ptr().add(ko);
-        let vp = vc.as_ptr().add(vo);
-        let mut vsv = [_mm512_setzero_ps(); G];
-        for h in 0..G {
-            let s = dot64s::<NQ>(&qv[h], kp) * scale;
-            let mut ms = 1.0f32;
-            let mut vs = 1.0f32;
-            if s > m[h] {
-                ms = (m[h] - s).exp();
-                m[h] = s;
-                let msv = _mm512_set1_ps(ms);
-                for r in acc[h].iter_mut() {
-                    *r = round_f16(_mm512_mul_ps(*r, msv));
-                }
-            } else {
-                vs = (s - m[h]).exp();
-            }
-            vsv[h] = _mm512_set1_ps(vs);
-            sum[h] = sum[h].mul_add(ms, vs);
+    // Keys in groups of 8: all scores first, then each head's running maximum decides the
+    // exponent arguments in order, eight exps at once, then the updates in slot order.
+    loop {
+        let mut buf = [0usize; 8];
+        let mut cnt = 0;
+        for slot in (&mut *slots).take(8) {
+            let (ko, vo) = (slot * kw + koff, slot * vw + voff);
+            assert!(ko + hd <= kc.len() && vo + dv <= vc.len());
+            buf[cnt] = slot;
+            cnt += 1;
         }
-        for i in 0..NV {
-            let v = load_f16(vp.add(16 * i));
-            for (a, s) in acc.iter_mut().zip(&vsv) {
-                a[i] = round_f16(_mm512_fmadd_ps(v, *s, a[i]));
+        if cnt == 0 {
+            break;
+        }
+        let mut sc = [[0f32; 8]; G];
+        for j in 0..cnt {
+            let kp = kc.as_ptr().add(buf[j] * kw + koff);
+            for h in 0..G {
+                sc[h][j] = dot64s::<NQ>(&qv[h], kp) * scale;
+            }
+        }
+        // per head: `rescale[j]` when key j raises the maximum (then ms = e, vs = 1),
+        // else vs = e and ms = 1
+        let mut e = [[0f32; 8]; G];
+        let mut rescale = [[false; 8]; G];
+        for h in 0..G {
+            let mut args = [0f32; 8];
+            for j in 0..cnt {
+                let s = sc[h][j];
+                if s > m[h] {
+                    args[j] = m[h] - s;
+                    rescale[h][j] = true;
+                    m[h] = s;
+                } else {
+                    args[j] = s - m[h];
+                }
+            }
+            e[h] = expf8_nonpos_avx512(&args);
+        }
+        for j in 0..cnt {
+            let vp = vc.as_ptr().add(buf[j] * vw + voff);
+            let mut vsv = [_mm512_setzero_ps(); G];
+            for h in 0..G {
+                let (ms, vs) = if rescale[h][j] {
+                    let msv = _mm512_set1_ps(e[h][j]);
+                    for r in acc[h].iter_mut() {
+                        *r = round_f16(_mm512_mul_ps(*r, msv));
+                    }
+                    (e[h][j], 1.0f32)
+                } else {
+                    (1.0f32, e[h][j])
+                };
+                vsv[h] = _mm512_set1_ps(vs);
+                sum[h] = sum[h].mul_add(ms, vs);
+            }
+            for i in 0..NV {
+                let v = load_f16(vp.add(16 * i));
+                for (a, s) in acc.iter_mut().zip(&vsv) {
+                    a[i] = round_f16(_mm512_fmadd_ps(v, *s, a[i]));
+                }
             }
         }
     }
@@ -232,14 +266,14 @@ unsafe fn attend_row(
         let mut ms = 1.0f32;
         let mut vs = 1.0f32;
         if s > m {
-            ms = (m - s).exp();
+            ms = expf_nonpos(m - s);
             m = s;
             let msv = _mm512_set1_ps(ms);
             for r in acc.iter_mut().take(nv) {
                 *r = round_f16(_mm512_mul_ps(*r, msv));
             }
         } else {
-            vs = (s - m).exp();
+            vs = expf_nonpos(s - m);
         }
         let vsv = _mm512_set1_ps(vs);
         for (i, r) in acc.iter_mut().enumerate().take(nv) {

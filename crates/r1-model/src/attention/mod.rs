@@ -305,11 +305,11 @@ fn attend_row_portable(
         let mut ms = 1.0f32;
         let mut vs = 1.0f32;
         if s > m {
-            ms = (m - s).exp();
+            ms = crate::expf::expf_nonpos(m - s);
             m = s;
             (kern.scale)(acc, ms);
         } else {
-            vs = (s - m).exp();
+            vs = crate::expf::expf_nonpos(s - m);
         }
         let vvec = &vc[slot * vw + voff..slot * vw + voff + dv];
         (kern.mad)(acc, vvec, vs, table);
