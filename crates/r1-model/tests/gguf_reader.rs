@@ -211,6 +211,9 @@ fn tensor_infos_are_checked_against_the_file() {
     assert!(e.contains("not aligned"), "{e}");
     let e = err_of(one_tensor(2, &[u64::MAX / 2, 4], 0, 0, 32));
     assert!(e.contains("absurd shape"), "{e}");
+    // zero elements, but the row count (2^62 * 2^32) would wrap
+    let e = err_of(one_tensor(3, &[0, 1 << 62, 1 << 32], 0, 0, 32));
+    assert!(e.contains("absurd shape"), "{e}");
     let e = err_of(one_tensor(1, &[33], 8, 0, 64));
     assert!(e.contains("not a multiple"), "{e}");
     let e = err_of(one_tensor(1, &[8], 0, u64::MAX - 7, 32));

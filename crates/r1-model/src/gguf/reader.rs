@@ -227,10 +227,16 @@ impl GgufFile {
         let mut tensors = Vec::with_capacity(raw.len());
         let mut tensor_index = HashMap::with_capacity(raw.len());
         for (name, dims, ty, offset) in raw {
-            let n_elem = dims.iter().try_fold(1u64, |acc, &d| acc.checked_mul(d));
-            let n_elem = n_elem
-                .filter(|&n| n <= (1u64 << 48))
-                .ok_or_else(|| cur.err(format!("tensor `{name}` has absurd shape {dims:?}")))?;
+            // Bound the product of the non-zero dims, not just of all dims: with a zero first
+            // dim the element count is 0 while the row count (the other dims) could still
+            // wrap (found by fuzzing with overflow checks).
+            let extent = dims
+                .iter()
+                .try_fold(1u64, |acc, &d| acc.checked_mul(d.max(1)));
+            if extent.is_none_or(|n| n > (1u64 << 48)) {
+                return Err(cur.err(format!("tensor `{name}` has absurd shape {dims:?}")));
+            }
+            let n_elem: u64 = dims.iter().product();
             if dims[0] % ty.block_size() as u64 != 0 {
                 return Err(cur.err(format!(
                     "tensor `{name}`: row length {} is not a multiple of the {} block size {}",
