@@ -271,6 +271,20 @@ fn deterministic_requests_are_served_from_the_response_cache() {
     assert_eq!(c["hits"], 2, "{st}");
     assert_eq!(c["entries"], 2, "{st}");
     assert!(c["hit_bytes"].as_u64().unwrap() > 0 && c["bytes"].as_u64().unwrap() > 0);
+    // /metrics reports the same counters.
+    let (_, m) = s.try_get("/metrics").unwrap();
+    let value = |name: &str| -> f64 {
+        m.lines()
+            .find(|l| l.starts_with(&format!("{name}{{")))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("{name} missing from /metrics:\n{m}"))
+    };
+    assert_eq!(value("r1serve_response_cache_hits_total"), 2.0);
+    assert_eq!(
+        value("r1serve_response_cache_bytes"),
+        c["bytes"].as_f64().unwrap()
+    );
 }
 
 #[test]

@@ -34,10 +34,12 @@ fn engine_series(st: &AppState, e: &mut TextEncoder) {
     let s = m.engine.stats();
     let em = &s.metrics;
 
-    // Per-class load; the default class is always present so sums never see "no data".
-    let mut classes: Vec<(String, usize, usize)> = vec![("default".into(), 0, 0)];
+    // Per-class load; every configured class is always present so sums never see "no data".
+    let configured = st.overload.classes.all();
+    let mut classes: Vec<(String, usize, usize)> =
+        configured.iter().map(|c| (c.name.clone(), 0, 0)).collect();
     for l in &em.by_priority {
-        let name = class_label(l.priority);
+        let name = class_label(configured, l.priority);
         match classes.iter_mut().find(|c| c.0 == name) {
             Some(c) => {
                 c.1 += l.running;
@@ -212,25 +214,74 @@ fn http_series(st: &AppState, e: &mut TextEncoder) {
             n as f64,
         );
     }
-    let lookups = st
-        .metrics
-        .response_cache_lookups
-        .load(std::sync::atomic::Ordering::Relaxed);
-    let hits = st
-        .metrics
-        .response_cache_hits
-        .load(std::sync::atomic::Ordering::Relaxed);
+    // Admission control and the response cache (`crate::overload`).
+    let ov = st.overload.stats();
+    e.family(
+        "r1serve_admission_queue_length",
+        Kind::Gauge,
+        "Requests of a priority class holding a place in its bounded waiting queue.",
+    );
+    for c in &ov.classes {
+        e.sample(
+            "r1serve_admission_queue_length",
+            &[("class", &c.name)],
+            c.queued as f64,
+        );
+    }
+    e.family(
+        "r1serve_admission_refused_total",
+        Kind::Counter,
+        "Requests refused with 429 because their class queue was full.",
+    );
+    for c in &ov.classes {
+        e.sample(
+            "r1serve_admission_refused_total",
+            &[("class", &c.name)],
+            c.refused_queue_full as f64,
+        );
+    }
+    e.family(
+        "r1serve_admission_timed_out_total",
+        Kind::Counter,
+        "Requests answered 503 because they waited longer than their class's max queue wait.",
+    );
+    for c in &ov.classes {
+        e.sample(
+            "r1serve_admission_timed_out_total",
+            &[("class", &c.name)],
+            c.timed_out as f64,
+        );
+    }
+    e.single(
+        "r1serve_rate_limited_total",
+        Kind::Counter,
+        "Requests refused with 429 by the per-key (or per-IP) rate limits.",
+        ov.rate_limited as f64,
+    );
+    let rc = &ov.response_cache;
     e.single(
         "r1serve_response_cache_lookups_total",
         Kind::Counter,
-        "Requests looked up in the response cache.",
-        lookups as f64,
+        "Deterministic requests looked up in the response cache.",
+        (rc.hits + rc.misses) as f64,
     );
     e.single(
         "r1serve_response_cache_hits_total",
         Kind::Counter,
         "Requests answered from the response cache.",
-        hits as f64,
+        rc.hits as f64,
+    );
+    e.single(
+        "r1serve_response_cache_hit_bytes_total",
+        Kind::Counter,
+        "Bytes of cached responses replayed.",
+        rc.hit_bytes as f64,
+    );
+    e.single(
+        "r1serve_response_cache_bytes",
+        Kind::Gauge,
+        "Bytes the response cache holds now.",
+        rc.bytes as f64,
     );
     if let Some(secs) = st.metrics.model_load_seconds() {
         e.single(

@@ -1,6 +1,7 @@
 //! Monitoring: `GET /metrics` in Prometheus text format. The engine keeps its own timings
 //! and counters (`r1_engine::engine_metrics`); this module adds what only the HTTP side
-//! sees (responses by route and status, response-cache lookups, model load time, the
+//! sees (responses by route and status, admission and response-cache counters from
+//! `crate::overload`, model load time, the
 //! process's memory and CPU) and renders everything with `r1serve_` names.
 
 pub mod exposition;
@@ -18,8 +19,6 @@ use std::time::Duration;
 pub struct ServerMetrics {
     /// Responses by (route template, status code).
     responses: Mutex<BTreeMap<(String, u16), u64>>,
-    response_cache_lookups: AtomicU64,
-    response_cache_hits: AtomicU64,
     /// Model load time in microseconds (0 = not loaded yet).
     model_load_micros: AtomicU64,
 }
@@ -47,14 +46,6 @@ impl ServerMetrics {
             .sum()
     }
 
-    /// For the response cache: count one lookup and whether it hit.
-    pub fn record_response_cache(&self, hit: bool) {
-        self.response_cache_lookups.fetch_add(1, Ordering::Relaxed);
-        if hit {
-            self.response_cache_hits.fetch_add(1, Ordering::Relaxed);
-        }
-    }
-
     pub fn set_model_load_time(&self, d: Duration) {
         self.model_load_micros
             .store((d.as_micros() as u64).max(1), Ordering::Relaxed);
@@ -69,12 +60,27 @@ impl ServerMetrics {
     }
 }
 
-/// The `class` label of a priority. Priority classes are plain numbers today (the request's
-/// `priority`); named classes map here when they exist.
-pub fn class_label(priority: i32) -> String {
-    if priority == 0 {
-        "default".into()
-    } else {
-        format!("priority_{priority}")
+/// The `class` label of a scheduler priority: the name of the priority class with that value
+/// (`vip`, `normal`, `batch` by default; see `--priority-classes`), else `priority_N` for a
+/// number no class uses.
+pub fn class_label(classes: &[crate::overload::classes::ClassConfig], priority: i32) -> String {
+    match classes.iter().find(|c| c.priority == priority) {
+        Some(c) => c.name.clone(),
+        None => format!("priority_{priority}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::overload::classes::default_classes;
+
+    #[test]
+    fn class_labels_use_the_class_names() {
+        let c = default_classes();
+        assert_eq!(class_label(&c, 100), "vip");
+        assert_eq!(class_label(&c, 0), "normal");
+        assert_eq!(class_label(&c, -100), "batch");
+        assert_eq!(class_label(&c, 7), "priority_7");
     }
 }

@@ -6,7 +6,8 @@
 //! QPS counts requests that reached the engine plus those shed with 429 (demand that was not
 //! served is still demand). Capacity is completions per second of engine compute over the
 //! window (the last measurement is kept through idle spells), or `--replica-capacity-qps`
-//! when given. The queue is the engine's waiting sequences.
+//! when given. The queue is the engine's waiting sequences (or the admission queues' places,
+//! when more).
 
 pub mod advisor;
 pub mod window;
@@ -134,7 +135,9 @@ pub async fn run(st: Arc<AppState>) {
             completed: stats.metrics.requests_completed,
             busy_seconds: stats.metrics.busy_seconds,
         };
-        let advice = st.scaling.evaluate(sample, stats.waiting);
+        // Requests holding an admission-queue place are also engine waiters; take the larger.
+        let admission: usize = st.overload.stats().classes.iter().map(|c| c.queued).sum();
+        let advice = st.scaling.evaluate(sample, stats.waiting.max(admission));
         tracing::debug!(
             decision = advice.decision.as_str(),
             qps = advice.qps,
