@@ -123,7 +123,8 @@ fn context_budget(
     }
 }
 
-fn sampling_params(c: &CommonParams, vocab: usize) -> Result<SamplingParams, ApiError> {
+/// The sampling parameters of a request, each checked (public for the request fuzz target).
+pub fn sampling_params(c: &CommonParams, vocab: usize) -> Result<SamplingParams, ApiError> {
     let mut logit_bias = Vec::new();
     for (k, &b) in c.logit_bias.iter().flatten() {
         let id: u32 = k.trim().parse().map_err(|_| {
