@@ -188,6 +188,8 @@ pub enum ServerError {
     Template(String),
     #[error("{0}")]
     Io(#[from] std::io::Error),
+    #[error(transparent)]
+    Security(#[from] crate::security::SecurityError),
 }
 
 #[cfg(test)]

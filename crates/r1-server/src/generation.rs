@@ -15,6 +15,7 @@ use crate::openai_types::{CommonParams, Usage};
 use crate::overload::admission::Ticket;
 use crate::overload::response_cache::{CacheKey, Recorder, Source};
 use crate::reasoning::{ReasoningParser, ReasoningStream};
+use crate::security::output_filter::{self, OutputFilter};
 use crate::state::{AppState, ModelState};
 
 /// Most choices one request may ask for.
@@ -258,6 +259,16 @@ pub struct Generation {
     /// The request's place in its class queue, released at admission.
     ticket: Option<Arc<Ticket>>,
     created: Instant,
+    /// Sensitive-data detection/redaction and audit facts (when the security layer is on).
+    filter: Option<OutputFilter>,
+}
+
+impl Drop for Generation {
+    fn drop(&mut self) {
+        if let Some(mut f) = self.filter.take() {
+            f.report(self.prompt_tokens, self.completion_tokens.iter().sum());
+        }
+    }
 }
 
 impl Generation {
@@ -285,6 +296,7 @@ impl Generation {
             cached_tokens: 0,
             ticket: None,
             created: Instant::now(),
+            filter: output_filter::current().map(|g| OutputFilter::new(g, choices)),
         }
     }
 
@@ -404,6 +416,9 @@ impl Generation {
                 d.reasoning = r.reasoning;
                 d.content = r.content;
             }
+        }
+        if let Some(f) = &mut self.filter {
+            f.apply(ci, &mut d.content, &mut d.reasoning, last);
         }
         d
     }

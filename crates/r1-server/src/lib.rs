@@ -14,11 +14,11 @@ pub mod overload;
 pub mod reasoning;
 pub mod routes;
 pub mod scaling;
+pub mod security;
 pub mod shutdown;
 pub mod sse;
 pub mod state;
 
-use std::future::IntoFuture;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -83,6 +83,12 @@ pub async fn serve<L>(config: ServerConfig, load: L) -> Result<(), ServerError>
 where
     L: FnOnce() -> Result<LoadedModel, String> + Send + 'static,
 {
+    let security = Arc::new(security::Security::open(config.security.clone())?);
+    security.check_startup(&config.host)?;
+    let tls = match &config.security.tls {
+        Some((cert, key)) => Some(security::listener::tls_acceptor(cert, key)?),
+        None => None,
+    };
     let addr = format!("{}:{}", config.host, config.port);
     let listener = TcpListener::bind(&addr)
         .await
@@ -92,21 +98,23 @@ where
         })?;
     let mut signals = shutdown::Signals::install()?;
     let local = listener.local_addr()?;
-    eprintln!("r1serve: listening on http://{local}");
-    let state = Arc::new(AppState::new(config.clone()));
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    eprintln!("r1serve: listening on {scheme}://{local}");
+    let state = Arc::new(AppState::new(config.clone()).with_security(security.clone()));
+    security::reload::spawn(security.clone());
 
-    let (drain_tx, mut drain_rx) = watch::channel(false);
+    let (drain_tx, drain_rx) = watch::channel(false);
     let app = routes::router(state.clone());
-    let mut server = tokio::spawn(
-        axum::serve(
-            listener,
-            app.into_make_service_with_connect_info::<std::net::SocketAddr>(),
-        )
-        .with_graceful_shutdown(async move {
-            let _ = drain_rx.wait_for(|&d| d).await;
-        })
-        .into_future(),
-    );
+    let limits = security::listener::ConnLimits {
+        max_connections: config.security.max_connections,
+        header_read_timeout: config.security.header_read_timeout,
+        max_header_bytes: config.security.max_header_bytes,
+        tls,
+    };
+    let over_limit = security::listener::over_limit_router(state.clone());
+    let mut server = tokio::spawn(security::listener::serve(
+        listener, app, over_limit, limits, drain_rx,
+    ));
 
     let scaling_task = tokio::spawn(scaling::run(state.clone()));
     let load_started = Instant::now();
@@ -142,6 +150,13 @@ where
                         break;
                     }
                 }
+            }
+            _ = security.drain_requested.notified() => {
+                eprintln!(
+                    "r1serve: /admin/drain: draining (in-flight requests get up to {:.0}s)",
+                    config.drain_timeout.as_secs_f64()
+                );
+                break;
             }
             sig = signals.recv() => {
                 eprintln!(
@@ -186,6 +201,9 @@ where
         {
             tracing::warn!("the engine thread did not stop within 10 s");
         }
+    }
+    if let Some(a) = &security.audit {
+        a.flush();
     }
     match failure {
         Some(e) => Err(e),

@@ -13,6 +13,7 @@ use crate::error::ApiError;
 use crate::metrics::ServerMetrics;
 use crate::reasoning::ReasoningMode;
 use crate::scaling::{ScalingConfig, ScalingMonitor};
+use crate::security::{Security, SecurityConfig};
 
 /// Server settings (the `serve` flags that are not the engine's).
 #[derive(Clone, Debug)]
@@ -34,6 +35,8 @@ pub struct ServerConfig {
     pub scaling: ScalingConfig,
     /// Priority classes, queues, rate limits, response cache.
     pub overload: crate::overload::OverloadConfig,
+    /// API keys, audit log, sensitive-data detection, TLS, connection limits.
+    pub security: SecurityConfig,
 }
 
 impl Default for ServerConfig {
@@ -48,6 +51,7 @@ impl Default for ServerConfig {
             chat_template: None,
             scaling: ScalingConfig::default(),
             overload: Default::default(),
+            security: SecurityConfig::default(),
         }
     }
 }
@@ -92,6 +96,7 @@ pub struct AppState {
     pub scaling: ScalingMonitor,
     /// Admission control, rate limits and the response cache (see [`crate::overload`]).
     pub overload: Arc<crate::overload::Overload>,
+    pub security: Arc<Security>,
 }
 
 impl AppState {
@@ -105,7 +110,14 @@ impl AppState {
             draining: AtomicBool::new(false),
             next_id: AtomicU64::new(1),
             started_at: unix_now(),
+            security: Arc::new(Security::disabled()),
         }
+    }
+
+    /// The same state with the security layers' state (keys, audit log) in place.
+    pub fn with_security(mut self, security: Arc<Security>) -> Self {
+        self.security = security;
+        self
     }
 
     /// Install the loaded model (once).

@@ -8,11 +8,13 @@ mod bench_serve;
 mod bench_serve_report;
 mod generate;
 mod inspect;
+mod keys;
 mod load;
 mod observability;
 mod pull;
 mod serve;
 mod serve_overload;
+mod serve_security;
 
 #[derive(Parser)]
 #[command(
@@ -42,6 +44,8 @@ enum Command {
     Pull(pull::PullArgs),
     /// Serve the OpenAI/DeepSeek-compatible HTTP API
     Serve(serve::ServeArgs),
+    /// Manage API keys: add (prints the key once), list, revoke.
+    Keys(keys::KeysArgs),
 }
 
 fn main() {
@@ -78,6 +82,7 @@ fn main() {
         Command::Bench(a) => bench::run(&a),
         Command::Pull(a) => pull::run(&a),
         Command::Serve(a) => serve::run(&a),
+        Command::Keys(a) => keys::run(&a),
     };
     if let Err(e) = result {
         eprintln!("error: {e:#}");

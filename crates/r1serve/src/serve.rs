@@ -59,6 +59,7 @@ pub struct ServeArgs {
     pub scaling: ScalingArgs,
     #[command(flatten)]
     pub overload: Box<crate::serve_overload::OverloadArgs>,
+    pub security: crate::serve_security::SecurityArgs,
 }
 
 fn parse_kv(s: &str) -> Result<KvCacheMem, String> {
@@ -100,6 +101,7 @@ pub fn run(args: &ServeArgs) -> anyhow::Result<()> {
         chat_template,
         scaling: args.scaling.config()?,
         overload: args.overload.config()?,
+        security: args.security.config()?,
     };
     let engine_cfg = EngineConfig {
         kv_cache_mem: args.kv_cache_mem,

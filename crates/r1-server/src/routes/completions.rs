@@ -52,10 +52,13 @@ async fn handle(st: Arc<AppState>, body: Bytes) -> Result<Response, ApiError> {
     }
     let echo = req.echo.unwrap_or(false);
     let echoes: Vec<String> = if echo {
-        match &req.prompt {
+        let texts: Vec<String> = match &req.prompt {
             PromptInput::Texts(t) => t.clone(),
             PromptInput::Tokens(t) => t.iter().map(|p| m.tokenizer.decode(p, false)).collect(),
-        }
+        };
+        // Echoed text is output too: the same sensitive-data filter applies.
+        let filter = crate::security::output_filter::filter_whole;
+        texts.into_iter().map(filter).collect()
     } else {
         vec![String::new(); prompts.len()]
     };

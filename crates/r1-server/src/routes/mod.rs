@@ -1,4 +1,5 @@
-//! The router: every route, the OpenAI-style 404, body limits and an access log.
+//! The router: every route, the OpenAI-style 404, body limits, an access log, and the
+//! security layers (request id → audit → authentication → handlers).
 
 pub mod chat;
 pub mod completions;
@@ -14,6 +15,7 @@ use axum::routing::{get, post};
 use axum::Router;
 
 use crate::error::ApiError;
+use crate::security;
 use crate::state::AppState;
 
 /// Largest request body (long prompts are large).
@@ -41,9 +43,18 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/detokenize", post(misc::detokenize))
         .route("/metrics", get(crate::metrics::exposition::metrics))
         .route("/v1/scaling", get(crate::scaling::get_scaling))
+        .merge(crate::security::admin::routes())
         .fallback(not_found)
-        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .layer(DefaultBodyLimit::max(state.security.config.max_body_bytes))
         .layer(middleware::from_fn(access_log))
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            security::auth::layer,
+        ))
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            security::audit_layer::layer,
+        ))
         .layer(middleware::from_fn_with_state(
             state.clone(),
             crate::metrics::http::track,
