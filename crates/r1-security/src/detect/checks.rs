@@ -13,7 +13,7 @@ pub fn luhn_ok(digits: &[u8]) -> bool {
         }
         sum += v;
     }
-    sum % 10 == 0
+    sum.is_multiple_of(10)
 }
 
 /// IBAN (ISO 13616): move the first four characters to the end, letters → 10..35, the number

@@ -176,7 +176,11 @@ pub async fn layer(State(st): State<Arc<AppState>>, req: Request, next: Next) ->
         );
         e.status = StatusCode::PAYLOAD_TOO_LARGE;
         Some(e.into_response())
-    } else if sec.config.audit_required && sec.audit.as_ref().is_some_and(|a| !a.is_healthy()) {
+    } else if sec.config.audit_required
+        && pending.route != "/health"
+        && sec.audit.as_ref().is_some_and(|a| !a.is_healthy())
+    {
+        // (/health stays a liveness probe; /ready fails, so a balancer stops sending work.)
         slot.with(|f| f.error = Some("audit log unavailable".into()));
         Some(audit_unavailable())
     } else {
@@ -227,7 +231,8 @@ pub async fn layer(State(st): State<Arc<AppState>>, req: Request, next: Next) ->
         };
         return Response::from_parts(parts, Body::new(body));
     }
-    if pending.write(status).await.is_err() && sec.config.audit_required {
+    let route = pending.route.clone();
+    if pending.write(status).await.is_err() && sec.config.audit_required && route != "/health" {
         return audit_unavailable();
     }
     resp
