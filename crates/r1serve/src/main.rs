@@ -43,7 +43,7 @@ enum Command {
     /// Download a model from the Hugging Face hub (or a mirror set by HF_ENDPOINT).
     Pull(pull::PullArgs),
     /// Serve the OpenAI/DeepSeek-compatible HTTP API
-    Serve(serve::ServeArgs),
+    Serve(Box<serve::ServeArgs>),
     /// Manage API keys: add (prints the key once), list, revoke.
     Keys(keys::KeysArgs),
 }

@@ -59,6 +59,7 @@ pub struct ServeArgs {
     pub scaling: ScalingArgs,
     #[command(flatten)]
     pub overload: Box<crate::serve_overload::OverloadArgs>,
+    #[command(flatten)]
     pub security: crate::serve_security::SecurityArgs,
 }
 
