@@ -108,12 +108,10 @@ async fn config(State(st): State<Arc<AppState>>) -> Response {
     .into_response()
 }
 
-/// `POST /admin/cache/flush`: there is no response cache in this build yet.
-async fn flush_cache() -> Response {
-    not_implemented(
-        "No response cache is configured on this server.",
-        "not_configured",
-    )
+/// `POST /admin/cache/flush`: empty the response cache (see `crate::overload`).
+async fn flush_cache(State(st): State<Arc<AppState>>) -> Response {
+    let n = st.overload.flush_cache();
+    Json(json!({ "flushed": n })).into_response()
 }
 
 /// `POST /admin/drain`: stop taking requests, finish the running ones, exit (as SIGTERM).
