@@ -134,13 +134,11 @@ fn chat_template_inputs() {
 }
 
 /// Found by `cargo fuzz run -a gguf_reader` (with overflow checks): a tensor whose first
-/// dimension is 0 passes the reader's checked element count (the product is 0), but the
-/// product of the other dimensions overflows, so `TensorInfo::n_rows` panics with overflow
-/// checks on and returns a wrapped row count without them. The input is
-/// `fuzz/regressions/gguf_reader/n_rows-overflow-*`. r1-model belongs to another branch: this is
-/// reported there; un-ignore once the reader rejects such shapes (or `n_rows` cannot wrap).
+/// dimension is 0 passed the reader's checked element count (the product is 0) while the
+/// product of the other dimensions overflowed, so `TensorInfo::n_rows` panicked with overflow
+/// checks on and wrapped without them. The reader now bounds those dims too; the input is
+/// `fuzz/regressions/gguf_reader/n_rows-overflow-*`.
 #[test]
-#[ignore = "r1-model: TensorInfo::n_rows overflows for dims like [0, 2^62, 2^32] (reported)"]
 fn gguf_tensor_row_counts_do_not_wrap() {
     for (path, data) in inputs("gguf_reader") {
         let Ok(f) = GgufFile::from_bytes("fuzz.gguf", data) else {
