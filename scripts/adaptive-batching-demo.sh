@@ -12,7 +12,7 @@ TARGET=${TARGET:-300}
 DURATION=${DURATION:-40}
 PORT=${PORT:-18438}
 OUT=${OUT:-target/adaptive}
-BIN=target/release/r1serve
+BIN=${CARGO_TARGET_DIR:-target}/release/r1serve
 [ -f "$MODEL" ] || { echo "SKIP: $MODEL missing (scripts/fetch-models.sh)"; exit 0; }
 cargo build --release -p r1serve -q
 mkdir -p "$OUT"

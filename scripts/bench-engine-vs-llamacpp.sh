@@ -76,7 +76,7 @@ PY
 kill $SERVER 2>/dev/null || true
 wait $SERVER 2>/dev/null || true
 
-R1_JSON=$(target/release/r1serve bench --model "$MODEL" --threads "$THREADS" --offline \
+R1_JSON=$("${CARGO_TARGET_DIR:-target}/release/r1serve" bench --model "$MODEL" --threads "$THREADS" --offline \
   --concurrency "$CONC" --prompt-tokens "$PROMPT" --gen-tokens "$GEN" --prefix-tokens 1000 --json)
 
 python3 - "$LLAMA_JSON" "$R1_JSON" "$CONC" "$THREADS" "$MODEL" <<'PY'

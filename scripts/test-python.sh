@@ -13,7 +13,7 @@ fi
 
 export CARGO_BUILD_JOBS="${CARGO_BUILD_JOBS:-2}"
 cargo build --release -p r1serve
-BIN=target/release/r1serve
+BIN=${CARGO_TARGET_DIR:-target}/release/r1serve
 
 if [ ! -x .venv/bin/python ]; then
   python3 -m venv .venv

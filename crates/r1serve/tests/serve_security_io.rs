@@ -257,6 +257,14 @@ fn audit_failures_are_counted_or_fail_requests_when_required() {
         cfg["audit"]["write_failures"].as_u64().unwrap() >= 1,
         "{cfg}"
     );
+    // ... and exported to Prometheus.
+    let m = call(&s.base, "GET", "/metrics", None, "", "c").body;
+    let failures: f64 = m
+        .lines()
+        .find(|l| l.starts_with("r1serve_audit_write_failures_total{"))
+        .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+        .unwrap_or_else(|| panic!("no audit failure metric in:\n{m}"));
+    assert!(failures >= 2.0, "{failures}");
     serve_support::wait_until(10, "the audit error in the log", || {
         s.log().contains("writing the audit record failed")
     });

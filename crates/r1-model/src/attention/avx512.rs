@@ -12,7 +12,7 @@
 
 use std::arch::x86_64::*;
 
-use crate::expf::{expf8_nonpos_avx512, expf_nonpos};
+use crate::expf::expf8_nonpos_avx512;
 
 /// Whether this CPU runs the kernel (and the kernels are not capped below AVX-512).
 pub(super) fn available() -> bool {
@@ -25,10 +25,10 @@ pub(super) fn available() -> bool {
     })
 }
 
-/// The shapes the kernel handles: head dims in whole 64-element dot-product steps (no f64
-/// tail) and value dims in whole 16-lane registers, up to 256 each.
+/// The shapes with a register-resident kernel (head dims 64 and 128; others take the
+/// portable path).
 pub(super) fn supports(hd: usize, dv: usize) -> bool {
-    hd.is_multiple_of(64) && hd <= 256 && dv.is_multiple_of(16) && dv <= 256 && hd > 0 && dv > 0
+    matches!((hd, dv), (64, 64) | (128, 128))
 }
 
 /// Heads walked together at most (registers: 4 x (query + accumulator) of 64 dims).
@@ -65,22 +65,7 @@ pub(super) unsafe fn attend_heads(
     match (hd, dv) {
         (64, 64) => go!(4, 4),
         (128, 128) => go!(8, 8),
-        _ => {
-            // other shapes: one head at a time (the slots are walked once per head)
-            let slots: Vec<usize> = slots.collect();
-            for h in 0..g {
-                attend_row(
-                    &q[h * hd..(h + 1) * hd],
-                    &mut slots.iter().copied(),
-                    kc,
-                    vc,
-                    widths,
-                    offs,
-                    scale,
-                    &mut out[h * dv..(h + 1) * dv],
-                );
-            }
-        }
+        _ => unreachable!("`supports` admits head dims 64 and 128 only"),
     }
 }
 
@@ -218,71 +203,4 @@ unsafe fn round_f16(x: __m512) -> __m512 {
     _mm512_cvtph_ps(_mm512_cvtps_ph::<
         { _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC },
     >(x))
-}
-
-/// See [`super::attend_row`]; `q` and `out` have `hd` and `dv` elements, [`supports`] holds,
-/// and every slot's key and value lie inside `kc` / `vc`.
-///
-/// # Safety
-/// [`available`] must be true.
-#[allow(clippy::too_many_arguments)]
-#[target_feature(enable = "avx512f,avx2,fma,f16c")]
-unsafe fn attend_row(
-    q: &[f32],
-    slots: &mut dyn Iterator<Item = usize>,
-    kc: &[u16],
-    vc: &[u16],
-    (kw, vw): (usize, usize),
-    (koff, voff): (usize, usize),
-    scale: f32,
-    out: &mut [f32],
-) {
-    let (hd, dv) = (q.len(), out.len());
-    debug_assert!(supports(hd, dv));
-    let (nq, nv) = (hd / 16, dv / 16);
-    let mut qv = [_mm512_setzero_ps(); 16];
-    for (i, r) in qv.iter_mut().enumerate().take(nq) {
-        *r = round_f16(_mm512_loadu_ps(q.as_ptr().add(16 * i)));
-    }
-    let mut acc = [_mm512_setzero_ps(); 16];
-    let mut m = f32::NEG_INFINITY;
-    let mut sum = 0.0f32;
-    for slot in slots {
-        let ko = slot * kw + koff;
-        let vo = slot * vw + voff;
-        assert!(ko + hd <= kc.len() && vo + dv <= vc.len());
-        let kp = kc.as_ptr().add(ko);
-        let vp = vc.as_ptr().add(vo);
-        // ggml_vec_dot_f16: four accumulators over 64-element steps, then the reduce tree
-        let mut a = [_mm512_setzero_ps(); 4];
-        for c in 0..nq / 4 {
-            for (j, aj) in a.iter_mut().enumerate() {
-                let e = 64 * c + 16 * j;
-                let p = _mm512_mul_ps(qv[4 * c + j], load_f16(kp.add(e)));
-                *aj = _mm512_add_ps(*aj, p);
-            }
-        }
-        let s = reduce(a) * scale;
-        let mut ms = 1.0f32;
-        let mut vs = 1.0f32;
-        if s > m {
-            ms = expf_nonpos(m - s);
-            m = s;
-            let msv = _mm512_set1_ps(ms);
-            for r in acc.iter_mut().take(nv) {
-                *r = round_f16(_mm512_mul_ps(*r, msv));
-            }
-        } else {
-            vs = expf_nonpos(s - m);
-        }
-        let vsv = _mm512_set1_ps(vs);
-        for (i, r) in acc.iter_mut().enumerate().take(nv) {
-            *r = round_f16(_mm512_fmadd_ps(load_f16(vp.add(16 * i)), vsv, *r));
-        }
-        sum = sum.mul_add(ms, vs);
-    }
-    let inv = _mm512_set1_ps(if sum == 0.0 { 0.0 } else { 1.0 / sum });
-    for (i, r) in acc.iter().enumerate().take(nv) {
-        _mm512_storeu_ps(out.as_mut_ptr().add(16 * i), _mm512_mul_ps(*r, inv));
-    }
 }

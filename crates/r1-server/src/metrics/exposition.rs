@@ -23,6 +23,7 @@ pub fn render(st: &AppState) -> String {
     engine_series(st, &mut e);
     http_series(st, &mut e);
     scaling_series(st, &mut e);
+    audit_series(st, &mut e);
     process_series(st, &mut e);
     e.finish()
 }
@@ -48,30 +49,18 @@ fn engine_series(st: &AppState, e: &mut TextEncoder) {
             None => classes.push((name, l.running, l.waiting)),
         }
     }
-    e.family(
-        "r1serve_num_requests_running",
-        Kind::Gauge,
+    per_class(
+        e,
+        ("r1serve_num_requests_running", Kind::Gauge),
         "Sequences admitted to the engine and holding KV cache, by priority class.",
+        classes.iter().map(|(c, r, _)| (c.as_str(), *r as f64)),
     );
-    for (class, running, _) in &classes {
-        e.sample(
-            "r1serve_num_requests_running",
-            &[("class", class)],
-            *running as f64,
-        );
-    }
-    e.family(
-        "r1serve_num_requests_waiting",
-        Kind::Gauge,
+    per_class(
+        e,
+        ("r1serve_num_requests_waiting", Kind::Gauge),
         "Sequences queued in the engine waiting for a slot, by priority class.",
+        classes.iter().map(|(c, _, w)| (c.as_str(), *w as f64)),
     );
-    for (class, _, waiting) in &classes {
-        e.sample(
-            "r1serve_num_requests_waiting",
-            &[("class", class)],
-            *waiting as f64,
-        );
-    }
     e.single(
         "r1serve_kv_cache_usage_ratio",
         Kind::Gauge,
@@ -216,42 +205,27 @@ fn http_series(st: &AppState, e: &mut TextEncoder) {
     }
     // Admission control and the response cache (`crate::overload`).
     let ov = st.overload.stats();
-    e.family(
-        "r1serve_admission_queue_length",
-        Kind::Gauge,
+    let by_class = |f: fn(&crate::overload::ClassStats) -> f64| {
+        ov.classes.iter().map(move |c| (c.name.as_str(), f(c)))
+    };
+    per_class(
+        e,
+        ("r1serve_admission_queue_length", Kind::Gauge),
         "Requests of a priority class holding a place in its bounded waiting queue.",
+        by_class(|c| c.queued as f64),
     );
-    for c in &ov.classes {
-        e.sample(
-            "r1serve_admission_queue_length",
-            &[("class", &c.name)],
-            c.queued as f64,
-        );
-    }
-    e.family(
-        "r1serve_admission_refused_total",
-        Kind::Counter,
+    per_class(
+        e,
+        ("r1serve_admission_refused_total", Kind::Counter),
         "Requests refused with 429 because their class queue was full.",
+        by_class(|c| c.refused_queue_full as f64),
     );
-    for c in &ov.classes {
-        e.sample(
-            "r1serve_admission_refused_total",
-            &[("class", &c.name)],
-            c.refused_queue_full as f64,
-        );
-    }
-    e.family(
-        "r1serve_admission_timed_out_total",
-        Kind::Counter,
+    per_class(
+        e,
+        ("r1serve_admission_timed_out_total", Kind::Counter),
         "Requests answered 503 because they waited longer than their class's max queue wait.",
+        by_class(|c| c.timed_out as f64),
     );
-    for c in &ov.classes {
-        e.sample(
-            "r1serve_admission_timed_out_total",
-            &[("class", &c.name)],
-            c.timed_out as f64,
-        );
-    }
     e.single(
         "r1serve_rate_limited_total",
         Kind::Counter,
@@ -337,6 +311,24 @@ fn scaling_series(st: &AppState, e: &mut TextEncoder) {
     }
 }
 
+fn audit_series(st: &AppState, e: &mut TextEncoder) {
+    let Some(a) = st.security.audit.as_ref() else {
+        return;
+    };
+    e.single(
+        "r1serve_audit_records_total",
+        Kind::Counter,
+        "Audit-log records written.",
+        a.written() as f64,
+    );
+    e.single(
+        "r1serve_audit_write_failures_total",
+        Kind::Counter,
+        "Audit-log writes that failed (each also logged as an error).",
+        a.failures() as f64,
+    );
+}
+
 fn process_series(_st: &AppState, e: &mut TextEncoder) {
     let p = process::read();
     if let Some(b) = p.resident_bytes {
@@ -354,5 +346,18 @@ fn process_series(_st: &AppState, e: &mut TextEncoder) {
             "User and system CPU seconds used by the server process.",
             c,
         );
+    }
+}
+
+/// One metric family with a sample per priority class.
+fn per_class<'a>(
+    e: &mut TextEncoder,
+    (name, kind): (&str, Kind),
+    help: &str,
+    samples: impl Iterator<Item = (&'a str, f64)>,
+) {
+    e.family(name, kind, help);
+    for (class, v) in samples {
+        e.sample(name, &[("class", class)], v);
     }
 }
