@@ -312,20 +312,23 @@ fn scaling_series(st: &AppState, e: &mut TextEncoder) {
 }
 
 fn audit_series(st: &AppState, e: &mut TextEncoder) {
-    let Some(a) = st.security.audit.as_ref() else {
-        return;
-    };
+    // Always present (0 without `--audit-log`), so alerts on failures never see "no data".
+    let (written, failed) = st
+        .security
+        .audit
+        .as_ref()
+        .map_or((0, 0), |a| (a.written(), a.failures()));
     e.single(
         "r1serve_audit_records_total",
         Kind::Counter,
         "Audit-log records written.",
-        a.written() as f64,
+        written as f64,
     );
     e.single(
         "r1serve_audit_write_failures_total",
         Kind::Counter,
         "Audit-log writes that failed (each also logged as an error).",
-        a.failures() as f64,
+        failed as f64,
     );
 }
 
