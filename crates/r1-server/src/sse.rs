@@ -116,7 +116,13 @@ pub fn response<F: ChunkFormat>(
         let frame = st.next_frame().await?;
         Some((Ok::<_, Infallible>(Bytes::from(frame)), st))
     });
-    let mut resp = (StatusCode::OK, Body::from_stream(body)).into_response();
+    event_stream_response(Body::from_stream(body))
+}
+
+/// A `200` carrying `body` as server-sent events: the content type, no caching, and no
+/// proxy buffering (nginx's `x-accel-buffering`), so every frame reaches the client at once.
+pub fn event_stream_response(body: Body) -> Response {
+    let mut resp = (StatusCode::OK, body).into_response();
     let h = resp.headers_mut();
     h.insert(
         header::CONTENT_TYPE,
@@ -125,6 +131,14 @@ pub fn response<F: ChunkFormat>(
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
     h.insert("x-accel-buffering", HeaderValue::from_static("no"));
     resp
+}
+
+/// Whether a response is a server-sent event stream (the layers that watch answers treat
+/// streams apart).
+pub fn is_event_stream(resp: &Response) -> bool {
+    resp.headers()
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"text/event-stream"))
 }
 
 /// Wait briefly for the first event, so that a request the engine rejects at once gets a

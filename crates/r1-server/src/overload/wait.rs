@@ -17,7 +17,7 @@ use futures_util::StreamExt;
 
 use super::admission::{ClassQueue, Ticket};
 use super::{finish, queue_timeout, RequestContext, CONTEXT};
-use crate::sse::{DONE, KEEP_ALIVE};
+use crate::sse::{event_stream_response, is_event_stream, DONE, KEEP_ALIVE};
 use crate::state::AppState;
 
 /// How often a waiting request looks for a free place.
@@ -97,10 +97,7 @@ pub(super) async fn wait_for_place(
         };
         *ctx.ticket.lock().unwrap_or_else(|e| e.into_inner()) = Some(ticket);
         let resp = CONTEXT.scope(ctx.clone(), next.run(req)).await;
-        let is_sse = resp
-            .headers()
-            .get(header::CONTENT_TYPE)
-            .is_some_and(|v| v.as_bytes().starts_with(b"text/event-stream"));
+        let is_sse = is_event_stream(&resp);
         if resp.status() == StatusCode::OK && is_sse {
             let mut body = resp.into_body().into_data_stream();
             while let Some(Ok(chunk)) = body.next().await {
@@ -130,13 +127,5 @@ pub(super) async fn wait_for_place(
         };
         Some((Ok::<_, std::convert::Infallible>(frame), (rx, g)))
     });
-    let mut resp = (StatusCode::OK, Body::from_stream(body)).into_response();
-    let h = resp.headers_mut();
-    h.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("text/event-stream; charset=utf-8"),
-    );
-    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
-    h.insert("x-accel-buffering", HeaderValue::from_static("no"));
-    resp
+    event_stream_response(Body::from_stream(body))
 }

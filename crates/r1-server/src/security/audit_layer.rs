@@ -11,7 +11,7 @@ use std::time::Instant;
 
 use axum::body::{Body, Bytes};
 use axum::extract::{Request, State};
-use axum::http::{header, HeaderValue, StatusCode};
+use axum::http::{HeaderValue, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use http_body::{Body as HttpBody, Frame, SizeHint};
@@ -198,10 +198,7 @@ pub async fn layer(State(st): State<Arc<AppState>>, req: Request, next: Next) ->
         keep_text: auditing && sec.config.audit_include_text,
     };
     let mut resp = output_filter::scope(guard, next.run(req)).await;
-    let streaming = resp
-        .headers()
-        .get(header::CONTENT_TYPE)
-        .is_some_and(|v| v.as_bytes().starts_with(b"text/event-stream"));
+    let streaming = crate::sse::is_event_stream(&resp);
     let generated = slot.with(|f| f.prompt_tokens.is_some());
     if !streaming && sec.config.sensitivity_header && filtering && generated {
         let (s, cats) = slot.with(|f| {
