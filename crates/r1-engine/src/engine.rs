@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use r1_model::{KvCache, Model};
 use tokio::sync::mpsc as tmpsc;
 
-use crate::adaptive::AdaptiveBatcher;
+use crate::adaptive::{AdaptiveBatcher, Limits};
 use crate::block_pool::{num_blocks_for_budget, KvCacheMem};
 use crate::detokenizer::DecodeState;
 use crate::engine_metrics::{EngineMetrics, PriorityLoad, RequestTimes};
@@ -460,6 +460,7 @@ impl EngineLoop {
     }
 
     fn step(&mut self) -> Result<(), SchedError> {
+        self.apply_limits();
         let plan = self.sched.schedule()?;
         if plan.is_empty() {
             return Ok(());
@@ -481,7 +482,9 @@ impl EngineLoop {
         let step_time = t0.elapsed();
         tracing::trace!(
             tokens = batch.tokens.len(),
+            seqs = plan.items.len(),
             secs = step_time.as_secs_f64(),
+            blocked = ?plan.blocked,
             "step"
         );
         self.counters.last_step_ms = step_time.as_secs_f64() * 1e3;
@@ -516,26 +519,38 @@ impl EngineLoop {
         Ok(())
     }
 
-    /// Adaptive batching: hold the tightest inter-token latency target among the requests
-    /// (every step is one token gap for each decoding sequence; a waiting targeted request
-    /// counts too, so the step that admits it is already a short one). The sequence cap
-    /// only throttles requests without a target: it never drops below the number of
-    /// sequences that have one, so those are not serialised behind each other.
+    /// Adaptive batching, learning: feed the step's duration against the tightest
+    /// inter-token latency target among the requests (every step is one token gap for each
+    /// decoding sequence).
     fn adapt(&mut self, step_time: Duration) {
         let target = self
             .requests
             .values()
             .filter_map(|r| r.req.target_itl)
             .min();
+        self.adaptive.observe(step_time, target);
+    }
+
+    /// Adaptive batching, applying: the learned limits while any request has a target, set
+    /// just before scheduling, so the step that admits a newly arrived targeted request is
+    /// already a short one (not one step later). The targeted requests' own prompts run
+    /// whole; the sequence cap never drops below the number of targeted sequences, so those
+    /// are not serialised behind each other.
+    fn apply_limits(&mut self) {
         let targeted = self
             .requests
             .values()
             .filter(|r| r.req.target_itl.is_some());
         let protect = targeted.clone().map(|r| r.req.priority).min();
         let n_targeted: usize = targeted.map(|r| r.open).sum();
-        let l = self.adaptive.observe(step_time, target);
+        let l = match protect {
+            Some(_) => self.adaptive.limits(),
+            None => Limits {
+                tokens: None,
+                seqs: None,
+            },
+        };
         let seqs = l.seqs.map(|s| s.max(n_targeted));
-        // The limits throttle the others; the targeted requests' own prompts run whole.
         self.sched
             .set_step_limits_protecting(l.tokens, seqs, protect);
     }
@@ -560,6 +575,17 @@ impl EngineLoop {
         });
         self.counters.generation_tokens += 1;
         let now = Instant::now();
+        if r.times.first_token.is_none() {
+            let ms = |a: Instant, b: Instant| b.saturating_duration_since(a).as_secs_f64() * 1e3;
+            let t = &r.times;
+            tracing::debug!(
+                request = %seq.request,
+                priority = r.req.priority,
+                queued_ms = ms(t.arrived, t.scheduled.unwrap_or(now)),
+                ttft_ms = ms(t.arrived, now),
+                "first token"
+            );
+        }
         self.counters
             .metrics
             .on_token(&mut r.times, s.last_token.replace(now), now);

@@ -64,15 +64,19 @@ impl Scheduler {
 
     /// When the step's walk reaches a sequence of priority `p`: the budget left, lowered to
     /// the limit once past the protected priorities. Never below what the decodes still to
-    /// come need plus one block of prefill.
+    /// come need plus one block of prefill, except in a step that prefills a protected
+    /// request (`protected_prefill`): there the others get their decodes only, whatever the
+    /// limit, because their prompt chunks would delay its first token.
     pub(super) fn budget_at(
         &self,
         p: i32,
         left: usize,
         used: usize,
         decodes_to_come: usize,
+        protected_prefill: bool,
     ) -> usize {
         match (self.limits.protect, self.limits.tokens) {
+            (Some(protect), _) if p < protect && protected_prefill => left.min(decodes_to_come),
             (Some(protect), Some(limit)) if p < protect => left.min(
                 limit
                     .saturating_sub(used)
@@ -159,11 +163,37 @@ mod tests {
         s.add(Request::new(2, (300..400).collect(), 8).with_priority(100))
             .unwrap();
         s.set_step_limits_protecting(Some(40), None, Some(100));
-        let plan = s.schedule().unwrap();
-        // The VIP prompt runs whole (100 tokens); the normal one gets what the limit leaves,
-        // at least one block.
+        // The VIP prompt runs whole (100 tokens), alone: the normal prompt would delay its
+        // first token.
+        let plan = finish_prefill(&mut s);
+        assert_eq!(plan.items.len(), 1);
         assert_eq!(plan.items[0].tokens.len(), 100);
-        assert_eq!(plan.items[1].tokens.len(), 4);
+        // Next step: the VIP decodes and the normal prompt gets what the limit leaves.
+        let plan = s.schedule().unwrap();
+        assert_eq!(plan.items[0].tokens.len(), 1);
+        assert_eq!(plan.items[1].tokens.len(), 39);
+        s.check_invariants().unwrap();
+    }
+
+    #[test]
+    fn a_protected_prefill_step_keeps_the_others_decodes_only() {
+        let mut s = sched();
+        for id in 1..=2 {
+            s.add(Request::new(id, vec![id as u32; 8], 50)).unwrap();
+        }
+        finish_prefill(&mut s);
+        s.add(Request::new(3, (0..200).collect(), 8)).unwrap();
+        s.add(Request::new(4, (300..340).collect(), 8).with_priority(100))
+            .unwrap();
+        // No learned limit yet: the step still keeps the normal prompt out, decodes go on.
+        s.set_step_limits_protecting(None, None, Some(100));
+        let plan = s.schedule().unwrap();
+        let sizes: Vec<_> = plan
+            .items
+            .iter()
+            .map(|i| (i.seq.request, i.tokens.len()))
+            .collect();
+        assert_eq!(sizes, vec![(4, 40), (1, 1), (2, 1)]);
         s.check_invariants().unwrap();
     }
 

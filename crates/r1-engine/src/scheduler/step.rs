@@ -14,6 +14,9 @@ struct Step {
     scheduled: HashSet<SeqId>,
     preempted: HashSet<SeqId>,
     admission_open: bool,
+    /// A protected (latency-targeted) request prefills in this step: the others get only
+    /// their decodes, so its first token is not held up by their prompts.
+    protected_prefill: bool,
     plan: StepPlan,
 }
 
@@ -55,6 +58,7 @@ impl Scheduler {
             scheduled: HashSet::new(),
             preempted: HashSet::new(),
             admission_open: true,
+            protected_prefill: false,
             plan: StepPlan::default(),
         };
         let mut order: Vec<Key> = self.running.iter().chain(&self.waiting).copied().collect();
@@ -64,14 +68,27 @@ impl Scheduler {
             let Some(s) = self.seqs.get(&id) else {
                 continue;
             };
-            st.budget =
-                self.budget_at(s.priority, st.budget, st.plan.num_tokens, st.reserved.len());
+            let priority = s.priority;
+            st.budget = self.budget_at(
+                priority,
+                st.budget,
+                st.plan.num_tokens,
+                st.reserved.len(),
+                st.protected_prefill,
+            );
+            let items = st.plan.items.len();
             if st.preempted.contains(&id) {
                 st.close(id, BlockedReason::Preempted);
             } else if s.running {
                 self.schedule_running(id, &mut st)?;
             } else if st.admission_open {
                 self.try_admit(id, &mut st)?;
+            }
+            if self.limits.protect.is_some_and(|p| priority >= p)
+                && st.plan.items.len() > items
+                && st.plan.items[items].tokens.len() > 1
+            {
+                st.protected_prefill = true;
             }
         }
         self.in_flight = st
