@@ -4,9 +4,16 @@
 //!
 //! `run(n, f)` calls `f(0..n)` spread over the workers and the calling thread and returns when
 //! all calls are done, so `f` may borrow from the caller's stack.
+//!
+//! A job ends when its tasks are done, not when every worker has checked in: on a loaded
+//! machine a worker may be descheduled for a whole time slice, and a join that waited for it
+//! to wake up (only to find nothing left) would stall every layer of the forward pass. Tasks
+//! are claimed with a compare-and-swap on one word holding the job's epoch, its task count and
+//! the next task index, so a worker that wakes late can never claim a task of a job that has
+//! ended (the count lives in the same word: read separately, a late worker could pair the
+//! next job's count with the old job's exhausted index and claim a task that does not exist).
 
-use std::cell::UnsafeCell;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -16,26 +23,87 @@ use std::time::{Duration, Instant};
 /// path while bounding the CPU burned once the engine goes idle.
 const SPIN: Duration = Duration::from_micros(200);
 
+/// The claim word: `epoch << 32 | n_tasks << 16 | next task`.
+const EPOCH_SHIFT: u32 = 32;
+const COUNT_SHIFT: u32 = 16;
+const FIELD_MASK: u64 = (1 << COUNT_SHIFT) - 1;
+/// Most tasks one job may have (larger ones are run as several jobs).
+const MAX_TASKS: usize = FIELD_MASK as usize;
+
 type Job = *const (dyn Fn(usize) + Sync);
 
+#[repr(align(128))]
+struct CachePadded<T>(T);
+
+impl<T> std::ops::Deref for CachePadded<T> {
+    type Target = T;
+    fn deref(&self) -> &T {
+        &self.0
+    }
+}
+
 struct Shared {
-    job: UnsafeCell<Option<Job>>,
-    n_tasks: AtomicUsize,
-    next: AtomicUsize,
-    /// Workers that have not yet finished the current job.
-    active: AtomicUsize,
-    epoch: AtomicU64,
+    /// `epoch << 32 | n_tasks << 16 | next task`. A task is claimed by a successful
+    /// compare-and-swap whose epoch is the current job's, which also proves that job is still
+    /// running.
+    claim: AtomicU64,
+    /// Points at the current job's `Job` (a fat pointer on `run`'s stack). Dereferenced
+    /// only after a successful claim.
+    job: AtomicPtr<Job>,
+    /// Tasks of the current job finished (on its own cache line: workers add to it while
+    /// others claim).
+    done: CachePadded<AtomicUsize>,
     sleeping: AtomicUsize,
     shutdown: AtomicBool,
     lock: Mutex<()>,
     wake: Condvar,
 }
 
-// SAFETY: `job` is written only by `run` while no worker reads it (all workers have finished
-// the previous epoch: `active == 0`), and read by workers only after observing the new epoch
-// with Acquire ordering, which the Release store in `run` publishes.
-unsafe impl Sync for Shared {}
-unsafe impl Send for Shared {}
+impl Shared {
+    fn epoch(&self, order: Ordering) -> u64 {
+        self.claim.load(order) >> EPOCH_SHIFT
+    }
+
+    /// Claim the next task of job `epoch`, or `None` when that job has no task left or has
+    /// ended.
+    fn claim(&self, epoch: u64) -> Option<usize> {
+        let mut cur = self.claim.load(Ordering::Acquire);
+        loop {
+            let i = cur & FIELD_MASK;
+            let n = (cur >> COUNT_SHIFT) & FIELD_MASK;
+            if cur >> EPOCH_SHIFT != epoch || i >= n {
+                return None;
+            }
+            match self.claim.compare_exchange_weak(
+                cur,
+                cur + 1,
+                Ordering::AcqRel,
+                Ordering::Acquire,
+            ) {
+                Ok(_) => return Some(i as usize),
+                Err(now) => cur = now,
+            }
+        }
+    }
+
+    /// Run claimed tasks of job `epoch` until none is left, then count them done (once, not
+    /// per task: the counter's cache line is contended).
+    fn work(&self, epoch: u64) {
+        let mut ran = 0;
+        while let Some(i) = self.claim(epoch) {
+            // SAFETY: the claim succeeded with this job's epoch, so the job has not ended
+            // (task `i` is not done) and `run` is still waiting with the job on its stack;
+            // the Acquire compare-and-swap synchronises with the Release store that
+            // published the epoch after `job` was set.
+            let f = unsafe { &**self.job.load(Ordering::Acquire) };
+            f(i);
+            ran += 1;
+        }
+        if ran > 0 {
+            self.done.fetch_add(ran, Ordering::Release);
+        }
+    }
+}
 
 pub struct ThreadPool {
     shared: Arc<Shared>,
@@ -49,11 +117,9 @@ impl ThreadPool {
     pub fn new(threads: usize) -> Self {
         let threads = threads.max(1);
         let shared = Arc::new(Shared {
-            job: UnsafeCell::new(None),
-            n_tasks: AtomicUsize::new(0),
-            next: AtomicUsize::new(0),
-            active: AtomicUsize::new(0),
-            epoch: AtomicU64::new(0),
+            claim: AtomicU64::new(0),
+            job: AtomicPtr::new(std::ptr::null_mut()),
+            done: CachePadded(AtomicUsize::new(0)),
             sleeping: AtomicUsize::new(0),
             shutdown: AtomicBool::new(false),
             lock: Mutex::new(()),
@@ -82,6 +148,10 @@ impl ThreadPool {
 
     /// Run `f(i)` for every `i` in `0..n_tasks`, in parallel; returns when all are done.
     pub fn run<F: Fn(usize) + Sync>(&self, n_tasks: usize, f: F) {
+        self.run_dyn(n_tasks, &f)
+    }
+
+    fn run_dyn(&self, n_tasks: usize, f: &(dyn Fn(usize) + Sync)) {
         if n_tasks == 0 {
             return;
         }
@@ -91,30 +161,35 @@ impl ThreadPool {
             }
             return;
         }
+        if n_tasks > MAX_TASKS {
+            for base in (0..n_tasks).step_by(MAX_TASKS) {
+                let len = MAX_TASKS.min(n_tasks - base);
+                self.run_dyn(len, &|i| f(base + i));
+            }
+            return;
+        }
         let _guard = self.run_lock.lock().unwrap_or_else(|e| e.into_inner());
         let s = &*self.shared;
-        let dyn_f: &(dyn Fn(usize) + Sync) = &f;
-        // SAFETY: we erase the lifetime of `f`; it stays alive because we do not return until
-        // every worker has decremented `active`, after which none touches the pointer again.
-        let job: Job = unsafe { std::mem::transmute::<&(dyn Fn(usize) + Sync), Job>(dyn_f) };
-        unsafe { *s.job.get() = Some(job) };
-        s.n_tasks.store(n_tasks, Ordering::Relaxed);
-        s.next.store(0, Ordering::Relaxed);
-        s.active.store(self.workers.len(), Ordering::Relaxed);
-        s.epoch.fetch_add(1, Ordering::SeqCst);
+        // SAFETY: we erase the lifetime of `f`; workers call it only after claiming a task of
+        // this job, and we do not return before every task is done.
+        let mut job: Job = unsafe { std::mem::transmute::<&(dyn Fn(usize) + Sync), Job>(f) };
+        s.job.store(&mut job, Ordering::Relaxed);
+        s.done.store(0, Ordering::Relaxed);
+        let epoch = s.epoch(Ordering::Relaxed).wrapping_add(1) & (u64::MAX >> EPOCH_SHIFT);
+        // Publishes the job and the reset counter (SeqCst: paired with the sleepers' check
+        // below, so a worker going to sleep either sees the new epoch or is counted in
+        // `sleeping`).
+        s.claim.store(
+            epoch << EPOCH_SHIFT | (n_tasks as u64) << COUNT_SHIFT,
+            Ordering::SeqCst,
+        );
         if s.sleeping.load(Ordering::SeqCst) > 0 {
             let _g = s.lock.lock().unwrap_or_else(|e| e.into_inner());
             s.wake.notify_all();
         }
-        loop {
-            let i = s.next.fetch_add(1, Ordering::Relaxed);
-            if i >= n_tasks {
-                break;
-            }
-            f(i);
-        }
+        s.work(epoch);
         let mut spins = 0u32;
-        while s.active.load(Ordering::Acquire) != 0 {
+        while s.done.load(Ordering::Acquire) != n_tasks {
             spins += 1;
             if spins < 1 << 14 {
                 std::hint::spin_loop();
@@ -122,7 +197,7 @@ impl ThreadPool {
                 std::thread::yield_now();
             }
         }
-        unsafe { *s.job.get() = None };
+        s.job.store(std::ptr::null_mut(), Ordering::Relaxed);
     }
 }
 
@@ -133,14 +208,14 @@ fn worker(s: Arc<Shared>) {
         let start = Instant::now();
         let mut polls = 0u32;
         loop {
-            if s.epoch.load(Ordering::Acquire) != seen || s.shutdown.load(Ordering::Acquire) {
+            if s.epoch(Ordering::Acquire) != seen || s.shutdown.load(Ordering::Acquire) {
                 break;
             }
             polls += 1;
             if polls & 63 == 0 && start.elapsed() > SPIN {
                 let mut g = s.lock.lock().unwrap_or_else(|e| e.into_inner());
                 s.sleeping.fetch_add(1, Ordering::SeqCst);
-                while s.epoch.load(Ordering::SeqCst) == seen && !s.shutdown.load(Ordering::SeqCst) {
+                while s.epoch(Ordering::SeqCst) == seen && !s.shutdown.load(Ordering::SeqCst) {
                     g = s.wake.wait(g).unwrap_or_else(|e| e.into_inner());
                 }
                 s.sleeping.fetch_sub(1, Ordering::SeqCst);
@@ -151,19 +226,9 @@ fn worker(s: Arc<Shared>) {
         if s.shutdown.load(Ordering::Acquire) {
             return;
         }
-        seen = s.epoch.load(Ordering::Acquire);
-        // SAFETY: see `Shared`; the job pointer is valid until we decrement `active`.
-        let job = unsafe { (*s.job.get()).expect("job set before the epoch moved") };
-        let f = unsafe { &*job };
-        let n = s.n_tasks.load(Ordering::Relaxed);
-        loop {
-            let i = s.next.fetch_add(1, Ordering::Relaxed);
-            if i >= n {
-                break;
-            }
-            f(i);
-        }
-        s.active.fetch_sub(1, Ordering::Release);
+        // Late for this job or not, `work` only runs tasks it can still claim.
+        seen = s.epoch(Ordering::Acquire);
+        s.work(seen);
     }
 }
 
@@ -222,6 +287,23 @@ mod tests {
                 hits[i].fetch_add(1, Ordering::Relaxed);
             });
             assert!(hits.iter().all(|h| h.load(Ordering::Relaxed) == 1));
+        }
+    }
+
+    #[test]
+    fn jobs_back_to_back_never_run_a_stale_task() {
+        // Thousands of short jobs: a worker that arrives after its job ended must not run a
+        // task of it, or of the next job under the old job's numbering.
+        let pool = ThreadPool::new(4);
+        for j in 0..5000usize {
+            let n = 1 + j % 9;
+            let hits: Vec<AtomicUsize> = (0..n).map(|_| AtomicUsize::new(0)).collect();
+            pool.run(n, |i| {
+                hits[i].fetch_add(j + 1, Ordering::Relaxed);
+            });
+            for h in &hits {
+                assert_eq!(h.load(Ordering::Relaxed), j + 1, "job {j}");
+            }
         }
     }
 
