@@ -30,7 +30,70 @@ const FIELD_MASK: u64 = (1 << COUNT_SHIFT) - 1;
 /// Most tasks one job may have (larger ones are run as several jobs).
 const MAX_TASKS: usize = FIELD_MASK as usize;
 
+/// Contention: the caller waiting this long for a worker's last task, and more than twice as
+/// long as it worked on the job itself, means the worker was descheduled mid-task (plain
+/// imbalance is at most one task, which the caller's own share covers).
+const STALL: Duration = Duration::from_millis(1);
+/// This many stalls within `STALL_WINDOW` make the caller run jobs alone for `SOLO`: with
+/// another busy thread on the machine, one thread with a core to itself beats two that
+/// take turns (smollm2 decode with one busy competing thread: ~0.6x of unloaded alone,
+/// ~0.4x with both). Then it tries its workers again.
+const STALLS_TO_SOLO: u32 = 4;
+const STALL_WINDOW: Duration = Duration::from_millis(100);
+const SOLO: Duration = Duration::from_millis(500);
+
 type Job = *const (dyn Fn(usize) + Sync);
+
+/// What the caller has seen of its workers lately (see [`STALL`]).
+struct Contention {
+    window_start: Instant,
+    stalls: u32,
+    solo_until: Option<Instant>,
+    /// Times the pool went solo (for tests and logs).
+    solo_spells: u64,
+}
+
+impl Contention {
+    fn new() -> Self {
+        Contention {
+            window_start: Instant::now(),
+            stalls: 0,
+            solo_until: None,
+            solo_spells: 0,
+        }
+    }
+
+    /// Whether the caller should run this job alone.
+    fn solo(&mut self, now: Instant) -> bool {
+        match self.solo_until {
+            Some(t) if now < t => true,
+            Some(_) => {
+                self.solo_until = None;
+                self.stalls = 0;
+                self.window_start = now;
+                false
+            }
+            None => false,
+        }
+    }
+
+    /// The caller worked `worked` on a job, then waited `waited` for the workers.
+    fn observe(&mut self, now: Instant, worked: Duration, waited: Duration) {
+        if waited < STALL || waited < 2 * worked {
+            return;
+        }
+        if now.duration_since(self.window_start) > STALL_WINDOW {
+            self.window_start = now;
+            self.stalls = 0;
+        }
+        self.stalls += 1;
+        if self.stalls >= STALLS_TO_SOLO {
+            self.solo_until = Some(now + SOLO);
+            self.solo_spells += 1;
+            tracing::debug!("worker pool: workers keep getting descheduled; running jobs on the calling thread for {SOLO:?}");
+        }
+    }
+}
 
 #[repr(align(128))]
 struct CachePadded<T>(T);
@@ -108,8 +171,8 @@ impl Shared {
 pub struct ThreadPool {
     shared: Arc<Shared>,
     workers: Vec<JoinHandle<()>>,
-    /// Serialises `run` calls from different threads.
-    run_lock: Mutex<()>,
+    /// Serialises `run` calls from different threads; holds what they learn of contention.
+    run_lock: Mutex<Contention>,
 }
 
 impl ThreadPool {
@@ -137,7 +200,7 @@ impl ThreadPool {
         ThreadPool {
             shared,
             workers,
-            run_lock: Mutex::new(()),
+            run_lock: Mutex::new(Contention::new()),
         }
     }
 
@@ -168,7 +231,14 @@ impl ThreadPool {
             }
             return;
         }
-        let _guard = self.run_lock.lock().unwrap_or_else(|e| e.into_inner());
+        let mut contention = self.run_lock.lock().unwrap_or_else(|e| e.into_inner());
+        let start = Instant::now();
+        if contention.solo(start) {
+            for i in 0..n_tasks {
+                f(i);
+            }
+            return;
+        }
         let s = &*self.shared;
         // SAFETY: we erase the lifetime of `f`; workers call it only after claiming a task of
         // this job, and we do not return before every task is done.
@@ -188,14 +258,19 @@ impl ThreadPool {
             s.wake.notify_all();
         }
         s.work(epoch);
-        let mut spins = 0u32;
-        while s.done.load(Ordering::Acquire) != n_tasks {
-            spins += 1;
-            if spins < 1 << 14 {
-                std::hint::spin_loop();
-            } else {
-                std::thread::yield_now();
+        if s.done.load(Ordering::Acquire) != n_tasks {
+            let worked_until = Instant::now();
+            let mut spins = 0u32;
+            while s.done.load(Ordering::Acquire) != n_tasks {
+                spins += 1;
+                if spins < 1 << 14 {
+                    std::hint::spin_loop();
+                } else {
+                    std::thread::yield_now();
+                }
             }
+            let now = Instant::now();
+            contention.observe(now, worked_until - start, now - worked_until);
         }
         s.job.store(std::ptr::null_mut(), Ordering::Relaxed);
     }
@@ -305,6 +380,55 @@ mod tests {
                 assert_eq!(h.load(Ordering::Relaxed), j + 1, "job {j}");
             }
         }
+    }
+
+    #[test]
+    fn repeated_stalls_make_the_caller_work_alone_for_a_while() {
+        let ms = Duration::from_millis;
+        let t0 = Instant::now();
+        let mut c = Contention::new();
+        // Imbalance (waiting less than the caller's own share) is not a stall.
+        for i in 0..10 {
+            c.observe(t0 + ms(i), ms(5), ms(4));
+        }
+        assert!(!c.solo(t0 + ms(10)));
+        for i in 0..STALLS_TO_SOLO {
+            assert!(!c.solo(t0 + ms(20 + i as u64)));
+            c.observe(t0 + ms(20 + i as u64), Duration::from_micros(50), ms(3));
+        }
+        assert!(c.solo(t0 + ms(30)));
+        assert!(!c.solo(t0 + ms(30) + SOLO));
+        assert_eq!(c.solo_spells, 1);
+        // Stalls spread thinner than the window do not add up.
+        for i in 0..10 {
+            c.observe(t0 + SOLO + ms(200 * (i + 1)), Duration::ZERO, ms(3));
+        }
+        assert!(!c.solo(t0 + SOLO + ms(2200)));
+    }
+
+    #[test]
+    fn a_descheduled_worker_sends_the_pool_solo_and_results_stay_right() {
+        // The worker stops mid-task for 10 ms (as a descheduled thread would), while the
+        // caller's own tasks take 0.1 ms each.
+        let pool = ThreadPool::new(2);
+        let caller = std::thread::current().id();
+        for _ in 0..50 {
+            let hits: Vec<AtomicUsize> = (0..8).map(|_| AtomicUsize::new(0)).collect();
+            pool.run(8, |i| {
+                let ms = if std::thread::current().id() == caller {
+                    0.1
+                } else {
+                    10.0
+                };
+                std::thread::sleep(Duration::from_secs_f64(ms / 1e3));
+                hits[i].fetch_add(1, Ordering::Relaxed);
+            });
+            assert!(hits.iter().all(|h| h.load(Ordering::Relaxed) == 1));
+            if pool.run_lock.lock().unwrap().solo_spells > 0 {
+                return;
+            }
+        }
+        panic!("the pool did not notice its stalled worker");
     }
 
     #[test]
