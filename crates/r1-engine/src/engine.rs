@@ -575,20 +575,19 @@ impl EngineLoop {
         });
         self.counters.generation_tokens += 1;
         let now = Instant::now();
-        if r.times.first_token.is_none() {
-            let ms = |a: Instant, b: Instant| b.saturating_duration_since(a).as_secs_f64() * 1e3;
-            let t = &r.times;
+        let first = self
+            .counters
+            .metrics
+            .on_token(&mut r.times, s.last_token.replace(now), now);
+        if first {
             tracing::debug!(
                 request = %seq.request,
                 priority = r.req.priority,
-                queued_ms = ms(t.arrived, t.scheduled.unwrap_or(now)),
-                ttft_ms = ms(t.arrived, now),
+                queued_s = r.times.queued_secs(),
+                ttft_s = r.times.ttft_secs(),
                 "first token"
             );
         }
-        self.counters
-            .metrics
-            .on_token(&mut r.times, s.last_token.replace(now), now);
         let appended = self.sched.append_token(seq, tok)?;
         let is_stop_id =
             (!r.req.ignore_eos && self.tokenizer.is_stop(tok)) || r.req.stop_ids.contains(&tok);

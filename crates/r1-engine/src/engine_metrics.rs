@@ -159,6 +159,16 @@ impl RequestTimes {
             first_token: None,
         }
     }
+
+    /// Seconds from arrival to the first step (`None` before it).
+    pub fn queued_secs(&self) -> Option<f64> {
+        self.scheduled.map(|at| secs(self.arrived, at))
+    }
+
+    /// Seconds from arrival to the first token (`None` before it).
+    pub fn ttft_secs(&self) -> Option<f64> {
+        self.first_token.map(|at| secs(self.arrived, at))
+    }
 }
 
 impl EngineMetrics {
@@ -171,8 +181,10 @@ impl EngineMetrics {
     }
 
     /// A token of one sequence was sampled at `now`; `last` is that sequence's previous one.
-    pub fn on_token(&mut self, t: &mut RequestTimes, last: Option<Instant>, now: Instant) {
-        if t.first_token.is_none() {
+    /// Returns whether it was the request's first token.
+    pub fn on_token(&mut self, t: &mut RequestTimes, last: Option<Instant>, now: Instant) -> bool {
+        let first = t.first_token.is_none();
+        if first {
             t.first_token = Some(now);
             self.time_to_first_token.observe(secs(t.arrived, now));
             self.prefill_time
@@ -181,6 +193,7 @@ impl EngineMetrics {
         if let Some(prev) = last {
             self.inter_token_latency.observe(secs(prev, now));
         }
+        first
     }
 
     /// Every sequence of the request has ended.

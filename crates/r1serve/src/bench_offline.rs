@@ -46,7 +46,6 @@ fn engine(l: &Loaded, args: &OfflineArgs, prefix_cache: bool) -> anyhow::Result<
     Ok(spawn_engine(l.model.clone(), tok, cfg)?.0)
 }
 
-/// Run one request to the end; returns (time to first token, tokens generated).
 /// What one request saw: time to first token, tokens generated, prompt tokens served from
 /// the prefix cache (from the request's own admission event: the engine's published stats
 /// may not have caught up when the request finishes).
@@ -56,6 +55,7 @@ struct Driven {
     cached: usize,
 }
 
+/// Run one request to the end.
 fn drive(mut s: r1_engine::engine::RequestStream, start: Instant) -> anyhow::Result<Driven> {
     let mut first = None;
     let mut tokens = 0;
