@@ -4,7 +4,7 @@
 use std::hint::black_box;
 use std::time::{Duration, Instant};
 
-use r1_model::quant::{self, GgmlType, Isa};
+use r1_model::quant::{self, x16, GgmlType, Isa, WeightLayout};
 
 fn values(n: usize, seed: u64) -> Vec<f32> {
     let mut s = seed;
@@ -81,28 +81,56 @@ fn main() {
         quant::quantize_row(ty, &x, &mut w).unwrap();
         let a_ty = quant::vec_dot_type(ty);
         let arow = quant::row_bytes(a_ty, k).unwrap();
-        for n in [1usize, 4, 64] {
+        for n in [1usize, 4, 8, 64] {
             let xa = values(n * k, 2);
             let mut a = vec![0u8; n * arow];
             quant::quantize_row(a_ty, &xa, &mut a).unwrap();
             let mut out = vec![0f32; m * n];
             let mut line = format!("{name:<16} {what:<24} n={n:<3}");
-            for isa in Isa::available() {
-                if isa == Isa::Scalar && n > 4 {
+            // the native layout (ggml's order), and the interleaved one where supported
+            let mut w16 = Vec::new();
+            if x16::supported(ty) && m % x16::GROUP == 0 {
+                w16 = w.clone();
+                x16::interleave(ty, k, &mut w16, &mut Vec::new());
+            }
+            let layouts = [
+                (WeightLayout::Native, &w),
+                (WeightLayout::Interleaved16, &w16),
+            ];
+            for (layout, wl) in layouts {
+                if wl.is_empty() {
                     continue;
                 }
-                let d = time_it(secs, || {
-                    quant::try_gemm_isa(isa, ty, k, black_box(&w), black_box(&a), n, &mut out)
+                for isa in Isa::available() {
+                    if isa == Isa::Scalar && n > 4 {
+                        continue;
+                    }
+                    let d = time_it(secs, || {
+                        quant::try_gemm_layout_isa(
+                            isa,
+                            layout,
+                            ty,
+                            k,
+                            black_box(wl),
+                            black_box(&a),
+                            n,
+                            &mut out,
+                        )
                         .unwrap();
-                    black_box(&out);
-                });
-                let s = d.as_secs_f64();
-                let gbs = w.len() as f64 / s / 1e9;
-                let gops = 2.0 * (m * k * n) as f64 / s / 1e9;
-                line += &format!(
-                    " | {isa:?}: {:>8.1} us {gbs:>6.1} GB/s {gops:>6.1} GOP/s",
-                    s * 1e6
-                );
+                        black_box(&out);
+                    });
+                    let s = d.as_secs_f64();
+                    let gbs = w.len() as f64 / s / 1e9;
+                    let gops = 2.0 * (m * k * n) as f64 / s / 1e9;
+                    let tag = match layout {
+                        WeightLayout::Native => format!("{isa:?}"),
+                        WeightLayout::Interleaved16 => format!("{isa:?} x16"),
+                    };
+                    line += &format!(
+                        " | {tag}: {:>8.1} us {gbs:>6.1} GB/s {gops:>6.1} GOP/s",
+                        s * 1e6
+                    );
+                }
             }
             println!("{line}");
         }

@@ -7,7 +7,7 @@
 
 use crate::ops::SharedMut;
 use crate::pool::ThreadPool;
-use crate::quant::{self, GgmlType};
+use crate::quant::{self, GgmlType, WeightLayout};
 use crate::weights::QMatrix;
 
 /// Activation rows quantized for one dot-product type.
@@ -48,10 +48,11 @@ impl QuantizedActs {
 }
 
 /// Rows of W per task: small enough to balance the threads, large enough to amortise the
-/// activation loads; a multiple of 8 so SIMD kernels see whole row groups.
-fn rows_per_task(rows: usize, threads: usize) -> usize {
+/// activation loads; a multiple of `unit` (8, or 16 for interleaved weights) so SIMD kernels
+/// see whole row groups.
+fn rows_per_task(rows: usize, threads: usize, unit: usize) -> usize {
     let target = rows.div_ceil(threads * 4);
-    target.div_ceil(8).max(1) * 8
+    target.div_ceil(unit).max(1) * unit
 }
 
 /// `out[t, r] = x_t · W_r` for all `n` activation rows; `out` is `[n, w.rows]`.
@@ -75,7 +76,11 @@ pub fn matmul_many(pool: &ThreadPool, jobs: &mut [(&QMatrix, &mut [f32])], acts:
         );
         assert_eq!(acts.k, w.cols);
         assert_eq!(out.len(), n * w.rows);
-        let chunk = rows_per_task(w.rows, pool.threads());
+        let unit = match w.layout {
+            WeightLayout::Native => 8,
+            WeightLayout::Interleaved16 => quant::x16::GROUP,
+        };
+        let chunk = rows_per_task(w.rows, pool.threads(), unit);
         plan.push((*w, chunk, n_tasks, SendPtr(out.as_mut_ptr())));
         n_tasks += w.rows.div_ceil(chunk);
     }
@@ -89,6 +94,7 @@ pub fn matmul_many(pool: &ThreadPool, jobs: &mut [(&QMatrix, &mut [f32])], acts:
         // row of its job's output, which no other task touches.
         unsafe {
             quant::gemm_token_major(
+                w.layout,
                 w.ty,
                 w.cols,
                 &w.data()[r0 * rb..r1 * rb],

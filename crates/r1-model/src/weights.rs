@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use crate::gguf::{GgufError, GgufFile, TensorInfo};
-use crate::quant::{self, GgmlType};
+use crate::quant::{self, x16, GgmlType, WeightLayout};
 
 /// Anything that holds weight bytes for the lifetime of a model.
 pub trait ByteSource: Send + Sync {
@@ -34,6 +34,8 @@ pub struct QMatrix {
     pub ty: GgmlType,
     pub rows: usize,
     pub cols: usize,
+    /// Native rows, or groups of 16 interleaved at load (see `quant::x16`).
+    pub layout: WeightLayout,
     src: Arc<dyn ByteSource>,
 }
 
@@ -73,6 +75,7 @@ impl QMatrix {
             ty,
             rows,
             cols,
+            layout: WeightLayout::Native,
             src,
         })
     }
@@ -97,6 +100,7 @@ impl QMatrix {
             ty: info.ty,
             rows: info.n_rows(),
             cols: info.row_len(),
+            layout: info.layout,
             src: Arc::new(GgufTensor {
                 file: file.clone(),
                 info,
@@ -117,8 +121,19 @@ impl QMatrix {
     /// Dequantize row `r` into `out` (`cols` values).
     pub fn dequantize_row(&self, r: usize, out: &mut [f32]) {
         let rb = self.row_bytes();
-        quant::dequantize(self.ty, &self.data()[r * rb..(r + 1) * rb], out)
-            .expect("row length matches the type");
+        match self.layout {
+            WeightLayout::Native => {
+                quant::dequantize(self.ty, &self.data()[r * rb..(r + 1) * rb], out)
+                    .expect("row length matches the type")
+            }
+            WeightLayout::Interleaved16 => {
+                let g = r / x16::GROUP;
+                let group = &self.data()[g * x16::GROUP * rb..(g + 1) * x16::GROUP * rb];
+                let mut row = vec![0u8; rb];
+                x16::extract_row(self.ty, self.cols, group, r % x16::GROUP, &mut row);
+                quant::dequantize(self.ty, &row, out).expect("row length matches the type")
+            }
+        }
     }
 }
 

@@ -45,6 +45,26 @@ pub struct Llama {
     dump_dir: Option<std::path::PathBuf>,
 }
 
+/// The tensors used only as matmul weights (never looked up by row, unlike
+/// `token_embd.weight`, which also serves as the output head of tied models).
+pub(crate) fn is_matmul_weight(name: &str) -> bool {
+    const PER_LAYER: [&str; 7] = [
+        "attn_q.weight",
+        "attn_k.weight",
+        "attn_v.weight",
+        "attn_output.weight",
+        "ffn_gate.weight",
+        "ffn_up.weight",
+        "ffn_down.weight",
+    ];
+    name == "output.weight"
+        || (name.starts_with("blk.")
+            && name
+                .split_once('.')
+                .and_then(|(_, rest)| rest.split_once('.'))
+                .is_some_and(|(_, t)| PER_LAYER.contains(&t)))
+}
+
 impl Llama {
     pub fn load(
         file: &Arc<GgufFile>,

@@ -56,6 +56,12 @@ pub trait Model: Send + Sync {
     }
 }
 
+/// Whether to interleave weights for the x16 kernels (faster GEMM, not llama.cpp's float
+/// order); `R1SERVE_REPACK=0` keeps the file's layout and ggml's bit-exact order.
+fn interleave_wanted() -> bool {
+    !std::env::var("R1SERVE_REPACK").is_ok_and(|v| v == "0" || v == "false")
+}
+
 /// Open a GGUF file and build the model its `general.architecture` names.
 /// `progress` is called with (bytes touched, total bytes) while weights are paged in.
 pub fn load_gguf(
@@ -63,8 +69,16 @@ pub fn load_gguf(
     threads: usize,
     progress: &mut dyn FnMut(u64, u64),
 ) -> Result<(Arc<GgufFile>, Box<dyn Model>), ModelError> {
-    let file = Arc::new(GgufFile::open_resident(path)?);
+    let mut file = GgufFile::open_resident(path)?;
     let arch = file.get_str("general.architecture")?.to_string();
+    if matches!(arch.as_str(), "llama" | "qwen2" | "mistral") && interleave_wanted() {
+        let n = file.interleave_matmul_weights(llama::is_matmul_weight);
+        tracing::debug!(
+            "{}: {n} weight matrices interleaved for the x16 kernels",
+            path.display()
+        );
+    }
+    let file = Arc::new(file);
     let model: Box<dyn Model> = match arch.as_str() {
         "llama" | "qwen2" | "mistral" => Box::new(llama::Llama::load(&file, threads, progress)?),
         "deepseek2" => Box::new(deepseek_v3::DeepSeekV3::from_gguf(&file, threads)?),

@@ -8,7 +8,7 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use super::value::{GgufArray, GgufValue};
-use crate::quant::GgmlType;
+use crate::quant::{x16, GgmlType, WeightLayout};
 
 const MAGIC: &[u8; 4] = b"GGUF";
 const DEFAULT_ALIGNMENT: u64 = 32;
@@ -45,6 +45,9 @@ pub struct TensorInfo {
     /// Byte offset from the start of the file.
     pub offset: usize,
     pub size_bytes: usize,
+    /// How the rows lie in memory: as in the file, unless interleaved at load
+    /// ([`GgufFile::interleave_matmul_weights`]).
+    pub layout: WeightLayout,
 }
 
 impl TensorInfo {
@@ -132,6 +135,33 @@ impl GgufFile {
             }
         }
         Ok(f)
+    }
+
+    /// Interleave, in the private copy, the 2-D tensors that `pick` names and the x16 kernels
+    /// support (type, and a row count that is a multiple of 16); returns how many. Only for
+    /// tensors used as matmul weights and nothing else (never an embedding table). A file
+    /// mapping is never changed, so a non-resident file keeps ggml's layout and order.
+    pub fn interleave_matmul_weights(&mut self, pick: impl Fn(&str) -> bool) -> usize {
+        let Backing::Resident(map) = &mut self.backing else {
+            return 0;
+        };
+        let mut scratch = Vec::new();
+        let mut count = 0;
+        for t in &mut self.tensors {
+            if t.dims.len() != 2
+                || t.layout != WeightLayout::Native
+                || !x16::supported(t.ty)
+                || !t.n_rows().is_multiple_of(x16::GROUP)
+                || !pick(&t.name)
+            {
+                continue;
+            }
+            let bytes = &mut map[t.offset..t.offset + t.size_bytes];
+            x16::interleave(t.ty, t.row_len(), bytes, &mut scratch);
+            t.layout = WeightLayout::Interleaved16;
+            count += 1;
+        }
+        count
     }
 
     /// Whether the bytes live in a private huge-page copy rather than the file mapping.
@@ -272,6 +302,7 @@ impl GgufFile {
                 dims,
                 offset: (data_offset + offset) as usize,
                 size_bytes: size as usize,
+                layout: WeightLayout::Native,
             });
         }
         Ok(GgufFile {

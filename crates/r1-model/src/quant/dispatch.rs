@@ -153,3 +153,24 @@ pub(crate) fn kernel(isa: Isa, ty: GgmlType) -> Option<GemmFn> {
     let i = isa as usize;
     TABLES[i].get_or_init(|| build(isa))[ty.id() as usize]
 }
+
+/// The kernel for weights of `ty` in `layout` on `isa` (the caller checks availability).
+pub(crate) fn kernel_for(isa: Isa, layout: super::WeightLayout, ty: GgmlType) -> Option<GemmFn> {
+    match layout {
+        super::WeightLayout::Native => kernel(isa, ty),
+        super::WeightLayout::Interleaved16 => {
+            if !super::x16::supported(ty) {
+                return None;
+            }
+            Some(match isa {
+                Isa::Scalar => super::x16::gemm_q5_0_scalar,
+                #[cfg(target_arch = "x86_64")]
+                Isa::Avx2 => super::x86_x16::gemm_q5_0_avx2,
+                #[cfg(target_arch = "x86_64")]
+                Isa::Avx512 => super::x86_x16::gemm_q5_0_vnni,
+                #[cfg(not(target_arch = "x86_64"))]
+                _ => return None,
+            })
+        }
+    }
+}

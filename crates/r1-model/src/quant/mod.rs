@@ -53,6 +53,7 @@ mod q8;
 mod quantize;
 mod types;
 mod util;
+pub mod x16;
 #[cfg(target_arch = "x86_64")]
 mod x86_b32;
 #[cfg(target_arch = "x86_64")]
@@ -61,9 +62,21 @@ mod x86_float;
 mod x86_k;
 #[cfg(target_arch = "x86_64")]
 mod x86_q8;
+#[cfg(target_arch = "x86_64")]
+mod x86_x16;
 
 pub use dispatch::Isa;
 pub use types::GgmlType;
+
+/// How a weight matrix's rows lie in memory.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum WeightLayout {
+    /// One row after another, as in a GGUF file (ggml's kernels and accumulation order).
+    #[default]
+    Native,
+    /// Groups of 16 rows interleaved for the x16 kernels (see [`x16`]).
+    Interleaved16,
+}
 
 /// Errors from the quantization API: bad buffer sizes and unsupported types.
 #[derive(Debug, thiserror::Error)]
@@ -224,10 +237,26 @@ pub fn try_gemm_isa(
     n: usize,
     out: &mut [f32],
 ) -> Result<(), QuantError> {
+    try_gemm_layout_isa(isa, WeightLayout::Native, w_ty, k, w, a, n, out)
+}
+
+/// [`try_gemm_isa`] for weights in `layout` (interleaved weights: whole groups of 16 rows,
+/// see [`x16::interleave`]).
+#[allow(clippy::too_many_arguments)]
+pub fn try_gemm_layout_isa(
+    isa: Isa,
+    layout: WeightLayout,
+    w_ty: GgmlType,
+    k: usize,
+    w: &[u8],
+    a: &[u8],
+    n: usize,
+    out: &mut [f32],
+) -> Result<(), QuantError> {
     if !isa.is_available() {
         return Err(QuantError::IsaUnavailable(isa));
     }
-    let kern = dispatch::kernel(isa, w_ty).ok_or(QuantError::Unsupported {
+    let kern = dispatch::kernel_for(isa, layout, w_ty).ok_or(QuantError::Unsupported {
         ty: w_ty,
         op: "vec_dot/gemm",
     })?;
@@ -237,11 +266,15 @@ pub fn try_gemm_isa(
     let wrow = row_bytes(w_ty, k)?;
     let a_ty = vec_dot_type(w_ty);
     let arow = row_bytes(a_ty, k)?;
-    if !w.len().is_multiple_of(wrow) {
+    let unit = match layout {
+        WeightLayout::Native => wrow,
+        WeightLayout::Interleaved16 => wrow * x16::GROUP,
+    };
+    if !w.len().is_multiple_of(unit) {
         return Err(QuantError::BadLength {
             ty: w_ty,
-            what: "weight buffer (a whole number of rows)",
-            expected: wrow * (w.len() / wrow + 1),
+            what: "weight buffer (a whole number of rows or row groups)",
+            expected: unit * (w.len() / unit + 1),
             got: w.len(),
         });
     }
@@ -253,7 +286,7 @@ pub fn try_gemm_isa(
         rs: n,
         ts: 1,
     };
-    // SAFETY: lengths checked above; `kernel` only hands out kernels for available ISAs.
+    // SAFETY: lengths checked above; `kernel_for` only hands out kernels for available ISAs.
     unsafe { kern(k, w, a, n, out) };
     Ok(())
 }
@@ -266,7 +299,9 @@ pub fn try_gemm_isa(
 /// `out` must be valid for writes at `t * ldo + r` for every row `r` of `w` and `t < n`,
 /// with no other thread writing those elements; `isa` must be available. Buffer lengths of
 /// `w` and `a` are checked as in [`try_gemm`] (panics on a mismatch).
+#[allow(clippy::too_many_arguments)]
 pub unsafe fn gemm_token_major(
+    layout: WeightLayout,
     w_ty: GgmlType,
     k: usize,
     w: &[u8],
@@ -275,10 +310,15 @@ pub unsafe fn gemm_token_major(
     out: *mut f32,
     ldo: usize,
 ) {
-    let kern = dispatch::kernel(Isa::best(), w_ty).expect("a dot kernel for the weight type");
+    let kern = dispatch::kernel_for(Isa::best(), layout, w_ty)
+        .expect("a dot kernel for the weight type and layout");
     let wrow = row_bytes(w_ty, k).expect("whole blocks");
+    let unit = match layout {
+        WeightLayout::Native => wrow,
+        WeightLayout::Interleaved16 => wrow * x16::GROUP,
+    };
     let arow = row_bytes(vec_dot_type(w_ty), k).expect("whole blocks");
-    assert!(w.len().is_multiple_of(wrow) && a.len() >= arow * n);
+    assert!(w.len().is_multiple_of(unit) && a.len() >= arow * n);
     kern(
         k,
         w,

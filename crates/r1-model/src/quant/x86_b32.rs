@@ -69,7 +69,7 @@ unsafe fn nibbles(p: *const u8) -> __m256i {
 
 /// 0x10 in byte j where bit j of the little-endian u32 at `p` is set.
 #[inline(always)]
-unsafe fn fifth_bits(p: *const u8) -> __m256i {
+pub(crate) unsafe fn fifth_bits(p: *const u8) -> __m256i {
     let qh = (p as *const u32).read_unaligned();
     let v = _mm256_set1_epi32(qh as i32);
     let shuf = _mm256_setr_epi8(

@@ -1,0 +1,141 @@
+//! Weights interleaved 16 rows at a time, for GEMMs that keep one weight row per 32-bit SIMD
+//! lane and sum each block exactly in integers.
+//!
+//! # Why
+//! In ggml's order (see the module docs of `quant`) every block of every row leaves 8 partial
+//! integer sums that are converted and scaled separately, so a 512-bit `vpdpbusd` (64
+//! products) costs three more float operations. With 16 rows interleaved, lane `r` of a
+//! register holds 4 weights of row `r`; eight `vpdpbusd`s against broadcast activation
+//! slices finish the block's exact integer dot product for 16 rows at once, and one
+//! convert + multiply + FMA scales them: about 3x fewer vector operations per product. The
+//! weights of a group are also one contiguous stream, which decode prefetches well.
+//!
+//! # Accumulation order (the same for every ISA and every batch size)
+//! Per weight row and activation row: `acc = 0`; for each block `b` in order,
+//! `acc = fma(dx_b * dy_b, Σ_e (q_e - 16) * y_e, acc)` with the exact integer sum; the
+//! result is `acc`. This is not llama.cpp's order: results differ from ggml's within
+//! rounding, so the model tests hold these kernels to the margin rule, not bit equality.
+//! `R1SERVE_REPACK=0` keeps the file's layout and ggml's order.
+//!
+//! # Layout (Q5_0)
+//! A group of 16 rows is `nb` group-blocks of 352 bytes (16 native blocks), so a group takes
+//! exactly the bytes of its 16 native rows and a row range split at multiples of 16 stays a
+//! byte range. Group-block `b`:
+//! * `[0, 32)`: the 16 rows' f16 scales `d`;
+//! * `[32, 96)`: eight little-endian u64 fifth-bit masks: bit `4r + i` of mask `s` is the
+//!   fifth bit of element `4s + i` of row `r`;
+//! * `[96, 352)`: four 64-byte chunks: bytes `4r..4r+4` of chunk `p` are row `r`'s quant
+//!   bytes `4p..4p+4`, whose low nibbles are elements `4p..4p+4` (slice `p`) and high
+//!   nibbles elements `16+4p..` (slice `p + 4`).
+
+use super::gemm::OutPtr;
+use super::util::rd_f16;
+use super::GgmlType;
+
+/// Rows per interleaved group.
+pub const GROUP: usize = 16;
+
+/// Bytes of one Q5_0 group-block (16 native 22-byte blocks).
+pub(crate) const Q5_0_GB: usize = 352;
+const QH_OFF: usize = 32;
+const QS_OFF: usize = 96;
+
+/// Whether weights of `ty` can be interleaved (and have x16 kernels).
+pub fn supported(ty: GgmlType) -> bool {
+    ty == GgmlType::Q5_0
+}
+
+/// Interleave `rows` (whole groups of 16 native rows of `k` elements) in place.
+/// `scratch` is reused between calls.
+pub fn interleave(ty: GgmlType, k: usize, rows: &mut [u8], scratch: &mut Vec<u8>) {
+    assert!(supported(ty));
+    let wrow = ty.row_bytes(k).expect("whole blocks");
+    let gbytes = GROUP * wrow;
+    assert!(rows.len().is_multiple_of(gbytes), "whole groups of 16 rows");
+    let nb = k / 32;
+    scratch.resize(gbytes, 0);
+    for g in rows.chunks_exact_mut(gbytes) {
+        scratch.copy_from_slice(g);
+        for b in 0..nb {
+            let dst = &mut g[b * Q5_0_GB..(b + 1) * Q5_0_GB];
+            let mut masks = [0u64; 8];
+            for r in 0..GROUP {
+                let src = &scratch[r * wrow + b * 22..r * wrow + (b + 1) * 22];
+                dst[2 * r..2 * r + 2].copy_from_slice(&src[0..2]);
+                let qh = u32::from_le_bytes(src[2..6].try_into().unwrap());
+                for (s, m) in masks.iter_mut().enumerate() {
+                    let bits = ((qh >> (4 * s)) & 0xF) as u64;
+                    *m |= bits << (4 * r);
+                }
+                for p in 0..4 {
+                    let o = QS_OFF + 64 * p + 4 * r;
+                    dst[o..o + 4].copy_from_slice(&src[6 + 4 * p..10 + 4 * p]);
+                }
+            }
+            for (s, m) in masks.iter().enumerate() {
+                dst[QH_OFF + 8 * s..QH_OFF + 8 * s + 8].copy_from_slice(&m.to_le_bytes());
+            }
+        }
+    }
+}
+
+/// Row `r` (0..16) of one interleaved group, back in the native layout (`out`: one row).
+pub fn extract_row(ty: GgmlType, k: usize, group: &[u8], r: usize, out: &mut [u8]) {
+    assert!(supported(ty) && r < GROUP);
+    let nb = k / 32;
+    for b in 0..nb {
+        let src = &group[b * Q5_0_GB..(b + 1) * Q5_0_GB];
+        let dst = &mut out[b * 22..(b + 1) * 22];
+        dst[0..2].copy_from_slice(&src[2 * r..2 * r + 2]);
+        let mut qh = 0u32;
+        for s in 0..8 {
+            let m = u64::from_le_bytes(src[QH_OFF + 8 * s..QH_OFF + 8 * s + 8].try_into().unwrap());
+            qh |= (((m >> (4 * r)) & 0xF) as u32) << (4 * s);
+        }
+        dst[2..6].copy_from_slice(&qh.to_le_bytes());
+        for p in 0..4 {
+            let o = QS_OFF + 64 * p + 4 * r;
+            dst[6 + 4 * p..10 + 4 * p].copy_from_slice(&src[o..o + 4]);
+        }
+    }
+}
+
+/// The unsigned 5-bit weight `q` (the value is `q - 16`) of element `e` of row `r`.
+#[inline(always)]
+fn q5_0_quant(gb: &[u8], r: usize, e: usize) -> i32 {
+    let (s, i) = (e / 4, e % 4);
+    let byte = gb[QS_OFF + 64 * (s % 4) + 4 * r + i];
+    let nib = if s < 4 { byte & 0xF } else { byte >> 4 };
+    let m = u64::from_le_bytes(gb[QH_OFF + 8 * s..QH_OFF + 8 * s + 8].try_into().unwrap());
+    let hb = ((m >> (4 * r + i)) & 1) as u8;
+    (nib | (hb << 4)) as i32
+}
+
+/// Portable x16 GEMM (the reference for the SIMD kernels): `w` is whole interleaved groups,
+/// `a` holds `n` Q8_0 activation rows.
+pub(crate) fn gemm_q5_0_scalar(k: usize, w: &[u8], a: &[u8], n: usize, out: OutPtr) {
+    let nb = k / 32;
+    let gbytes = nb * Q5_0_GB;
+    for (g, grp) in w.chunks_exact(gbytes).enumerate() {
+        for t in 0..n {
+            let at = &a[t * nb * 34..(t + 1) * nb * 34];
+            let mut acc = [0f32; GROUP];
+            for b in 0..nb {
+                let gb = &grp[b * Q5_0_GB..(b + 1) * Q5_0_GB];
+                let ab = &at[b * 34..(b + 1) * 34];
+                let dy = rd_f16(ab, 0);
+                for (r, acc) in acc.iter_mut().enumerate() {
+                    let isum: i32 = (0..32)
+                        .map(|e| (q5_0_quant(gb, r, e) - 16) * (ab[2 + e] as i8 as i32))
+                        .sum();
+                    let d = rd_f16(gb, 2 * r) * dy;
+                    *acc = d.mul_add(isum as f32, *acc);
+                }
+            }
+            for (r, v) in acc.iter().enumerate() {
+                // SAFETY: the caller's `OutPtr` covers every (row, token) of this call.
+                unsafe { out.write(g * GROUP + r, t, *v) };
+            }
+        }
+    }
+}

@@ -1,0 +1,219 @@
+//! x86-64 kernels for Q5_0 weights interleaved 16 rows at a time (see `x16` for the layout
+//! and the accumulation order, which these reproduce bit for bit).
+//!
+//! * AVX-512 VNNI: one 512-bit register per 4-element slice holds all 16 rows (row `r` in
+//!   lane `r`); per block and token, eight `vpdpbusd`s of the unsigned 5-bit weights against
+//!   the broadcast signed activation slices, starting from the exact `-16 * Σ y`, give the
+//!   16 rows' integer dot products. Up to 16 tokens share one unpacking of the weights.
+//! * AVX2: the same per 8-row half (`vpmaddubsw` + `vpmaddwd` for `vpdpbusd`, which cannot
+//!   overflow: the weights are at most 31), up to 4 tokens.
+
+// Parallel arrays of SIMD registers (per slice / per token) are indexed together.
+#![allow(clippy::needless_range_loop)]
+
+use core::arch::x86_64::*;
+
+use super::gemm::OutPtr;
+use super::x16::{GROUP, Q5_0_GB};
+use super::x86_b32::fifth_bits;
+
+/// Activation bytes kept hot per token chunk (about half of a 2 MiB L2).
+const L2_BUDGET: usize = 1 << 20;
+/// Decode prefetch distance in the group stream (the stream is contiguous, but its blocks
+/// are consumed faster than the hardware prefetcher ramps up).
+const PF_BYTES: usize = 4096;
+
+/// Per (token, block), token-major: the activation scale and `-16 * Σ y`.
+struct Acts {
+    dt: Vec<f32>,
+    corr: Vec<i32>,
+}
+
+fn prepare(a: &[u8], n: usize, nb: usize) -> Acts {
+    let mut acts = Acts {
+        dt: Vec::with_capacity(n * nb),
+        corr: Vec::with_capacity(n * nb),
+    };
+    for blk in a.chunks_exact(34).take(n * nb) {
+        acts.dt.push(super::util::rd_f16(blk, 0));
+        let s: i32 = blk[2..].iter().map(|&y| y as i8 as i32).sum();
+        acts.corr.push(-16 * s);
+    }
+    acts
+}
+
+#[inline(always)]
+unsafe fn tile_vnni<const NT: usize>(
+    g: *const u8,
+    nb: usize,
+    a: *const u8,
+    acts: &Acts,
+    t0: usize,
+    prefetch: bool,
+) -> [__m512; NT] {
+    let m4 = _mm512_set1_epi8(0x0F);
+    let x10 = _mm512_set1_epi8(0x10);
+    let mut acc = [_mm512_setzero_ps(); NT];
+    for b in 0..nb {
+        let gb = g.add(b * Q5_0_GB);
+        if prefetch {
+            for l in (0..Q5_0_GB).step_by(64) {
+                _mm_prefetch::<_MM_HINT_T0>(gb.wrapping_add(PF_BYTES + l) as *const i8);
+            }
+        }
+        let dx = _mm512_cvtph_ps(_mm256_loadu_si256(gb as *const __m256i));
+        let mut ws = [_mm512_setzero_si512(); 8];
+        for p in 0..4 {
+            let c = _mm512_loadu_si512(gb.add(96 + 64 * p) as *const _);
+            ws[p] = _mm512_and_si512(c, m4);
+            ws[p + 4] = _mm512_and_si512(_mm512_srli_epi16::<4>(c), m4);
+        }
+        for s in 0..8 {
+            let m = (gb.add(32 + 8 * s) as *const u64).read_unaligned();
+            ws[s] = _mm512_mask_add_epi8(ws[s], m, ws[s], x10);
+        }
+        for t in 0..NT {
+            let o = (t0 + t) * nb + b;
+            let y = a.add(o * 34 + 2);
+            let mut isum = _mm512_set1_epi32(*acts.corr.get_unchecked(o));
+            for s in 0..8 {
+                let ys = _mm512_set1_epi32((y.add(4 * s) as *const i32).read_unaligned());
+                isum = _mm512_dpbusd_epi32(isum, ws[s], ys);
+            }
+            let d = _mm512_mul_ps(dx, _mm512_set1_ps(*acts.dt.get_unchecked(o)));
+            acc[t] = _mm512_fmadd_ps(d, _mm512_cvtepi32_ps(isum), acc[t]);
+        }
+    }
+    acc
+}
+
+#[inline(always)]
+unsafe fn tile_avx2<const NT: usize>(
+    g: *const u8,
+    nb: usize,
+    a: *const u8,
+    acts: &Acts,
+    t0: usize,
+    half: usize,
+) -> [__m256; NT] {
+    let m4 = _mm256_set1_epi8(0x0F);
+    let ones = _mm256_set1_epi16(1);
+    let mut acc = [_mm256_setzero_ps(); NT];
+    for b in 0..nb {
+        let gb = g.add(b * Q5_0_GB);
+        let dx = _mm256_cvtph_ps(_mm_loadu_si128(gb.add(16 * half) as *const __m128i));
+        let mut ws = [_mm256_setzero_si256(); 8];
+        for p in 0..4 {
+            let c = _mm256_loadu_si256(gb.add(96 + 64 * p + 32 * half) as *const __m256i);
+            ws[p] = _mm256_and_si256(c, m4);
+            ws[p + 4] = _mm256_and_si256(_mm256_srli_epi16::<4>(c), m4);
+        }
+        for s in 0..8 {
+            ws[s] = _mm256_or_si256(ws[s], fifth_bits(gb.add(32 + 8 * s + 4 * half)));
+        }
+        for t in 0..NT {
+            let o = (t0 + t) * nb + b;
+            let y = a.add(o * 34 + 2);
+            let mut isum = _mm256_set1_epi32(*acts.corr.get_unchecked(o));
+            for s in 0..8 {
+                let ys = _mm256_set1_epi32((y.add(4 * s) as *const i32).read_unaligned());
+                let p = _mm256_madd_epi16(_mm256_maddubs_epi16(ws[s], ys), ones);
+                isum = _mm256_add_epi32(isum, p);
+            }
+            let d = _mm256_mul_ps(dx, _mm256_set1_ps(*acts.dt.get_unchecked(o)));
+            acc[t] = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(isum), acc[t]);
+        }
+    }
+    acc
+}
+
+/// Stores `L` consecutive rows from `row0` for token `t` (`v`: the lanes as f32).
+#[inline(always)]
+unsafe fn store<const L: usize>(out: OutPtr, row0: usize, t: usize, v: &[f32; L]) {
+    for (i, &x) in v.iter().enumerate() {
+        out.write(row0 + i, t, x);
+    }
+}
+
+/// Calls `tile(t0, NT)` over `c0..c1` in tiles of `big`, then 8 / 4 / 2 / 1 tokens.
+macro_rules! token_tiles {
+    ($c0:expr, $c1:expr, $big:literal, $tile:ident) => {{
+        let mut t = $c0;
+        while t + $big <= $c1 {
+            $tile!(t, $big);
+            t += $big;
+        }
+        if $big > 8 && t + 8 <= $c1 {
+            $tile!(t, 8);
+            t += 8;
+        }
+        if $big > 4 && t + 4 <= $c1 {
+            $tile!(t, 4);
+            t += 4;
+        }
+        if t + 2 <= $c1 {
+            $tile!(t, 2);
+            t += 2;
+        }
+        if t < $c1 {
+            $tile!(t, 1);
+        }
+    }};
+}
+
+#[inline(always)]
+unsafe fn gemm_q5_0<const VNNI: bool>(k: usize, w: &[u8], a: &[u8], n: usize, out: OutPtr) {
+    let nb = k / 32;
+    let gbytes = nb * Q5_0_GB;
+    let groups = w.len() / gbytes;
+    let acts = prepare(a, n, nb);
+    let chunk = ((L2_BUDGET / (nb * 42)).max(16) / 16) * 16;
+    let prefetch = n < 4;
+    let ap = a.as_ptr();
+    let mut c0 = 0;
+    while c0 < n {
+        let c1 = n.min(c0 + chunk);
+        for g in 0..groups {
+            let gp = w.as_ptr().add(g * gbytes);
+            let row0 = g * GROUP;
+            if VNNI {
+                macro_rules! vnni {
+                    ($t:expr, $nt:literal) => {{
+                        let acc = tile_vnni::<$nt>(gp, nb, ap, &acts, $t, prefetch);
+                        for (j, v) in acc.iter().enumerate() {
+                            let mut l = [0f32; 16];
+                            _mm512_storeu_ps(l.as_mut_ptr(), *v);
+                            store(out, row0, $t + j, &l);
+                        }
+                    }};
+                }
+                token_tiles!(c0, c1, 16, vnni);
+            } else {
+                for half in 0..2 {
+                    macro_rules! avx2 {
+                        ($t:expr, $nt:literal) => {{
+                            let acc = tile_avx2::<$nt>(gp, nb, ap, &acts, $t, half);
+                            for (j, v) in acc.iter().enumerate() {
+                                let mut l = [0f32; 8];
+                                _mm256_storeu_ps(l.as_mut_ptr(), *v);
+                                store(out, row0 + 8 * half, $t + j, &l);
+                            }
+                        }};
+                    }
+                    token_tiles!(c0, c1, 4, avx2);
+                }
+            }
+        }
+        c0 = c1;
+    }
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(crate) unsafe fn gemm_q5_0_avx2(k: usize, w: &[u8], a: &[u8], n: usize, out: OutPtr) {
+    gemm_q5_0::<false>(k, w, a, n, out)
+}
+
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+pub(crate) unsafe fn gemm_q5_0_vnni(k: usize, w: &[u8], a: &[u8], n: usize, out: OutPtr) {
+    gemm_q5_0::<true>(k, w, a, n, out)
+}
