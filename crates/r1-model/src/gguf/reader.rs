@@ -150,7 +150,7 @@ impl GgufFile {
         for t in &mut self.tensors {
             if t.dims.len() != 2
                 || t.layout != WeightLayout::Native
-                || !x16::supported(t.ty)
+                || !x16::available(t.ty)
                 || !t.n_rows().is_multiple_of(x16::GROUP)
                 || !pick(&t.name)
             {

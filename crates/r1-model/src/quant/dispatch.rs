@@ -159,16 +159,22 @@ pub(crate) fn kernel_for(isa: Isa, layout: super::WeightLayout, ty: GgmlType) ->
     match layout {
         super::WeightLayout::Native => kernel(isa, ty),
         super::WeightLayout::Interleaved16 => {
-            if !super::x16::supported(ty) {
-                return None;
-            }
-            Some(match isa {
-                Isa::Scalar => super::x16::gemm_q5_0_scalar,
+            use super::{x16, x16_k};
+            #[cfg(target_arch = "x86_64")]
+            use super::{x86_x16 as v, x86_x16_k as vk};
+            use GgmlType::*;
+            Some(match (isa, ty) {
+                (Isa::Scalar, Q5_0) => x16::gemm_q5_0_scalar,
+                (Isa::Scalar, Q4_K) => x16_k::gemm_q4_k_scalar,
+                (Isa::Scalar, Q6_K) => x16_k::gemm_q6_k_scalar,
                 #[cfg(target_arch = "x86_64")]
-                Isa::Avx2 => super::x86_x16::gemm_q5_0_avx2,
+                (Isa::Avx2, Q5_0) => v::gemm_q5_0_avx2,
                 #[cfg(target_arch = "x86_64")]
-                Isa::Avx512 => super::x86_x16::gemm_q5_0_vnni,
-                #[cfg(not(target_arch = "x86_64"))]
+                (Isa::Avx512, Q5_0) => v::gemm_q5_0_vnni,
+                #[cfg(target_arch = "x86_64")]
+                (Isa::Avx512, Q4_K) => vk::gemm_q4_k_vnni,
+                #[cfg(target_arch = "x86_64")]
+                (Isa::Avx512, Q6_K) => vk::gemm_q6_k_vnni,
                 _ => return None,
             })
         }

@@ -54,6 +54,7 @@ mod quantize;
 mod types;
 mod util;
 pub mod x16;
+mod x16_k;
 #[cfg(target_arch = "x86_64")]
 mod x86_b32;
 #[cfg(target_arch = "x86_64")]
@@ -64,6 +65,8 @@ mod x86_k;
 mod x86_q8;
 #[cfg(target_arch = "x86_64")]
 mod x86_x16;
+#[cfg(target_arch = "x86_64")]
+mod x86_x16_k;
 
 pub use dispatch::Isa;
 pub use types::GgmlType;

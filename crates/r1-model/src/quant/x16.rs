@@ -17,6 +17,8 @@
 //! rounding, so the model tests hold these kernels to the margin rule, not bit equality.
 //! `R1SERVE_REPACK=0` keeps the file's layout and ggml's order.
 //!
+//! Q4_K and Q6_K: see `x16_k`.
+//!
 //! # Layout (Q5_0)
 //! A group of 16 rows is `nb` group-blocks of 352 bytes (16 native blocks), so a group takes
 //! exactly the bytes of its 16 native rows and a row range split at multiples of 16 stays a
@@ -40,9 +42,16 @@ pub(crate) const Q5_0_GB: usize = 352;
 const QH_OFF: usize = 32;
 const QS_OFF: usize = 96;
 
-/// Whether weights of `ty` can be interleaved (and have x16 kernels).
+/// Whether weights of `ty` have an interleaved layout (and portable x16 kernels).
 pub fn supported(ty: GgmlType) -> bool {
-    ty == GgmlType::Q5_0
+    matches!(ty, GgmlType::Q5_0 | GgmlType::Q4_K | GgmlType::Q6_K)
+}
+
+/// Whether this CPU's best ISA has an x16 kernel for `ty`: only then is it worth
+/// interleaving (Q4_K / Q6_K have AVX-512 VNNI kernels only).
+pub fn available(ty: GgmlType) -> bool {
+    super::dispatch::kernel_for(super::Isa::best(), super::WeightLayout::Interleaved16, ty)
+        .is_some()
 }
 
 /// Interleave `rows` (whole groups of 16 native rows of `k` elements) in place.
@@ -56,6 +65,10 @@ pub fn interleave(ty: GgmlType, k: usize, rows: &mut [u8], scratch: &mut Vec<u8>
     scratch.resize(gbytes, 0);
     for g in rows.chunks_exact_mut(gbytes) {
         scratch.copy_from_slice(g);
+        if ty != GgmlType::Q5_0 {
+            super::x16_k::interleave_group(ty, k / 256, scratch, g);
+            continue;
+        }
         for b in 0..nb {
             let dst = &mut g[b * Q5_0_GB..(b + 1) * Q5_0_GB];
             let mut masks = [0u64; 8];
@@ -82,6 +95,9 @@ pub fn interleave(ty: GgmlType, k: usize, rows: &mut [u8], scratch: &mut Vec<u8>
 /// Row `r` (0..16) of one interleaved group, back in the native layout (`out`: one row).
 pub fn extract_row(ty: GgmlType, k: usize, group: &[u8], r: usize, out: &mut [u8]) {
     assert!(supported(ty) && r < GROUP);
+    if ty != GgmlType::Q5_0 {
+        return super::x16_k::extract_row(ty, k / 256, group, r, out);
+    }
     let nb = k / 32;
     for b in 0..nb {
         let src = &group[b * Q5_0_GB..(b + 1) * Q5_0_GB];
