@@ -13,7 +13,7 @@ use std::time::Instant;
 
 use r1_model::matmul::{matmul, QuantizedActs};
 use r1_model::pool::ThreadPool;
-use r1_model::quant::{self, GgmlType};
+use r1_model::quant::{self, x16, GgmlType, WeightLayout};
 use r1_model::weights::{ByteSource, QMatrix};
 
 struct Anon(memmap2::MmapMut);
@@ -114,9 +114,21 @@ fn main() {
             for n in [1usize, 8] {
                 let x = values(n * k, 2);
                 let mut line = format!("{name:<32} n={n}");
-                for huge in [false, true] {
-                    let src = anon(rows * rb, huge, &fill);
-                    let w = QMatrix::from_source(ty, rows, k, Arc::new(src)).unwrap();
+                // the file's layout on 4 KiB and 2 MiB pages, and interleaved for the x16
+                // kernels (as the model loader does where this CPU has them) on 2 MiB pages
+                let mut runs = vec![(false, WeightLayout::Native), (true, WeightLayout::Native)];
+                if x16::available(ty) {
+                    runs.push((true, WeightLayout::Interleaved16));
+                }
+                for (huge, layout) in runs {
+                    let mut fill16 = fill.clone();
+                    if layout == WeightLayout::Interleaved16 {
+                        x16::interleave(ty, k, &mut fill16, &mut Vec::new());
+                    }
+                    let src = anon(rows * rb, huge, &fill16);
+                    let w = QMatrix::from_source(ty, rows, k, Arc::new(src))
+                        .and_then(|w| w.with_layout(layout))
+                        .unwrap();
                     let acts = QuantizedActs::new(&pool, ty, &x, n, k);
                     let mut out = vec![0f32; rows * n];
                     let mut best = f64::MAX;
@@ -127,7 +139,12 @@ fn main() {
                     }
                     black_box(&out);
                     let gbs = (rows * rb) as f64 / best / 1e9;
-                    line += &format!(" | {}: {gbs:>5.1} GB/s", if huge { "2M" } else { "4K" });
+                    let tag = match (huge, layout) {
+                        (_, WeightLayout::Interleaved16) => "x16 2M",
+                        (true, _) => "2M",
+                        (false, _) => "4K",
+                    };
+                    line += &format!(" | {tag}: {gbs:>5.1} GB/s");
                 }
                 println!("{line}");
             }

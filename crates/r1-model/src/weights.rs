@@ -80,6 +80,24 @@ impl QMatrix {
         })
     }
 
+    /// The same bytes declared to be in `layout` (already interleaved, e.g. by
+    /// [`x16::interleave`]); fails where the type or row count does not allow it.
+    pub fn with_layout(mut self, layout: WeightLayout) -> Result<Self, String> {
+        if layout == WeightLayout::Interleaved16
+            && !(x16::supported(self.ty) && self.rows.is_multiple_of(x16::GROUP))
+        {
+            return Err(format!(
+                "{} {}x{} cannot be interleaved in groups of {}",
+                self.ty,
+                self.rows,
+                self.cols,
+                x16::GROUP
+            ));
+        }
+        self.layout = layout;
+        Ok(self)
+    }
+
     /// An f32 matrix.
     pub fn from_f32(rows: usize, cols: usize, data: &[f32]) -> Self {
         assert_eq!(data.len(), rows * cols);
