@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Overload acceptance run (issue 6): on smollm2 (or MODEL=models/qwen05.gguf) with 2 threads,
+# Overload acceptance run (issue 6): on qwen05 (qwen2, the architecture of DeepSeek-R1-Distill-Qwen;
+# MODEL=models/smollm2.gguf for the small llama) with 2 threads,
 #   1. measures unloaded VIP time to first token (one request at a time),
 #   2. finds the capacity (completed requests/s with the batch full, closed loop),
 #   2b. sends VIP traffic alone at the rate it will have in step 3 (for comparison only),
@@ -11,7 +12,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-MODEL=${MODEL:-models/smollm2.gguf}
+MODEL=${MODEL:-models/qwen05.gguf}
 THREADS=${THREADS:-2}
 DURATION=${DURATION:-120}
 PORT=${PORT:-18437}
