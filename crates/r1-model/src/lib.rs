@@ -14,6 +14,8 @@ pub mod ops;
 pub mod pool;
 pub mod quant;
 pub mod rope_yarn;
+#[cfg(target_arch = "x86_64")]
+mod swiglu_avx512;
 pub mod testdata;
 pub mod weights;
 

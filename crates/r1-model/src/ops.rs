@@ -59,6 +59,18 @@ pub fn silu_mul_par(pool: &crate::pool::ThreadPool, gate: &mut [f32], up: &[f32]
 pub fn silu_mul(gate: &mut [f32], up: &[f32]) {
     #[cfg(target_arch = "x86_64")]
     {
+        if crate::quant::Isa::best() == crate::quant::Isa::Avx512 {
+            // SAFETY: AVX-512 is present (`Isa::best` checked it).
+            return unsafe { crate::swiglu_avx512::silu_mul_avx512(gate, up, silu_mul_scalar) };
+        }
+    }
+    silu_mul_scalar(gate, up)
+}
+
+/// The one-lane path (the reference of the 16-lane one): FMA-compiled where present.
+pub(crate) fn silu_mul_scalar(gate: &mut [f32], up: &[f32]) {
+    #[cfg(target_arch = "x86_64")]
+    {
         if std::is_x86_feature_detected!("fma") {
             // SAFETY: FMA is present.
             return unsafe { silu_mul_fma(gate, up) };
