@@ -7,7 +7,7 @@
 
 use crate::ops::SharedMut;
 use crate::pool::ThreadPool;
-use crate::quant::{self, GgmlType, WeightLayout};
+use crate::quant::{self, GgmlType};
 use crate::weights::QMatrix;
 
 /// Activation rows quantized for one dot-product type.
@@ -76,11 +76,7 @@ pub fn matmul_many(pool: &ThreadPool, jobs: &mut [(&QMatrix, &mut [f32])], acts:
         );
         assert_eq!(acts.k, w.cols);
         assert_eq!(out.len(), n * w.rows);
-        let unit = match w.layout {
-            WeightLayout::Native => 8,
-            WeightLayout::Interleaved16 => quant::x16::GROUP,
-        };
-        let chunk = rows_per_task(w.rows, pool.threads(), unit);
+        let chunk = rows_per_task(w.rows, pool.threads(), w.layout.unit_rows().max(8));
         plan.push((*w, chunk, n_tasks, SendPtr(out.as_mut_ptr())));
         n_tasks += w.rows.div_ceil(chunk);
     }

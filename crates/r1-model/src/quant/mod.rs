@@ -90,6 +90,17 @@ pub enum WeightLayout {
     Interleaved16,
 }
 
+impl WeightLayout {
+    /// Rows per indivisible unit of the layout: a weight buffer holds whole units, and a
+    /// row range may only be split at multiples of it.
+    pub fn unit_rows(self) -> usize {
+        match self {
+            WeightLayout::Native => 1,
+            WeightLayout::Interleaved16 => x16::GROUP,
+        }
+    }
+}
+
 /// Errors from the quantization API: bad buffer sizes and unsupported types.
 #[derive(Debug, thiserror::Error)]
 pub enum QuantError {
@@ -278,10 +289,7 @@ pub fn try_gemm_layout_isa(
     let wrow = row_bytes(w_ty, k)?;
     let a_ty = vec_dot_type(w_ty);
     let arow = row_bytes(a_ty, k)?;
-    let unit = match layout {
-        WeightLayout::Native => wrow,
-        WeightLayout::Interleaved16 => wrow * x16::GROUP,
-    };
+    let unit = wrow * layout.unit_rows();
     if !w.len().is_multiple_of(unit) {
         return Err(QuantError::BadLength {
             ty: w_ty,
@@ -325,10 +333,7 @@ pub unsafe fn gemm_token_major(
     let kern = dispatch::kernel_for(Isa::best(), layout, w_ty)
         .expect("a dot kernel for the weight type and layout");
     let wrow = row_bytes(w_ty, k).expect("whole blocks");
-    let unit = match layout {
-        WeightLayout::Native => wrow,
-        WeightLayout::Interleaved16 => wrow * x16::GROUP,
-    };
+    let unit = wrow * layout.unit_rows();
     let arow = row_bytes(vec_dot_type(w_ty), k).expect("whole blocks");
     assert!(w.len().is_multiple_of(unit) && a.len() >= arow * n);
     kern(

@@ -139,7 +139,7 @@ unsafe fn tile_avx2<const NT: usize>(
 
 /// Stores `L` consecutive rows from `row0` for token `t` (`v`: the lanes as f32).
 #[inline(always)]
-unsafe fn store<const L: usize>(out: OutPtr, row0: usize, t: usize, v: &[f32; L]) {
+pub(super) unsafe fn store<const L: usize>(out: OutPtr, row0: usize, t: usize, v: &[f32; L]) {
     for (i, &x) in v.iter().enumerate() {
         out.write(row0 + i, t, x);
     }
@@ -170,6 +170,7 @@ macro_rules! token_tiles {
         }
     }};
 }
+pub(super) use token_tiles;
 
 #[inline(always)]
 unsafe fn gemm_q5_0<const VNNI: bool>(k: usize, w: &[u8], a: &[u8], n: usize, out: OutPtr) {

@@ -16,6 +16,7 @@ use core::arch::x86_64::*;
 use super::gemm::OutPtr;
 use super::x16::GROUP;
 use super::x16_k::{Q4_K_GB, Q6_K_GB};
+use super::x86_x16::{store, token_tiles};
 
 /// Q8_K activation block bytes: f32 d, 256 i8, 16 i16 sums of 16.
 const AB: usize = 292;
@@ -237,28 +238,11 @@ unsafe fn gemm_k<const Q4: bool>(k: usize, w: &[u8], a: &[u8], n: usize, out: Ou
                     for (j, v) in acc.iter().enumerate() {
                         let mut l = [0f32; 16];
                         _mm512_storeu_ps(l.as_mut_ptr(), *v);
-                        for (r, &x) in l.iter().enumerate() {
-                            out.write(g * GROUP + r, $t + j, x);
-                        }
+                        store(out, g * GROUP, $t + j, &l);
                     }
                 }};
             }
-            let mut t = c0;
-            while t + 8 <= c1 {
-                tile!(t, 8);
-                t += 8;
-            }
-            if t + 4 <= c1 {
-                tile!(t, 4);
-                t += 4;
-            }
-            if t + 2 <= c1 {
-                tile!(t, 2);
-                t += 2;
-            }
-            if t < c1 {
-                tile!(t, 1);
-            }
+            token_tiles!(c0, c1, 8, tile);
         }
         c0 = c1;
     }
