@@ -19,7 +19,7 @@ use crate::engine_metrics::{EngineMetrics, PriorityLoad, RequestTimes};
 use crate::sampler::{logprobs, Sampler, SamplingParams};
 use crate::scheduler::{
     Appended, FinishReason, Request, RequestId, SchedError, Scheduler, SchedulerConfig, SeqId,
-    SeqStatus,
+    SeqStatus, StepPlan,
 };
 use crate::stop::{StopOutcome, StopStrings};
 use crate::tokenizer::Tokenizer;
@@ -480,13 +480,9 @@ impl EngineLoop {
             }
         };
         let step_time = t0.elapsed();
-        tracing::trace!(
-            tokens = batch.tokens.len(),
-            seqs = plan.items.len(),
-            secs = step_time.as_secs_f64(),
-            blocked = ?plan.blocked,
-            "step"
-        );
+        if tracing::enabled!(tracing::Level::TRACE) {
+            self.trace_step(&plan, step_time);
+        }
         self.counters.last_step_ms = step_time.as_secs_f64() * 1e3;
         self.adapt(step_time);
         self.counters.steps += 1;
@@ -517,6 +513,37 @@ impl EngineLoop {
             }
         }
         Ok(())
+    }
+
+    /// What a step held, by priority: `prio:prefill_tokens+decodes` (a trace for
+    /// latency investigations, e.g. which class's work a VIP's first token waited behind).
+    fn trace_step(&self, plan: &StepPlan, step_time: Duration) {
+        let mut by_prio: std::collections::BTreeMap<i32, (usize, usize)> = Default::default();
+        for it in &plan.items {
+            let p = self
+                .requests
+                .get(&it.seq.request)
+                .map_or(i32::MIN, |r| r.req.priority);
+            let e = by_prio.entry(p).or_default();
+            if it.tokens.len() > 1 || !it.sample {
+                e.0 += it.tokens.len();
+            } else {
+                e.1 += 1;
+            }
+        }
+        let held: Vec<String> = by_prio
+            .iter()
+            .rev()
+            .map(|(p, (pf, dec))| format!("{p}:{pf}+{dec}"))
+            .collect();
+        tracing::trace!(
+            tokens = plan.num_tokens,
+            seqs = plan.items.len(),
+            ms = step_time.as_secs_f64() * 1e3,
+            held = %held.join(" "),
+            blocked = ?plan.blocked,
+            "step"
+        );
     }
 
     /// Adaptive batching, learning: feed the step's duration against the tightest
