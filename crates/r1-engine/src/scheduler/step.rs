@@ -157,7 +157,9 @@ impl Scheduler {
             let n_new = remaining
                 .min(avail)
                 .min(self.cfg.max_chunk_tokens.unwrap_or(usize::MAX));
-            if !self.cfg.enable_chunked_prefill && n_new < remaining {
+            if n_new < remaining
+                && (!self.cfg.enable_chunked_prefill || self.split_is_avoidable(s, remaining, st))
+            {
                 st.close(id, BlockedReason::TokenBudget);
                 return Ok(());
             }
@@ -197,6 +199,26 @@ impl Scheduler {
         self.running.insert(key);
         self.running_slots += slots;
         self.grow(id, n_new, st)
+    }
+
+    /// Whether a prompt that does not fit the rest of this step should rather wait for the
+    /// next one: another prompt already prefills here, and a step could hold this one whole.
+    /// Its first token then comes after one step instead of two (the split's tail would cost
+    /// a step of its own), and the prompt ahead of it gets a shorter step; the tokens it
+    /// would have filled are cheap to leave out, since prefill is compute-bound.
+    fn split_is_avoidable(&self, s: &Seq, remaining: usize, st: &Step) -> bool {
+        let whole_step = match self.limits.protect {
+            Some(p) if s.priority >= p => self.cfg.max_batched_tokens,
+            _ => self.step_budget(),
+        };
+        let prefill_here = st
+            .plan
+            .items
+            .iter()
+            .any(|i| i.tokens.len() > 1 || !i.sample);
+        prefill_here
+            && remaining <= whole_step.saturating_sub(self.running_slots)
+            && self.cfg.max_chunk_tokens.map_or(true, |c| remaining <= c)
     }
 
     /// The fewest running sequences of priority below `priority` (lowest, newest first) whose
