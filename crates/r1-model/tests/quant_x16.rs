@@ -1,5 +1,5 @@
-//! The x16 kernels (weights interleaved 16 rows at a time, `quant::x16`; Q5_0, Q4_K, Q6_K)
-//! on random data:
+//! The x16 kernels (weights interleaved 16 rows at a time, `quant::x16`; Q5_0, Q8_0, Q4_K,
+//! Q6_K) on random data:
 //! the layout round-trips, every ISA equals the portable kernel bit for bit, each token's
 //! result does not depend on the batch (or on which groups share the call), and the
 //! results agree with ggml-order kernels on the native layout and with an f64 reference.
@@ -8,11 +8,16 @@ use r1_model::quant::{self, x16, GgmlType, Isa, WeightLayout};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
-const TYPES: [GgmlType; 3] = [GgmlType::Q5_0, GgmlType::Q4_K, GgmlType::Q6_K];
+const TYPES: [GgmlType; 4] = [
+    GgmlType::Q5_0,
+    GgmlType::Q8_0,
+    GgmlType::Q4_K,
+    GgmlType::Q6_K,
+];
 
 /// Row lengths to test per type: one block, a few, and the models' sizes.
 fn lengths(ty: GgmlType) -> [usize; 4] {
-    if ty == GgmlType::Q5_0 {
+    if matches!(ty, GgmlType::Q5_0 | GgmlType::Q8_0) {
         [32, 96, 896, 4864]
     } else {
         [256, 512, 1792, 4864]
@@ -22,7 +27,7 @@ fn lengths(ty: GgmlType) -> [usize; 4] {
 /// The f16 scale fields of a block: (offset, may be negative).
 fn scale_fields(ty: GgmlType) -> &'static [(usize, bool)] {
     match ty {
-        GgmlType::Q5_0 => &[(0, true)],
+        GgmlType::Q5_0 | GgmlType::Q8_0 => &[(0, true)],
         GgmlType::Q4_K => &[(0, false), (2, false)],
         _ => &[(208, true)],
     }

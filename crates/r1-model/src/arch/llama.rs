@@ -45,9 +45,10 @@ pub struct Llama {
     dump_dir: Option<std::path::PathBuf>,
 }
 
-/// The tensors used only as matmul weights (never looked up by row, unlike
-/// `token_embd.weight`, which also serves as the output head of tied models).
-pub(crate) fn is_matmul_weight(name: &str) -> bool {
+/// The weight matrices that may be interleaved at load: the matmul weights and the token
+/// embedding table, which is also the output head of tied models (its row lookups go
+/// through [`QMatrix::dequantize_row`], which reads a row back out of its group).
+pub(crate) fn is_interleavable(name: &str) -> bool {
     const PER_LAYER: [&str; 7] = [
         "attn_q.weight",
         "attn_k.weight",
@@ -58,6 +59,7 @@ pub(crate) fn is_matmul_weight(name: &str) -> bool {
         "ffn_down.weight",
     ];
     name == "output.weight"
+        || name == "token_embd.weight"
         || (name.starts_with("blk.")
             && name
                 .split_once('.')

@@ -72,7 +72,7 @@ pub fn load_gguf(
     let mut file = GgufFile::open_resident(path)?;
     let arch = file.get_str("general.architecture")?.to_string();
     if matches!(arch.as_str(), "llama" | "qwen2" | "mistral") && interleave_wanted() {
-        let n = file.interleave_matmul_weights(llama::is_matmul_weight);
+        let n = file.interleave_weights(llama::is_interleavable);
         tracing::debug!(
             "{}: {n} weight matrices interleaved for the x16 kernels",
             path.display()

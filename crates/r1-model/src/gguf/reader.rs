@@ -46,7 +46,7 @@ pub struct TensorInfo {
     pub offset: usize,
     pub size_bytes: usize,
     /// How the rows lie in memory: as in the file, unless interleaved at load
-    /// ([`GgufFile::interleave_matmul_weights`]).
+    /// ([`GgufFile::interleave_weights`]).
     pub layout: WeightLayout,
 }
 
@@ -139,9 +139,10 @@ impl GgufFile {
 
     /// Interleave, in the private copy, the 2-D tensors that `pick` names and the x16 kernels
     /// support (type, and a row count that is a multiple of 16); returns how many. Only for
-    /// tensors used as matmul weights and nothing else (never an embedding table). A file
-    /// mapping is never changed, so a non-resident file keeps ggml's layout and order.
-    pub fn interleave_matmul_weights(&mut self, pick: impl Fn(&str) -> bool) -> usize {
+    /// tensors read through [`crate::weights::QMatrix`] alone (matmuls, and row lookups by
+    /// `dequantize_row`), never by raw offset. A file mapping is never changed, so a
+    /// non-resident file keeps ggml's layout and order.
+    pub fn interleave_weights(&mut self, pick: impl Fn(&str) -> bool) -> usize {
         let Backing::Resident(map) = &mut self.backing else {
             return 0;
         };

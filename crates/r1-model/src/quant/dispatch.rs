@@ -165,12 +165,15 @@ pub(crate) fn kernel_for(isa: Isa, layout: super::WeightLayout, ty: GgmlType) ->
             use GgmlType::*;
             Some(match (isa, ty) {
                 (Isa::Scalar, Q5_0) => x16::gemm_q5_0_scalar,
+                (Isa::Scalar, Q8_0) => x16::gemm_q8_0_scalar,
                 (Isa::Scalar, Q4_K) => x16_k::gemm_q4_k_scalar,
                 (Isa::Scalar, Q6_K) => x16_k::gemm_q6_k_scalar,
                 #[cfg(target_arch = "x86_64")]
                 (Isa::Avx2, Q5_0) => v::gemm_q5_0_avx2,
                 #[cfg(target_arch = "x86_64")]
                 (Isa::Avx512, Q5_0) => v::gemm_q5_0_vnni,
+                #[cfg(target_arch = "x86_64")]
+                (Isa::Avx512, Q8_0) => v::gemm_q8_0_vnni,
                 #[cfg(target_arch = "x86_64")]
                 (Isa::Avx512, Q4_K) => vk::gemm_q4_k_vnni,
                 #[cfg(target_arch = "x86_64")]

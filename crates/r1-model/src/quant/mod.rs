@@ -43,8 +43,8 @@
 //!
 //! # Interleaved weights: faster, in an order of their own
 //!
-//! Matmul-only weights of the types in [`x16`] (Q5_0, Q4_K, Q6_K) are interleaved 16 rows at a
-//! time when a model is loaded into its private copy ([`WeightLayout::Interleaved16`]). Their
+//! Weight matrices of the types in [`x16`] (Q5_0, Q8_0, Q4_K, Q6_K) are interleaved 16 rows
+//! at a time when a model is loaded into its private copy ([`WeightLayout::Interleaved16`]). Their
 //! kernels sum each block exactly in integers and scale it once per row, about 3x fewer vector
 //! operations than ggml's order; results differ from llama.cpp's in the last bits (the model
 //! tests hold them to the margin rule) but keep the rule above: one order per (row, token),

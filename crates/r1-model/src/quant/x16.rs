@@ -17,7 +17,7 @@
 //! rounding, so the model tests hold these kernels to the margin rule, not bit equality.
 //! `R1SERVE_REPACK=0` keeps the file's layout and ggml's order.
 //!
-//! Q4_K and Q6_K: see `x16_k`.
+//! Q8_0 is the same with `q_e` for `q_e - 16`. Q4_K and Q6_K: see `x16_k`.
 //!
 //! # Layout (Q5_0)
 //! A group of 16 rows is `nb` group-blocks of 352 bytes (16 native blocks), so a group takes
@@ -29,6 +29,12 @@
 //! * `[96, 352)`: four 64-byte chunks: bytes `4r..4r+4` of chunk `p` are row `r`'s quant
 //!   bytes `4p..4p+4`, whose low nibbles are elements `4p..4p+4` (slice `p`) and high
 //!   nibbles elements `16+4p..` (slice `p + 4`).
+//!
+//! # Layout (Q8_0)
+//! Group-block `b` is 544 bytes (16 native 34-byte blocks): `[0, 32)` the 16 rows' f16
+//! scales, then eight 64-byte chunks: bytes `4r..4r+4` of chunk `s` are row `r`'s quants
+//! `4s..4s+4` plus 128 (stored unsigned, `q ^ 0x80`, for `vpdpbusd`, which multiplies
+//! unsigned by signed bytes; the kernels subtract `128 * Σ y`).
 
 use super::gemm::OutPtr;
 use super::util::rd_f16;
@@ -41,10 +47,15 @@ pub const GROUP: usize = 16;
 pub(crate) const Q5_0_GB: usize = 352;
 const QH_OFF: usize = 32;
 const QS_OFF: usize = 96;
+/// Bytes of one Q8_0 group-block (16 native 34-byte blocks).
+pub(crate) const Q8_0_GB: usize = 544;
 
 /// Whether weights of `ty` have an interleaved layout (and portable x16 kernels).
 pub fn supported(ty: GgmlType) -> bool {
-    matches!(ty, GgmlType::Q5_0 | GgmlType::Q4_K | GgmlType::Q6_K)
+    matches!(
+        ty,
+        GgmlType::Q5_0 | GgmlType::Q8_0 | GgmlType::Q4_K | GgmlType::Q6_K
+    )
 }
 
 /// Whether this CPU's best ISA has an x16 kernel for `ty`: only then is it worth
@@ -65,6 +76,10 @@ pub fn interleave(ty: GgmlType, k: usize, rows: &mut [u8], scratch: &mut Vec<u8>
     scratch.resize(gbytes, 0);
     for g in rows.chunks_exact_mut(gbytes) {
         scratch.copy_from_slice(g);
+        if ty == GgmlType::Q8_0 {
+            interleave_q8_0(nb, scratch, g);
+            continue;
+        }
         if ty != GgmlType::Q5_0 {
             super::x16_k::interleave_group(ty, k / 256, scratch, g);
             continue;
@@ -95,6 +110,9 @@ pub fn interleave(ty: GgmlType, k: usize, rows: &mut [u8], scratch: &mut Vec<u8>
 /// Row `r` (0..16) of one interleaved group, back in the native layout (`out`: one row).
 pub fn extract_row(ty: GgmlType, k: usize, group: &[u8], r: usize, out: &mut [u8]) {
     assert!(supported(ty) && r < GROUP);
+    if ty == GgmlType::Q8_0 {
+        return extract_row_q8_0(k / 32, group, r, out);
+    }
     if ty != GgmlType::Q5_0 {
         return super::x16_k::extract_row(ty, k / 256, group, r, out);
     }
@@ -112,6 +130,63 @@ pub fn extract_row(ty: GgmlType, k: usize, group: &[u8], r: usize, out: &mut [u8
         for p in 0..4 {
             let o = QS_OFF + 64 * p + 4 * r;
             dst[6 + 4 * p..10 + 4 * p].copy_from_slice(&src[o..o + 4]);
+        }
+    }
+}
+
+/// One group of 16 native Q8_0 rows (`src`, `nb` blocks each) into `dst`.
+fn interleave_q8_0(nb: usize, src: &[u8], dst: &mut [u8]) {
+    let wrow = nb * 34;
+    for b in 0..nb {
+        let gb = &mut dst[b * Q8_0_GB..(b + 1) * Q8_0_GB];
+        for r in 0..GROUP {
+            let blk = &src[r * wrow + b * 34..r * wrow + (b + 1) * 34];
+            gb[2 * r..2 * r + 2].copy_from_slice(&blk[0..2]);
+            for e in 0..32 {
+                gb[32 + 64 * (e / 4) + 4 * r + e % 4] = blk[2 + e] ^ 0x80;
+            }
+        }
+    }
+}
+
+fn extract_row_q8_0(nb: usize, group: &[u8], r: usize, out: &mut [u8]) {
+    for b in 0..nb {
+        let gb = &group[b * Q8_0_GB..(b + 1) * Q8_0_GB];
+        let blk = &mut out[b * 34..(b + 1) * 34];
+        blk[0..2].copy_from_slice(&gb[2 * r..2 * r + 2]);
+        for e in 0..32 {
+            blk[2 + e] = gb[32 + 64 * (e / 4) + 4 * r + e % 4] ^ 0x80;
+        }
+    }
+}
+
+/// Portable x16 GEMM for Q8_0 (the reference for the SIMD kernel); see
+/// [`gemm_q5_0_scalar`].
+pub(crate) fn gemm_q8_0_scalar(k: usize, w: &[u8], a: &[u8], n: usize, out: OutPtr) {
+    let nb = k / 32;
+    for (g, grp) in w.chunks_exact(nb * Q8_0_GB).enumerate() {
+        for t in 0..n {
+            let at = &a[t * nb * 34..(t + 1) * nb * 34];
+            let mut acc = [0f32; GROUP];
+            for b in 0..nb {
+                let gb = &grp[b * Q8_0_GB..(b + 1) * Q8_0_GB];
+                let ab = &at[b * 34..(b + 1) * 34];
+                let dy = rd_f16(ab, 0);
+                for (r, acc) in acc.iter_mut().enumerate() {
+                    let isum: i32 = (0..32)
+                        .map(|e| {
+                            let q = (gb[32 + 64 * (e / 4) + 4 * r + e % 4] ^ 0x80) as i8;
+                            q as i32 * (ab[2 + e] as i8 as i32)
+                        })
+                        .sum();
+                    let d = rd_f16(gb, 2 * r) * dy;
+                    *acc = d.mul_add(isum as f32, *acc);
+                }
+            }
+            for (r, v) in acc.iter().enumerate() {
+                // SAFETY: the caller's `OutPtr` covers every (row, token) of this call.
+                unsafe { out.write(g * GROUP + r, t, *v) };
+            }
         }
     }
 }

@@ -16,7 +16,7 @@ use core::arch::x86_64::*;
 use super::gemm::OutPtr;
 use super::x16::GROUP;
 use super::x16_k::{Q4_K_GB, Q6_K_GB};
-use super::x86_x16::{store, token_tiles};
+use super::x86_x16::{store, token_tiles, PREFETCH_MAX_TOKENS};
 
 /// Q8_K activation block bytes: f32 d, 256 i8, 16 i16 sums of 16.
 const AB: usize = 292;
@@ -221,7 +221,7 @@ unsafe fn gemm_k<const Q4: bool>(k: usize, w: &[u8], a: &[u8], n: usize, out: Ou
     let groups = w.len() / gbytes;
     let acts = prepare(Q4, a, n, nsb);
     let chunk = ((L2_BUDGET / (nsb * (AB + 64))).max(8) / 8) * 8;
-    let pf = n < 4;
+    let pf = n <= PREFETCH_MAX_TOKENS;
     let ap = a.as_ptr();
     let mut c0 = 0;
     while c0 < n {
