@@ -567,3 +567,33 @@ fn append_and_finish_errors() {
     // Its full block (3 prompt tokens + 1 sampled = 4, but only 3 computed) is not cached.
     assert_eq!(s.prefix_cache_stats().cached_blocks, 0);
 }
+
+#[test]
+fn a_prompt_that_fits_one_step_is_not_split_behind_another() {
+    let mut s = Scheduler::new(cfg(256, 100, 8)).unwrap();
+    let id = |r| SeqId::new(r, 0);
+    s.add(Request::new(1, toks(0, 60), 4)).unwrap();
+    s.add(Request::new(2, toks(100, 60), 4)).unwrap();
+    // 40 tokens are left after the first prompt: the second waits for a step of its own
+    // rather than leaving a 20-token tail for a third step.
+    let plan = s.schedule().unwrap();
+    assert_eq!(plan.items.len(), 1);
+    assert_eq!(item(&plan, id(1)).tokens.len(), 60);
+    assert_eq!(
+        plan.blocked.map(|b| b.reason),
+        Some(BlockedReason::TokenBudget)
+    );
+    sample_all(&mut s, &plan, 7);
+    let plan = s.schedule().unwrap();
+    assert_eq!(item(&plan, id(2)).tokens.len(), 60);
+    assert!(item(&plan, id(2)).sample);
+    sample_all(&mut s, &plan, 7);
+    // A prompt longer than a step is chunked as before, even behind another prompt.
+    s.add(Request::new(3, toks(200, 30), 4)).unwrap();
+    s.add(Request::new(4, toks(300, 150), 4)).unwrap();
+    let plan = s.schedule().unwrap();
+    assert_eq!(item(&plan, id(3)).tokens.len(), 30);
+    // 100 - 2 decodes - 30 = 68 tokens of the long prompt.
+    assert_eq!(item(&plan, id(4)).tokens.len(), 68);
+    s.check_invariants().unwrap();
+}
