@@ -9,6 +9,9 @@
 # < 50 ms at p99; zero 5xx; zero truncated streams; server RSS at start and end within 10%.
 # Results (JSON, markdown, SVG plot) go to $OUT (default target/overload). Exit status 1 if a
 # check fails. CPU-heavy: run it under `flock /work/bench.lock` on a shared machine.
+# For A/B runs of scheduler changes: CAPACITY=R skips step 2 (same rate -> same seeded
+# arrivals and prompts), VIP_ALONE=0 skips step 2b, R1SERVE_LOG=r1_engine=trace logs every
+# engine step's work by priority into $OUT/server.log.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -55,8 +58,14 @@ echo "== warm-up"
 bench --concurrency "$SEQS" --num-requests 16 --priority-mix normal=1 --seed 11 >/dev/null
 echo "== 1. unloaded VIP TTFT (one request at a time)"
 bench --concurrency 1 --num-requests 20 --priority-mix vip=1 --seed 12 --json-out "$OUT/unloaded.json"
-echo "== 2. capacity (closed loop, $SEQS in flight, normal)"
-bench --concurrency "$SEQS" --num-requests 40 --priority-mix normal=1 --seed 13 --json-out "$OUT/capacity.json"
+if [ -n "${CAPACITY:-}" ]; then
+  # A/B runs of scheduler changes: the same offered rate gives the same arrivals and prompts.
+  echo "== 2. capacity given: $CAPACITY req/s"
+  echo "{\"all\": {\"ok\": $CAPACITY}, \"duration_s\": 1}" >"$OUT/capacity.json"
+else
+  echo "== 2. capacity (closed loop, $SEQS in flight, normal)"
+  bench --concurrency "$SEQS" --num-requests 40 --priority-mix normal=1 --seed 13 --json-out "$OUT/capacity.json"
+fi
 CAP=$(python3 -c "import json;d=json.load(open('$OUT/capacity.json'));print(d['all']['ok']/d['duration_s'])")
 RATE=$(python3 -c "print(round(3*$CAP,3))")
 echo "capacity $CAP req/s -> offering $RATE req/s for ${DURATION}s"
@@ -64,8 +73,13 @@ VIP_RATE=$(python3 -c "print(round(0.2*$RATE,3))")
 echo "== 2b. VIP traffic alone at its overload rate ($VIP_RATE req/s, no normal flood), $((DURATION / 2))s"
 # Not a check: tells what VIP-behind-VIP queueing alone costs, so the overload run shows
 # what the normal flood adds on top.
-bench --request-rate "$VIP_RATE" --duration "$((DURATION / 2))" --priority-mix vip=1 --seed 15 \
-  --json-out "$OUT/vip-alone.json"
+if [ "${VIP_ALONE:-1}" = 1 ]; then
+  bench --request-rate "$VIP_RATE" --duration "$((DURATION / 2))" --priority-mix vip=1 --seed 15 \
+    --json-out "$OUT/vip-alone.json"
+else
+  echo "skipped (VIP_ALONE=0)"
+  cp "$OUT/unloaded.json" "$OUT/vip-alone.json"
+fi
 RSS0=$(rss)
 echo "== 3. overload: 3x capacity, 20% VIP"
 bench --request-rate "$RATE" --duration "$DURATION" --priority-mix vip=0.2,normal=0.8 --seed 14 \

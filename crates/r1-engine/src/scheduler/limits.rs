@@ -65,8 +65,8 @@ impl Scheduler {
     /// When the step's walk reaches a sequence of priority `p`: the budget left, lowered to
     /// the limit once past the protected priorities. Never below what the decodes still to
     /// come need plus one block of prefill, except in a step that prefills a protected
-    /// request (`protected_prefill`): there the others get their decodes only, whatever the
-    /// limit, because their prompt chunks would delay its first token.
+    /// request (`protected_prefill`): there the others get nothing (their decodes wait a
+    /// step too), because their work would delay its first token.
     pub(super) fn budget_at(
         &self,
         p: i32,
@@ -76,7 +76,7 @@ impl Scheduler {
         protected_prefill: bool,
     ) -> usize {
         match (self.limits.protect, self.limits.tokens) {
-            (Some(protect), _) if p < protect && protected_prefill => left.min(decodes_to_come),
+            (Some(protect), _) if p < protect && protected_prefill => 0,
             (Some(protect), Some(limit)) if p < protect => left.min(
                 limit
                     .saturating_sub(used)
@@ -176,7 +176,7 @@ mod tests {
     }
 
     #[test]
-    fn a_protected_prefill_step_keeps_the_others_decodes_only() {
+    fn a_protected_prefill_step_runs_alone() {
         let mut s = sched();
         for id in 1..=2 {
             s.add(Request::new(id, vec![id as u32; 8], 50)).unwrap();
@@ -185,7 +185,7 @@ mod tests {
         s.add(Request::new(3, (0..200).collect(), 8)).unwrap();
         s.add(Request::new(4, (300..340).collect(), 8).with_priority(100))
             .unwrap();
-        // No learned limit yet: the step still keeps the normal prompt out, decodes go on.
+        // No learned limit yet: the step still keeps the normal prompt and decodes out.
         s.set_step_limits_protecting(None, None, Some(100));
         let plan = s.schedule().unwrap();
         let sizes: Vec<_> = plan
@@ -193,7 +193,20 @@ mod tests {
             .iter()
             .map(|i| (i.seq.request, i.tokens.len()))
             .collect();
-        assert_eq!(sizes, vec![(4, 40), (1, 1), (2, 1)]);
+        assert_eq!(sizes, vec![(4, 40)]);
+        for it in plan.sample_items() {
+            for q in it.sample_seqs() {
+                s.append_token(q, 1).unwrap();
+            }
+        }
+        // Next step: everyone decodes, and the normal prompt gets the rest.
+        let plan = s.schedule().unwrap();
+        let sizes: Vec<_> = plan
+            .items
+            .iter()
+            .map(|i| (i.seq.request, i.tokens.len()))
+            .collect();
+        assert_eq!(sizes, vec![(4, 1), (1, 1), (2, 1), (3, 200)]);
         s.check_invariants().unwrap();
     }
 
