@@ -33,6 +33,10 @@ TARGET_ITL=${TARGET_ITL:-100}
 # at most 128 tokens keep any one engine step short, so a VIP never waits behind a long one.
 SERVER_FLAGS=(--max-num-seqs "$SEQS" --max-batched-tokens 128
   --max-queue "normal=$SEQS" --max-queue "batch=$SEQS" --max-queue vip=64 --kv-cache-mem "${KV_MEM:-128MiB}")
+# VIP_TOKENS=N: --protected-batched-tokens N (a burst of VIP prompts in one step). On qwen05
+# it raised VIP p99 TTFT (383 -> 453 ms, same arrivals); on smollm2, whose VIPs keep ~28
+# decodes running that every step pays for, it lowered it (671 -> 580 ms). Off by default.
+[ -z "${VIP_TOKENS:-}" ] || SERVER_FLAGS+=(--protected-batched-tokens "$VIP_TOKENS")
 [ "$TARGET_ITL" = off ] || SERVER_FLAGS+=(--target-itl "vip=$TARGET_ITL")
 
 [ -f "$MODEL" ] || { echo "SKIP: $MODEL missing (scripts/fetch-models.sh)"; exit 0; }

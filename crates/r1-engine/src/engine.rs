@@ -48,6 +48,9 @@ pub struct EngineConfig {
     pub enable_prefix_caching: bool,
     /// Largest prefill chunk of one sequence per step (`None` = the token budget).
     pub max_chunk_tokens: Option<usize>,
+    /// Step token budget for the classes with a target ITL (`None` = `max_batched_tokens`);
+    /// see [`SchedulerConfig::max_protected_tokens`].
+    pub max_protected_tokens: Option<usize>,
 }
 
 impl Default for EngineConfig {
@@ -60,6 +63,7 @@ impl Default for EngineConfig {
             max_model_len: None,
             enable_prefix_caching: true,
             max_chunk_tokens: None,
+            max_protected_tokens: None,
         }
     }
 }
@@ -280,6 +284,7 @@ pub fn spawn_engine(
         enable_prefix_caching: cfg.enable_prefix_caching,
         enable_chunked_prefill: true,
         max_chunk_tokens: cfg.max_chunk_tokens,
+        max_protected_tokens: cfg.max_protected_tokens,
         model_salt: model_salt(model.as_ref()),
     };
     let adaptive = AdaptiveBatcher::new(

@@ -114,6 +114,7 @@ impl Sim {
             enable_prefix_caching: rng.random_bool(0.8),
             enable_chunked_prefill: rng.random_bool(0.9),
             max_chunk_tokens: rng.random_bool(0.25).then(|| rng.random_range(1..=16)),
+            max_protected_tokens: None,
             model_salt: seed,
         };
         if !cfg.enable_chunked_prefill {

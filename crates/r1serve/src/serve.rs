@@ -36,6 +36,10 @@ pub struct ServeArgs {
     /// Token budget of one engine step (prompt chunks plus decodes).
     #[arg(long, default_value_t = 2048)]
     pub max_batched_tokens: usize,
+    /// Token budget of a step for the prompts of classes with a `--target-itl` (default:
+    /// --max-batched-tokens). Larger, a burst of their prompts starts in one step.
+    #[arg(long)]
+    pub protected_batched_tokens: Option<usize>,
     /// Context limit per request (default: the model's).
     #[arg(long)]
     pub max_model_len: Option<usize>,
@@ -108,6 +112,7 @@ pub fn run(args: &ServeArgs) -> anyhow::Result<()> {
         kv_cache_mem: args.kv_cache_mem,
         max_batched_tokens: args.max_batched_tokens,
         max_num_seqs: args.max_num_seqs,
+        max_protected_tokens: args.protected_batched_tokens,
         max_model_len: args.max_model_len,
         enable_prefix_caching: !args.no_prefix_cache,
         ..Default::default()

@@ -54,12 +54,21 @@ impl Scheduler {
         }
     }
 
-    /// The budget a step starts with: the full one when some priorities are protected.
+    /// The budget a step starts with: the protected one when some priorities are protected
+    /// (they are walked first; the others are held to [`Scheduler::step_budget`]).
     pub(super) fn initial_budget(&self) -> usize {
         match self.limits.protect {
-            Some(_) if self.limits.tokens.is_some() => self.cfg.max_batched_tokens,
-            _ => self.step_budget(),
+            Some(_) => self.protected_budget(),
+            None => self.step_budget(),
         }
+    }
+
+    /// The step's token budget for the protected priorities' work.
+    pub(super) fn protected_budget(&self) -> usize {
+        self.cfg
+            .max_protected_tokens
+            .unwrap_or(0)
+            .max(self.cfg.max_batched_tokens)
     }
 
     /// When the step's walk reaches a sequence of priority `p`: the budget left, lowered to
@@ -75,13 +84,16 @@ impl Scheduler {
         decodes_to_come: usize,
         protected_prefill: bool,
     ) -> usize {
-        match (self.limits.protect, self.limits.tokens) {
-            (Some(protect), _) if p < protect && protected_prefill => 0,
-            (Some(protect), Some(limit)) if p < protect => left.min(
-                limit
-                    .saturating_sub(used)
-                    .max(decodes_to_come + self.cfg.block_size),
-            ),
+        match self.limits.protect {
+            Some(protect) if p < protect && protected_prefill => 0,
+            Some(protect) if p < protect => {
+                let limit = self.limits.tokens.unwrap_or(self.cfg.max_batched_tokens);
+                left.min(
+                    limit
+                        .saturating_sub(used)
+                        .max(decodes_to_come + self.cfg.block_size),
+                )
+            }
             _ => left,
         }
     }
@@ -222,5 +234,37 @@ mod tests {
         let plan = finish_prefill(&mut s);
         assert_eq!(plan.items.len(), 4);
         s.check_invariants().unwrap();
+    }
+
+    #[test]
+    fn a_protected_budget_starts_a_burst_of_protected_prompts_together() {
+        let run = |protected: Option<usize>| {
+            let mut s = Scheduler::new(SchedulerConfig {
+                max_batched_tokens: 64,
+                max_num_seqs: 8,
+                block_size: 4,
+                num_blocks: 256,
+                max_model_len: 512,
+                max_protected_tokens: protected,
+                ..SchedulerConfig::default()
+            })
+            .unwrap();
+            s.add(Request::new(1, (0..100).collect(), 8)).unwrap();
+            for id in 2..=3 {
+                s.add(Request::new(id, vec![id as u32; 40], 8).with_priority(100))
+                    .unwrap();
+            }
+            s.set_step_limits_protecting(None, None, Some(100));
+            let plan = s.schedule().unwrap();
+            s.check_invariants().unwrap();
+            plan.items
+                .iter()
+                .map(|i| (i.seq.request, i.tokens.len()))
+                .collect::<Vec<_>>()
+        };
+        // One step's budget: the second VIP prompt waits for the next step (not split).
+        assert_eq!(run(None), vec![(2, 40)]);
+        // A protected budget of 128: both start now; the normal prompt still waits.
+        assert_eq!(run(Some(128)), vec![(2, 40), (3, 40)]);
     }
 }

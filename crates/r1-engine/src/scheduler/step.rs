@@ -219,7 +219,7 @@ impl Scheduler {
     /// would have filled are cheap to leave out, since prefill is compute-bound.
     fn split_is_avoidable(&self, s: &Seq, remaining: usize, st: &Step) -> bool {
         let whole_step = match self.limits.protect {
-            Some(p) if s.priority >= p => self.cfg.max_batched_tokens,
+            Some(p) if s.priority >= p => self.protected_budget(),
             _ => self.step_budget(),
         };
         let prefill_here = st
@@ -229,7 +229,7 @@ impl Scheduler {
             .any(|i| i.tokens.len() > 1 || !i.sample);
         prefill_here
             && remaining <= whole_step.saturating_sub(self.running_slots)
-            && self.cfg.max_chunk_tokens.map_or(true, |c| remaining <= c)
+            && self.cfg.max_chunk_tokens.is_none_or(|c| remaining <= c)
     }
 
     /// The fewest running sequences of priority below `priority` (lowest, newest first) whose

@@ -89,6 +89,12 @@ pub struct SchedulerConfig {
     pub enable_chunked_prefill: bool,
     /// Most prompt tokens one sequence computes in one step (`None`: the budget decides).
     pub max_chunk_tokens: Option<usize>,
+    /// Token budget of a step for the protected (latency-targeted) priorities, when
+    /// [`Scheduler::set_step_limits_protecting`] names them (`None`, or less than
+    /// `max_batched_tokens`: `max_batched_tokens`). Larger, a burst of their prompts starts
+    /// in one step instead of one step after another: the burst's last first token then
+    /// comes sooner, since each step also pays for every running decode.
+    pub max_protected_tokens: Option<usize>,
     /// Identifies the model in prefix-cache keys.
     pub model_salt: u64,
 }
@@ -104,6 +110,7 @@ impl Default for SchedulerConfig {
             enable_prefix_caching: true,
             enable_chunked_prefill: true,
             max_chunk_tokens: None,
+            max_protected_tokens: None,
             model_salt: 0,
         }
     }
@@ -214,7 +221,8 @@ pub struct StepPlan {
     pub copies: Vec<BlockCopy>,
     /// Sequences preempted in this step (their blocks are free; they recompute later).
     pub preempted: Vec<SeqId>,
-    /// Tokens computed this step (≤ `max_batched_tokens`).
+    /// Tokens computed this step (≤ `max_batched_tokens`, or the protected budget when
+    /// protected priorities are set).
     pub num_tokens: usize,
     /// The waiting sequence that could not be admitted, if any (everything after it in
     /// priority order waits too).
