@@ -122,12 +122,24 @@ mod tests {
 
     fn finish_prefill(s: &mut Scheduler) -> StepPlan {
         let plan = s.schedule().unwrap();
+        sample(s, &plan);
+        plan
+    }
+
+    fn sample(s: &mut Scheduler, plan: &StepPlan) {
         for it in plan.sample_items() {
             for q in it.sample_seqs() {
                 s.append_token(q, 1).unwrap();
             }
         }
-        plan
+    }
+
+    /// (request, tokens) of each item, in plan order.
+    fn sizes(plan: &StepPlan) -> Vec<(RequestId, usize)> {
+        plan.items
+            .iter()
+            .map(|i| (i.seq.request, i.tokens.len()))
+            .collect()
     }
 
     #[test]
@@ -200,25 +212,11 @@ mod tests {
         // No learned limit yet: the step still keeps the normal prompt and decodes out.
         s.set_step_limits_protecting(None, None, Some(100));
         let plan = s.schedule().unwrap();
-        let sizes: Vec<_> = plan
-            .items
-            .iter()
-            .map(|i| (i.seq.request, i.tokens.len()))
-            .collect();
-        assert_eq!(sizes, vec![(4, 40)]);
-        for it in plan.sample_items() {
-            for q in it.sample_seqs() {
-                s.append_token(q, 1).unwrap();
-            }
-        }
+        assert_eq!(sizes(&plan), vec![(4, 40)]);
+        sample(&mut s, &plan);
         // Next step: everyone decodes, and the normal prompt gets the rest.
         let plan = s.schedule().unwrap();
-        let sizes: Vec<_> = plan
-            .items
-            .iter()
-            .map(|i| (i.seq.request, i.tokens.len()))
-            .collect();
-        assert_eq!(sizes, vec![(4, 1), (1, 1), (2, 1), (3, 200)]);
+        assert_eq!(sizes(&plan), vec![(4, 1), (1, 1), (2, 1), (3, 200)]);
         s.check_invariants().unwrap();
     }
 
@@ -257,10 +255,7 @@ mod tests {
             s.set_step_limits_protecting(None, None, Some(100));
             let plan = s.schedule().unwrap();
             s.check_invariants().unwrap();
-            plan.items
-                .iter()
-                .map(|i| (i.seq.request, i.tokens.len()))
-                .collect::<Vec<_>>()
+            sizes(&plan)
         };
         // One step's budget: the second VIP prompt waits for the next step (not split).
         assert_eq!(run(None), vec![(2, 40)]);

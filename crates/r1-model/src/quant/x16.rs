@@ -143,7 +143,7 @@ fn interleave_q8_0(nb: usize, src: &[u8], dst: &mut [u8]) {
             let blk = &src[r * wrow + b * 34..r * wrow + (b + 1) * 34];
             gb[2 * r..2 * r + 2].copy_from_slice(&blk[0..2]);
             for e in 0..32 {
-                gb[32 + 64 * (e / 4) + 4 * r + e % 4] = blk[2 + e] ^ 0x80;
+                gb[q8_0_pos(r, e)] = blk[2 + e] ^ 0x80;
             }
         }
     }
@@ -155,40 +155,21 @@ fn extract_row_q8_0(nb: usize, group: &[u8], r: usize, out: &mut [u8]) {
         let blk = &mut out[b * 34..(b + 1) * 34];
         blk[0..2].copy_from_slice(&gb[2 * r..2 * r + 2]);
         for e in 0..32 {
-            blk[2 + e] = gb[32 + 64 * (e / 4) + 4 * r + e % 4] ^ 0x80;
+            blk[2 + e] = gb[q8_0_pos(r, e)] ^ 0x80;
         }
     }
 }
 
-/// Portable x16 GEMM for Q8_0 (the reference for the SIMD kernel); see
-/// [`gemm_q5_0_scalar`].
-pub(crate) fn gemm_q8_0_scalar(k: usize, w: &[u8], a: &[u8], n: usize, out: OutPtr) {
-    let nb = k / 32;
-    for (g, grp) in w.chunks_exact(nb * Q8_0_GB).enumerate() {
-        for t in 0..n {
-            let at = &a[t * nb * 34..(t + 1) * nb * 34];
-            let mut acc = [0f32; GROUP];
-            for b in 0..nb {
-                let gb = &grp[b * Q8_0_GB..(b + 1) * Q8_0_GB];
-                let ab = &at[b * 34..(b + 1) * 34];
-                let dy = rd_f16(ab, 0);
-                for (r, acc) in acc.iter_mut().enumerate() {
-                    let isum: i32 = (0..32)
-                        .map(|e| {
-                            let q = (gb[32 + 64 * (e / 4) + 4 * r + e % 4] ^ 0x80) as i8;
-                            q as i32 * (ab[2 + e] as i8 as i32)
-                        })
-                        .sum();
-                    let d = rd_f16(gb, 2 * r) * dy;
-                    *acc = d.mul_add(isum as f32, *acc);
-                }
-            }
-            for (r, v) in acc.iter().enumerate() {
-                // SAFETY: the caller's `OutPtr` covers every (row, token) of this call.
-                unsafe { out.write(g * GROUP + r, t, *v) };
-            }
-        }
-    }
+/// The weight (-128..=127) of element `e` of row `r` of a Q8_0 group-block.
+#[inline(always)]
+fn q8_0_quant(gb: &[u8], r: usize, e: usize) -> i32 {
+    (gb[q8_0_pos(r, e)] ^ 0x80) as i8 as i32
+}
+
+/// Where element `e` of row `r` lies in a Q8_0 group-block.
+#[inline(always)]
+fn q8_0_pos(r: usize, e: usize) -> usize {
+    32 + 64 * (e / 4) + 4 * r + e % 4
 }
 
 /// The unsigned 5-bit weight `q` (the value is `q - 16`) of element `e` of row `r`.
@@ -202,22 +183,41 @@ fn q5_0_quant(gb: &[u8], r: usize, e: usize) -> i32 {
     (nib | (hb << 4)) as i32
 }
 
-/// Portable x16 GEMM (the reference for the SIMD kernels): `w` is whole interleaved groups,
-/// `a` holds `n` Q8_0 activation rows.
+/// Portable x16 GEMMs (the references for the SIMD kernels): `w` is whole interleaved
+/// groups, `a` holds `n` Q8_0 activation rows.
 pub(crate) fn gemm_q5_0_scalar(k: usize, w: &[u8], a: &[u8], n: usize, out: OutPtr) {
+    gemm_blocks32_scalar(k, w, a, n, out, Q5_0_GB, |gb, r, e| {
+        q5_0_quant(gb, r, e) - 16
+    })
+}
+
+pub(crate) fn gemm_q8_0_scalar(k: usize, w: &[u8], a: &[u8], n: usize, out: OutPtr) {
+    gemm_blocks32_scalar(k, w, a, n, out, Q8_0_GB, q8_0_quant)
+}
+
+/// The x16 order for 32-element blocks whose f16 scales open each group-block; `weight`
+/// gives the signed value of (group-block, row, element).
+fn gemm_blocks32_scalar(
+    k: usize,
+    w: &[u8],
+    a: &[u8],
+    n: usize,
+    out: OutPtr,
+    gb_bytes: usize,
+    weight: impl Fn(&[u8], usize, usize) -> i32,
+) {
     let nb = k / 32;
-    let gbytes = nb * Q5_0_GB;
-    for (g, grp) in w.chunks_exact(gbytes).enumerate() {
+    for (g, grp) in w.chunks_exact(nb * gb_bytes).enumerate() {
         for t in 0..n {
             let at = &a[t * nb * 34..(t + 1) * nb * 34];
             let mut acc = [0f32; GROUP];
             for b in 0..nb {
-                let gb = &grp[b * Q5_0_GB..(b + 1) * Q5_0_GB];
+                let gb = &grp[b * gb_bytes..(b + 1) * gb_bytes];
                 let ab = &at[b * 34..(b + 1) * 34];
                 let dy = rd_f16(ab, 0);
                 for (r, acc) in acc.iter_mut().enumerate() {
                     let isum: i32 = (0..32)
-                        .map(|e| (q5_0_quant(gb, r, e) - 16) * (ab[2 + e] as i8 as i32))
+                        .map(|e| weight(gb, r, e) * (ab[2 + e] as i8 as i32))
                         .sum();
                     let d = rd_f16(gb, 2 * r) * dy;
                     *acc = d.mul_add(isum as f32, *acc);
