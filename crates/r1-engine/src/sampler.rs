@@ -146,7 +146,6 @@ impl Sampler {
         if p.is_greedy() {
             return argmax(logits);
         }
-        // Candidates sorted by logit (desc), ties by id for determinism.
         let mut cand: Vec<(u32, f32)> = logits
             .iter()
             .enumerate()
@@ -156,49 +155,101 @@ impl Sampler {
         if cand.is_empty() {
             return argmax(logits);
         }
-        let k = if p.top_k > 0 {
-            p.top_k.min(cand.len())
-        } else {
-            cand.len()
-        };
-        let cmp = |a: &(u32, f32), b: &(u32, f32)| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0));
-        if k < cand.len() {
-            cand.select_nth_unstable_by(k - 1, cmp);
-            cand.truncate(k);
+        if p.top_k > 0 && p.top_k < cand.len() {
+            cand.select_nth_unstable_by(p.top_k - 1, by_logit_desc);
+            cand.truncate(p.top_k);
         }
-        cand.sort_by(cmp);
-        let max = cand[0].1;
-        let mut probs: Vec<f64> = cand.iter().map(|c| ((c.1 - max) as f64).exp()).collect();
-        let total: f64 = probs.iter().sum();
-        probs.iter_mut().for_each(|x| *x /= total);
-        // min-p: drop tokens below min_p × the top probability.
-        let mut keep = probs.len();
+        let max = cand.iter().map(|c| c.1).fold(f32::NEG_INFINITY, f32::max);
+        // Tokens more than e^50 less likely than the best one hold under 1e-16 of the mass
+        // together, even over a 152k vocabulary: leaving them out spares the work and can
+        // change a draw only with that probability.
+        cand.retain(|c| c.1 >= max - NEGLIGIBLE_LOGIT_GAP);
+        // Weights relative to the most likely token (weight 1).
+        let w = |c: &(u32, f32)| ((c.1 - max) as f64).exp();
+        let total: f64 = cand.iter().map(w).sum();
+        // min-p: drop tokens below min_p × the top probability (compared as logs: one
+        // exp per candidate, for `total`, is what this costs).
         if p.min_p > 0.0 {
-            let floor = probs[0] * p.min_p as f64;
-            keep = probs.iter().take_while(|&&x| x >= floor).count().max(1);
+            let floor = (p.min_p as f64).ln();
+            cand.retain(|c| (c.1 - max) as f64 >= floor);
         }
-        // top-p: the smallest prefix whose mass reaches top_p.
-        if p.top_p < 1.0 {
-            let mut acc = 0.0;
-            let mut n = 0;
-            for &x in &probs[..keep] {
-                acc += x;
+        // The candidates are walked from the most likely down, and only as far as needed:
+        // sorting a whole 152k vocabulary per token took ~5 ms, which halved batched decode
+        // at temperature 0.6.
+        let mut walk = Descending::new(&mut cand);
+        // top-p: the smallest prefix whose mass reaches top_p of the total.
+        let (keep, mass) = if p.top_p < 1.0 {
+            let target = p.top_p as f64 * total;
+            let (mut n, mut acc) = (0, 0.0);
+            while let Some(c) = walk.get(n) {
+                acc += w(&c);
                 n += 1;
-                if acc >= p.top_p as f64 {
+                if acc >= target {
                     break;
                 }
             }
-            keep = n.max(1);
-        }
-        let mass: f64 = probs[..keep].iter().sum();
+            (n, acc)
+        } else {
+            let mass = if p.min_p > 0.0 {
+                walk.all().iter().map(w).sum()
+            } else {
+                total
+            };
+            (usize::MAX, mass)
+        };
         let mut r = self.rng.random::<f64>() * mass;
-        for (i, &x) in probs[..keep].iter().enumerate() {
+        let mut chosen = walk.get(0).expect("the top token is always a candidate").0;
+        for i in 0..keep {
+            let Some(c) = walk.get(i) else { break };
+            chosen = c.0;
+            let x = w(&c);
             if r < x {
-                return cand[i].0;
+                break;
             }
             r -= x;
         }
-        cand[keep - 1].0
+        chosen
+    }
+}
+
+/// See `Sampler::pick`.
+const NEGLIGIBLE_LOGIT_GAP: f32 = 50.0;
+
+/// Descending logit, ties by id: a total order, so any partial sort agrees with a full one.
+fn by_logit_desc(a: &(u32, f32), b: &(u32, f32)) -> std::cmp::Ordering {
+    b.1.total_cmp(&a.1).then(a.0.cmp(&b.0))
+}
+
+/// Candidates in descending order, sorted lazily: a growing sorted prefix, extended by
+/// selecting the next-largest block (64, then 4x each time) out of the rest.
+struct Descending<'a> {
+    cand: &'a mut [(u32, f32)],
+    sorted: usize,
+}
+
+impl<'a> Descending<'a> {
+    fn new(cand: &'a mut [(u32, f32)]) -> Self {
+        Descending { cand, sorted: 0 }
+    }
+
+    /// The `i`-th most likely candidate.
+    fn get(&mut self, i: usize) -> Option<(u32, f32)> {
+        while i >= self.sorted && self.sorted < self.cand.len() {
+            let want = (self.sorted * 4).max(64).min(self.cand.len());
+            let rest = &mut self.cand[self.sorted..];
+            let k = want - self.sorted;
+            if k < rest.len() {
+                rest.select_nth_unstable_by(k - 1, by_logit_desc);
+            }
+            rest[..k].sort_unstable_by(by_logit_desc);
+            self.sorted = want;
+        }
+        self.cand.get(i).copied()
+    }
+
+    /// Every candidate (in no particular order).
+    fn all(&self) -> &[(u32, f32)] {
+        self.cand
     }
 }
 
@@ -334,5 +385,84 @@ mod tests {
         .validate()
         .unwrap_err();
         assert!(e.contains("top_p"));
+    }
+
+    /// The sampler before candidates were sorted lazily: a full sort, normalised f64
+    /// probabilities, min-p, top-p, then a walk.
+    fn pick_full_sort(p: &SamplingParams, rng: &mut StdRng, logits: &[f32]) -> u32 {
+        let mut cand: Vec<(u32, f32)> = logits
+            .iter()
+            .enumerate()
+            .map(|(i, &l)| (i as u32, l / p.temperature))
+            .collect();
+        cand.sort_by(by_logit_desc);
+        if p.top_k > 0 {
+            cand.truncate(p.top_k);
+        }
+        let max = cand[0].1;
+        let mut probs: Vec<f64> = cand.iter().map(|c| ((c.1 - max) as f64).exp()).collect();
+        let total: f64 = probs.iter().sum();
+        probs.iter_mut().for_each(|x| *x /= total);
+        let mut keep = probs.len();
+        if p.min_p > 0.0 {
+            let floor = probs[0] * p.min_p as f64;
+            keep = probs.iter().take_while(|&&x| x >= floor).count().max(1);
+        }
+        if p.top_p < 1.0 {
+            let (mut acc, mut n) = (0.0, 0);
+            for &x in &probs[..keep] {
+                acc += x;
+                n += 1;
+                if acc >= p.top_p as f64 {
+                    break;
+                }
+            }
+            keep = n;
+        }
+        let mass: f64 = probs[..keep].iter().sum();
+        let mut r = rng.random::<f64>() * mass;
+        for (i, &x) in probs[..keep].iter().enumerate() {
+            if r < x {
+                return cand[i].0;
+            }
+            r -= x;
+        }
+        cand[keep - 1].0
+    }
+
+    #[test]
+    fn lazy_ordering_draws_what_a_full_sort_draws() {
+        let mut gen = StdRng::seed_from_u64(9);
+        let settings = [
+            (0.6, 0, 0.95, 0.0),
+            (1.0, 0, 1.0, 0.0),
+            (0.8, 40, 0.9, 0.05),
+            (1.3, 0, 1.0, 0.1),
+        ];
+        for (temperature, top_k, top_p, min_p) in settings {
+            let params = SamplingParams {
+                temperature,
+                top_k,
+                top_p,
+                min_p,
+                seed: Some(3),
+                ..Default::default()
+            };
+            for _ in 0..5 {
+                // A long-tailed distribution over a large vocabulary, with ties.
+                let logits: Vec<f32> = (0..20_000)
+                    .map(|_| (gen.random_range(-12.0f32..12.0) * 4.0).round() / 4.0)
+                    .collect();
+                let mut lazy = Sampler::new(params.clone());
+                let mut rng = StdRng::seed_from_u64(3);
+                for _ in 0..200 {
+                    assert_eq!(
+                        lazy.pick(&logits),
+                        pick_full_sort(&params, &mut rng, &logits),
+                        "{params:?}"
+                    );
+                }
+            }
+        }
     }
 }
