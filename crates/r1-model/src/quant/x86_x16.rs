@@ -104,9 +104,7 @@ unsafe fn tile_vnni<const NT: usize, const Q8: bool>(
     for b in 0..nb {
         let gb = g.add(b * gbytes);
         if prefetch {
-            for l in (0..gbytes).step_by(64) {
-                _mm_prefetch::<_MM_HINT_T0>(gb.wrapping_add(PF_BYTES + l) as *const i8);
-            }
+            prefetch_ahead(gb, gbytes);
         }
         let dx = _mm512_cvtph_ps(_mm256_loadu_si256(gb as *const __m256i));
         let ws = if Q8 { unpack_q8_0(gb) } else { unpack_q5_0(gb) };
@@ -163,6 +161,24 @@ unsafe fn tile_avx2<const NT: usize>(
         }
     }
     acc
+}
+
+/// Prefetches the `len` bytes `PF_BYTES` ahead of `p` in a group stream.
+#[inline(always)]
+pub(super) unsafe fn prefetch_ahead(p: *const u8, len: usize) {
+    for l in (0..len).step_by(64) {
+        _mm_prefetch::<_MM_HINT_T0>(p.wrapping_add(PF_BYTES + l) as *const i8);
+    }
+}
+
+/// Stores a tile's results: `acc[j]` holds the 16 rows from `row0` of token `t0 + j`.
+#[inline(always)]
+pub(super) unsafe fn store_tile(out: OutPtr, row0: usize, t0: usize, acc: &[__m512]) {
+    for (j, v) in acc.iter().enumerate() {
+        let mut l = [0f32; 16];
+        _mm512_storeu_ps(l.as_mut_ptr(), *v);
+        store(out, row0, t0 + j, &l);
+    }
 }
 
 /// Stores `L` consecutive rows from `row0` for token `t` (`v`: the lanes as f32).
@@ -226,11 +242,7 @@ unsafe fn gemm_x16<const VNNI: bool, const Q8: bool>(
                 macro_rules! vnni {
                     ($t:expr, $nt:literal) => {{
                         let acc = tile_vnni::<$nt, Q8>(gp, nb, ap, &acts, $t, prefetch);
-                        for (j, v) in acc.iter().enumerate() {
-                            let mut l = [0f32; 16];
-                            _mm512_storeu_ps(l.as_mut_ptr(), *v);
-                            store(out, row0, $t + j, &l);
-                        }
+                        store_tile(out, row0, $t, &acc);
                     }};
                 }
                 token_tiles!(c0, c1, 16, vnni);

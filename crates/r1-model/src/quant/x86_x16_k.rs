@@ -16,14 +16,12 @@ use core::arch::x86_64::*;
 use super::gemm::OutPtr;
 use super::x16::GROUP;
 use super::x16_k::{Q4_K_GB, Q6_K_GB};
-use super::x86_x16::{store, token_tiles, PREFETCH_MAX_TOKENS};
+use super::x86_x16::{prefetch_ahead, store_tile, token_tiles, PREFETCH_MAX_TOKENS};
 
 /// Q8_K activation block bytes: f32 d, 256 i8, 16 i16 sums of 16.
 const AB: usize = 292;
 /// Activation bytes kept hot per token chunk.
 const L2_BUDGET: usize = 1 << 20;
-/// Decode prefetch distance in the group stream.
-const PF_BYTES: usize = 4096;
 
 /// Per (token, super-block), token-major: `dy`, and Q4_K's sub-block sums as bytes
 /// `h[0..8]`, `l[0..8]` (`ysum = 128 h + l`) or Q6_K's 16 corrections `-32 * bsum`.
@@ -64,13 +62,6 @@ unsafe fn bcast(p: *const u8) -> __m512i {
 }
 
 #[inline(always)]
-unsafe fn prefetch(p: *const u8, len: usize) {
-    for l in (0..len).step_by(64) {
-        _mm_prefetch::<_MM_HINT_T0>(p.wrapping_add(PF_BYTES + l) as *const i8);
-    }
-}
-
-#[inline(always)]
 unsafe fn tile_q4_k<const NT: usize>(
     g: *const u8,
     nsb: usize,
@@ -84,13 +75,13 @@ unsafe fn tile_q4_k<const NT: usize>(
     for b in 0..nsb {
         let gb = g.add(b * Q4_K_GB);
         if pf {
-            prefetch(gb, 256);
+            prefetch_ahead(gb, 256);
         }
         let mut sum = [_mm512_setzero_si512(); NT];
         for sub in 0..8 {
             let base = gb.add(256 + 512 * (sub / 2));
             if pf && sub % 2 == 0 {
-                prefetch(base, 512);
+                prefetch_ahead(base, 512);
             }
             let mut ws = [_mm512_setzero_si512(); 8];
             for p in 0..8 {
@@ -168,13 +159,13 @@ unsafe fn tile_q6_k<const NT: usize>(
     for b in 0..nsb {
         let gb = g.add(b * Q6_K_GB);
         if pf {
-            prefetch(gb, 288);
+            prefetch_ahead(gb, 288);
         }
         let mut sum = [_mm512_setzero_si512(); NT];
         for j in 0..16 {
             let base = gb.add(288 + 192 * j);
             if pf {
-                prefetch(base, 192);
+                prefetch_ahead(base, 192);
             }
             let n0 = _mm512_loadu_si512(base as *const _);
             let n1 = _mm512_loadu_si512(base.add(64) as *const _);
@@ -235,11 +226,7 @@ unsafe fn gemm_k<const Q4: bool>(k: usize, w: &[u8], a: &[u8], n: usize, out: Ou
                     } else {
                         tile_q6_k::<$nt>(gp, nsb, ap, &acts, $t, pf)
                     };
-                    for (j, v) in acc.iter().enumerate() {
-                        let mut l = [0f32; 16];
-                        _mm512_storeu_ps(l.as_mut_ptr(), *v);
-                        store(out, g * GROUP, $t + j, &l);
-                    }
+                    store_tile(out, g * GROUP, $t, &acc);
                 }};
             }
             token_tiles!(c0, c1, 8, tile);
