@@ -51,7 +51,10 @@ pub(crate) fn quantize(
         Q4_K => blocks.for_each(|(x, y)| q45_k(x, y, 15)),
         Q5_K => blocks.for_each(|(x, y)| q45_k(x, y, 31)),
         Q6_K => blocks.for_each(|(x, y)| q6_k(x, y)),
-        I8 | I16 | I32 | I64 | F64 => {
+        // i-quants need ggml's grid search (and usually an importance matrix); weights of
+        // these types only come from GGUF files
+        IQ2_XXS | IQ2_XS | IQ2_S | IQ3_XXS | IQ3_S | IQ1_S | IQ1_M | IQ4_NL | IQ4_XS | I8 | I16
+        | I32 | I64 | F64 => {
             return Err(QuantError::Unsupported {
                 ty,
                 op: "quantize_row",

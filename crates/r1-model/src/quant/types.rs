@@ -24,6 +24,16 @@ pub enum GgmlType {
     I64,
     F64,
     BF16,
+    // llama.cpp's "i-quants": grid codebooks (IQ1/IQ2/IQ3) or a non-linear 4-bit table (IQ4)
+    IQ2_XXS,
+    IQ2_XS,
+    IQ3_XXS,
+    IQ1_S,
+    IQ4_NL,
+    IQ3_S,
+    IQ2_S,
+    IQ4_XS,
+    IQ1_M,
 }
 
 impl GgmlType {
@@ -45,11 +55,20 @@ impl GgmlType {
             13 => Q5_K,
             14 => Q6_K,
             15 => Q8_K,
+            16 => IQ2_XXS,
+            17 => IQ2_XS,
+            18 => IQ3_XXS,
+            19 => IQ1_S,
+            20 => IQ4_NL,
+            21 => IQ3_S,
+            22 => IQ2_S,
+            23 => IQ4_XS,
             24 => I8,
             25 => I16,
             26 => I32,
             27 => I64,
             28 => F64,
+            29 => IQ1_M,
             30 => BF16,
             _ => return None,
         })
@@ -72,11 +91,20 @@ impl GgmlType {
             Q5_K => 13,
             Q6_K => 14,
             Q8_K => 15,
+            IQ2_XXS => 16,
+            IQ2_XS => 17,
+            IQ3_XXS => 18,
+            IQ1_S => 19,
+            IQ4_NL => 20,
+            IQ3_S => 21,
+            IQ2_S => 22,
+            IQ4_XS => 23,
             I8 => 24,
             I16 => 25,
             I32 => 26,
             I64 => 27,
             F64 => 28,
+            IQ1_M => 29,
             BF16 => 30,
         }
     }
@@ -85,8 +113,9 @@ impl GgmlType {
     pub fn block_size(self) -> usize {
         use GgmlType::*;
         match self {
-            Q4_0 | Q4_1 | Q5_0 | Q5_1 | Q8_0 | Q8_1 => 32,
+            Q4_0 | Q4_1 | Q5_0 | Q5_1 | Q8_0 | Q8_1 | IQ4_NL => 32,
             Q2_K | Q3_K | Q4_K | Q5_K | Q6_K | Q8_K => 256,
+            IQ2_XXS | IQ2_XS | IQ2_S | IQ3_XXS | IQ3_S | IQ1_S | IQ1_M | IQ4_XS => 256,
             _ => 1,
         }
     }
@@ -111,6 +140,16 @@ impl GgmlType {
             Q5_K => 2 + 2 + 12 + 32 + 128,
             Q6_K => 128 + 64 + 16 + 2,
             Q8_K => 4 + 256 + 2 * 16,
+            // ggml-common.h block_iq*: field by field, in struct order
+            IQ2_XXS => 2 + 2 * 32,        // d, qs[32] u16
+            IQ2_XS => 2 + 2 * 32 + 8,     // d, qs[32] u16, scales[8]
+            IQ2_S => 2 + 64 + 8 + 8,      // d, qs[64] (grid low bits, signs), qh[8], scales[8]
+            IQ3_XXS => 2 + 96,            // d, qs[96] (grid indices, then scales+signs)
+            IQ3_S => 2 + 64 + 8 + 32 + 4, // d, qs[64], qh[8], signs[32], scales[4]
+            IQ1_S => 2 + 32 + 2 * 8,      // d, qs[32], qh[8] u16
+            IQ1_M => 32 + 16 + 8,         // qs[32], qh[16], scales[8] (d spread over them)
+            IQ4_NL => 2 + 16,             // d, qs[16]
+            IQ4_XS => 2 + 2 + 4 + 128,    // d, scales_h u16, scales_l[4], qs[128]
         }
     }
 
@@ -151,6 +190,15 @@ impl GgmlType {
             I64 => "I64",
             F64 => "F64",
             BF16 => "BF16",
+            IQ2_XXS => "IQ2_XXS",
+            IQ2_XS => "IQ2_XS",
+            IQ3_XXS => "IQ3_XXS",
+            IQ1_S => "IQ1_S",
+            IQ4_NL => "IQ4_NL",
+            IQ3_S => "IQ3_S",
+            IQ2_S => "IQ2_S",
+            IQ4_XS => "IQ4_XS",
+            IQ1_M => "IQ1_M",
         }
     }
 }
