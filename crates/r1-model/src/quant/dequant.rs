@@ -24,8 +24,10 @@ pub(crate) fn dequantize(ty: GgmlType, data: &[u8], out: &mut [f32]) -> Result<(
         Q5_K => blocks.for_each(|(b, y)| q5_k(b, y)),
         Q6_K => blocks.for_each(|(b, y)| q6_k(b, y)),
         Q8_K => blocks.for_each(|(b, y)| q8_k(b, y)),
-        IQ2_XXS | IQ2_XS | IQ2_S | IQ3_XXS | IQ3_S | IQ1_S | IQ1_M | IQ4_NL | IQ4_XS | I8 | I16
-        | I32 | I64 | F64 => {
+        IQ2_XXS | IQ2_XS | IQ2_S | IQ3_XXS | IQ3_S | IQ1_S | IQ1_M | IQ4_NL | IQ4_XS => {
+            super::iq_dequant::dequantize(ty, data, out);
+        }
+        I8 | I16 | I32 | I64 | F64 => {
             return Err(QuantError::Unsupported {
                 ty,
                 op: "dequantize",

@@ -58,6 +58,8 @@ mod dispatch;
 mod dot_float;
 mod dot_scalar;
 mod gemm;
+mod iq_dequant;
+mod iq_grids;
 mod q8;
 mod quantize;
 mod types;
