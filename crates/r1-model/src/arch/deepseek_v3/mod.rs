@@ -5,6 +5,7 @@
 //! is the spec it is tested against.
 
 pub mod config;
+mod experts;
 pub mod gguf;
 mod linear;
 pub(crate) mod mla;

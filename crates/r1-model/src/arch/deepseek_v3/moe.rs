@@ -10,11 +10,13 @@
 //! `-inf` fill; the original code's `0.0` fill gives the same choice while biased scores
 //! are positive, as they are for sigmoid scores plus a non-negative bias).
 //!
-//! Dispatch groups the batch's tokens by expert and runs each expert once on all of its
-//! rows; a token's routed output is summed over its experts in ascending expert id, so it
-//! does not depend on the other tokens in the batch.
+//! Dispatch groups the batch's tokens by expert and runs every active expert once on all of
+//! its rows, all experts of the layer (and the shared ones) together (`experts.rs`); a
+//! token's routed output is summed over its experts in ascending expert id, so it does not
+//! depend on the other tokens in the batch.
 
 use super::config::{DeepSeekConfig, ScoringFunc, TopkMethod};
+use super::experts::{self, ExpertJob};
 use super::linear::linear;
 use super::Trace;
 use crate::ops;
@@ -30,13 +32,12 @@ pub(crate) struct Mlp {
 impl Mlp {
     /// `out = down(silu(gate x) * up x)` for `n` rows.
     pub fn forward(&self, pool: &ThreadPool, x: &[f32], n: usize, out: &mut [f32]) {
-        let f = self.gate.rows;
-        let mut g = vec![0.0f32; n * f];
-        let mut u = vec![0.0f32; n * f];
-        linear(pool, &self.gate, x, n, &mut g);
-        linear(pool, &self.up, x, n, &mut u);
-        ops::silu_mul(&mut g, &u);
-        linear(pool, &self.down, &g, n, out);
+        let job = ExpertJob {
+            mlp: self,
+            rows: (0..n).collect(),
+        };
+        let ys = experts::run(pool, x, n, std::slice::from_ref(&job));
+        out.copy_from_slice(&ys[0]);
     }
 }
 
@@ -162,29 +163,37 @@ pub(crate) fn forward(
         }
         tr.routing.push((layer, per_tok));
     }
-    // Group token rows by expert.
+    // Group token rows by expert; the shared experts take every row. All of them run in
+    // the same parallel regions (experts.rs).
     let mut rows_of: Vec<Vec<(usize, f32)>> = vec![Vec::new(); ne];
     for (i, r) in routes.iter().enumerate() {
         for &(e, w) in r {
             rows_of[e].push((i, w));
         }
     }
-    out.fill(0.0);
-    let mut xe = Vec::new();
-    let mut ye = Vec::new();
+    let mut jobs: Vec<ExpertJob> = Vec::new();
+    let mut routed: Vec<usize> = Vec::new();
     for (e, rows) in rows_of.iter().enumerate() {
-        if rows.is_empty() {
-            continue;
+        if !rows.is_empty() {
+            routed.push(e);
+            jobs.push(ExpertJob {
+                mlp: &m.experts[e],
+                rows: rows.iter().map(|&(i, _)| i).collect(),
+            });
         }
-        let n = rows.len();
-        xe.clear();
-        for &(i, _) in rows {
-            xe.extend_from_slice(&h[i * d..(i + 1) * d]);
-        }
-        ye.clear();
-        ye.resize(n * d, 0.0);
-        m.experts[e].forward(pool, &xe, n, &mut ye);
-        for (j, &(i, w)) in rows.iter().enumerate() {
+    }
+    if let Some(sh) = &m.shared {
+        jobs.push(ExpertJob {
+            mlp: sh,
+            rows: (0..t).collect(),
+        });
+    }
+    let ys = experts::run(pool, h, t, &jobs);
+    // A token's routed output is summed in ascending expert id, then the shared output is
+    // added: the order does not depend on the other tokens of the batch.
+    out.fill(0.0);
+    for (&e, ye) in routed.iter().zip(&ys) {
+        for (j, &(i, w)) in rows_of[e].iter().enumerate() {
             for (o, &y) in out[i * d..(i + 1) * d]
                 .iter_mut()
                 .zip(&ye[j * d..(j + 1) * d])
@@ -193,9 +202,7 @@ pub(crate) fn forward(
             }
         }
     }
-    if let Some(sh) = &m.shared {
-        let mut s = vec![0.0f32; t * d];
-        sh.forward(pool, h, t, &mut s);
-        ops::add_assign(out, &s);
+    if m.shared.is_some() {
+        ops::add_assign(out, &ys[routed.len()]);
     }
 }
