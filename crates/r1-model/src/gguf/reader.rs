@@ -7,6 +7,8 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
+use super::cursor::{align_up, Cursor};
+use super::split::{self, SplitError};
 use super::value::{GgufArray, GgufValue};
 use crate::quant::{x16, GgmlType, WeightLayout};
 
@@ -14,8 +16,6 @@ const MAGIC: &[u8; 4] = b"GGUF";
 const DEFAULT_ALIGNMENT: u64 = 32;
 /// ggml's GGML_MAX_DIMS.
 const MAX_DIMS: u32 = 4;
-/// Nesting depth for arrays of arrays; real files use at most 1.
-const MAX_ARRAY_DEPTH: u32 = 8;
 
 #[derive(Debug, thiserror::Error)]
 pub enum GgufError {
@@ -33,6 +33,9 @@ pub enum GgufError {
         key: String,
         msg: String,
     },
+    /// The parts of a split model do not fit together (see [`super::split`]).
+    #[error(transparent)]
+    Split(#[from] SplitError),
 }
 
 /// Where a tensor lives and what it holds. `dims` are in GGML order: `dims[0]` is the
@@ -42,8 +45,10 @@ pub struct TensorInfo {
     pub name: String,
     pub ty: GgmlType,
     pub dims: Vec<u64>,
-    /// Byte offset from the start of the file.
+    /// Byte offset from the start of the file that holds it (its part, for a split model).
     pub offset: usize,
+    /// Which part of a split model holds the tensor (0, the first, for a single file).
+    pub part: usize,
     pub size_bytes: usize,
     /// How the rows lie in memory: as in the file, unless interleaved at load
     /// ([`GgufFile::interleave_weights`]).
@@ -64,7 +69,7 @@ impl TensorInfo {
     }
 }
 
-enum Backing {
+pub(super) enum Backing {
     Mmap(memmap2::Mmap),
     /// A private copy in huge pages (see `resident`).
     Resident(memmap2::MmapMut),
@@ -81,16 +86,36 @@ impl Backing {
     }
 }
 
+/// One file of the model: the whole model, or one part of a split model.
+pub(super) struct Part {
+    pub(super) path: PathBuf,
+    pub(super) backing: Backing,
+    /// Where its tensor data starts.
+    pub(super) data_offset: usize,
+    pub(super) n_tensors: usize,
+}
+
+/// What [`GgufFile::parts`] tells about one file of the model.
+#[derive(Clone, Copy, Debug)]
+pub struct PartInfo<'a> {
+    pub path: &'a Path,
+    pub size_bytes: usize,
+    pub n_tensors: usize,
+}
+
+/// A GGUF model: one file, or all parts of a split model (llama.cpp's `gguf-split`), opened
+/// through the first part. Metadata comes from the first part; tensors from whichever part
+/// holds them.
 pub struct GgufFile {
     path: PathBuf,
-    backing: Backing,
+    /// `parts[0]` is the file at `path`; more only for a split model.
+    parts: Vec<Part>,
     version: u32,
     alignment: u64,
     metadata: Vec<(String, GgufValue)>,
     meta_index: HashMap<String, usize>,
     tensors: Vec<TensorInfo>,
     tensor_index: HashMap<String, usize>,
-    data_offset: usize,
 }
 
 impl std::fmt::Debug for GgufFile {
@@ -100,14 +125,22 @@ impl std::fmt::Debug for GgufFile {
             .field("version", &self.version)
             .field("metadata", &self.metadata.len())
             .field("tensors", &self.tensors.len())
+            .field("parts", &self.parts.len())
             .finish()
     }
 }
 
 impl GgufFile {
-    /// Memory-map and parse a GGUF file.
+    /// Memory-map and parse a GGUF file. For the first part of a split model
+    /// (`NAME-00001-of-0000N.gguf`) every part is mapped; any other part is refused, as
+    /// llama.cpp does, with an error naming the first.
     pub fn open(path: impl AsRef<Path>) -> Result<Self, GgufError> {
-        let path = path.as_ref();
+        let first = Self::open_one(path.as_ref())?;
+        split::resolve(first, Self::open_one)
+    }
+
+    /// Map and parse one file, whatever its split keys say.
+    pub(super) fn open_one(path: &Path) -> Result<Self, GgufError> {
         let io = |source| GgufError::Io {
             path: path.display().to_string(),
             source,
@@ -121,18 +154,33 @@ impl GgufFile {
 
     /// Open for serving: parse the mapped file, then move its bytes into huge pages when
     /// it fits comfortably in memory (faster decode; see `resident`).
+    /// Every part of a split model is copied, or none: the model is served from one kind of
+    /// memory, and interleaving sees all of it.
     pub fn open_resident(path: impl AsRef<Path>) -> Result<Self, GgufError> {
         let mut f = Self::open(path.as_ref())?;
-        let len = f.backing.bytes().len();
-        if super::resident::wanted(len) {
-            if let Some(m) = super::resident::copy_to_huge_pages(path.as_ref(), len) {
-                // The copy is of the file just parsed; a file that changed meanwhile is caught
-                // by comparing the header bytes the offsets were read from.
-                let head = f.data_offset.min(len);
-                if m[..head] == f.backing.bytes()[..head] {
-                    f.backing = Backing::Resident(m);
-                }
+        if !super::resident::wanted(f.file_size()) {
+            return Ok(f);
+        }
+        let mut copies = Vec::with_capacity(f.parts.len());
+        for part in &f.parts {
+            let len = part.backing.bytes().len();
+            let Some(m) = super::resident::copy_to_huge_pages(&part.path, len) else {
+                return Ok(f);
+            };
+            // The copy is of the file just parsed; a file that changed meanwhile is caught
+            // by comparing the header bytes the offsets were read from.
+            let head = part.data_offset.min(len);
+            if m[..head] != part.backing.bytes()[..head] {
+                tracing::warn!(
+                    "{}: changed while loading; serving from the file mapping",
+                    part.path.display()
+                );
+                return Ok(f);
             }
+            copies.push(m);
+        }
+        for (part, m) in f.parts.iter_mut().zip(copies) {
+            part.backing = Backing::Resident(m);
         }
         Ok(f)
     }
@@ -143,9 +191,6 @@ impl GgufFile {
     /// `dequantize_row`), never by raw offset. A file mapping is never changed, so a
     /// non-resident file keeps ggml's layout and order.
     pub fn interleave_weights(&mut self, pick: impl Fn(&str) -> bool) -> usize {
-        let Backing::Resident(map) = &mut self.backing else {
-            return 0;
-        };
         let mut scratch = Vec::new();
         let mut count = 0;
         for t in &mut self.tensors {
@@ -157,6 +202,9 @@ impl GgufFile {
             {
                 continue;
             }
+            let Backing::Resident(map) = &mut self.parts[t.part].backing else {
+                continue;
+            };
             let bytes = &mut map[t.offset..t.offset + t.size_bytes];
             x16::interleave(t.ty, t.row_len(), bytes, &mut scratch);
             t.layout = WeightLayout::Interleaved16;
@@ -167,12 +215,17 @@ impl GgufFile {
 
     /// Whether the bytes live in a private huge-page copy rather than the file mapping.
     pub fn is_resident(&self) -> bool {
-        matches!(self.backing, Backing::Resident(_))
+        self.parts
+            .iter()
+            .all(|p| matches!(p.backing, Backing::Resident(_)))
     }
 
-    /// Parse GGUF bytes held in memory; `name` is used in error messages.
+    /// Parse GGUF bytes held in memory; `name` is used in error messages. A part of a split
+    /// model is refused: its other parts cannot be found from here.
     pub fn from_bytes(name: impl Into<PathBuf>, bytes: Vec<u8>) -> Result<Self, GgufError> {
-        Self::parse(name.into(), Backing::Bytes(bytes))
+        let f = Self::parse(name.into(), Backing::Bytes(bytes))?;
+        split::refuse_in_memory(&f)?;
+        Ok(f)
     }
 
     fn parse(path: PathBuf, backing: Backing) -> Result<Self, GgufError> {
@@ -255,7 +308,8 @@ impl GgufFile {
             )));
         }
 
-        let mut tensors = Vec::with_capacity(raw.len());
+        let n_tensors = raw.len();
+        let mut tensors = Vec::with_capacity(n_tensors);
         let mut tensor_index = HashMap::with_capacity(raw.len());
         for (name, dims, ty, offset) in raw {
             // Bound the product of the non-zero dims, not just of all dims: with a zero first
@@ -302,21 +356,48 @@ impl GgufFile {
                 ty,
                 dims,
                 offset: (data_offset + offset) as usize,
+                part: 0,
                 size_bytes: size as usize,
                 layout: WeightLayout::Native,
             });
         }
         Ok(GgufFile {
-            path,
-            backing,
+            path: path.clone(),
+            parts: vec![Part {
+                path,
+                backing,
+                data_offset: data_offset as usize,
+                n_tensors,
+            }],
             version,
             alignment,
             metadata,
             meta_index,
             tensors,
             tensor_index,
-            data_offset: data_offset as usize,
         })
+    }
+
+    /// Add the tensors of part `index` of a split model (parsed on its own as `part`); its
+    /// metadata is dropped, as llama.cpp reads only the first part's. A tensor name that an
+    /// earlier part holds too is an error naming both files.
+    pub(super) fn absorb_part(&mut self, part: GgufFile, index: usize) -> Result<(), GgufError> {
+        debug_assert_eq!(index, self.parts.len());
+        for mut t in part.tensors {
+            if let Some(&i) = self.tensor_index.get(&t.name) {
+                return Err(SplitError::DuplicateTensor {
+                    path: part.path.display().to_string(),
+                    name: t.name,
+                    other: self.parts[self.tensors[i].part].path.display().to_string(),
+                }
+                .into());
+            }
+            t.part = index;
+            self.tensor_index.insert(t.name.clone(), self.tensors.len());
+            self.tensors.push(t);
+        }
+        self.parts.extend(part.parts);
+        Ok(())
     }
 
     pub fn path(&self) -> &Path {
@@ -328,11 +409,21 @@ impl GgufFile {
     pub fn alignment(&self) -> u64 {
         self.alignment
     }
+    /// Where the first part's tensor data starts.
     pub fn data_offset(&self) -> usize {
-        self.data_offset
+        self.parts[0].data_offset
     }
+    /// Bytes of all parts together.
     pub fn file_size(&self) -> usize {
-        self.backing.bytes().len()
+        self.parts.iter().map(|p| p.backing.bytes().len()).sum()
+    }
+    /// The files of the model, first part first: one for a file that is not split.
+    pub fn parts(&self) -> impl ExactSizeIterator<Item = PartInfo<'_>> {
+        self.parts.iter().map(|p| PartInfo {
+            path: &p.path,
+            size_bytes: p.backing.bytes().len(),
+            n_tensors: p.n_tensors,
+        })
     }
 
     /// Metadata in file order.
@@ -354,7 +445,7 @@ impl GgufFile {
 
     /// The raw bytes of a tensor (bounds were checked at open).
     pub fn tensor_data(&self, info: &TensorInfo) -> &[u8] {
-        &self.backing.bytes()[info.offset..info.offset + info.size_bytes]
+        &self.parts[info.part].backing.bytes()[info.offset..info.offset + info.size_bytes]
     }
 
     /// The raw bytes of a tensor, as a `'static`-free borrow of the whole map; errors name it.
@@ -474,130 +565,5 @@ impl GgufFile {
         let v = self.require(key)?;
         v.as_array()
             .ok_or_else(|| self.key_err(key, format!("expected an array, found {}", v.type_name())))
-    }
-}
-
-fn align_up(x: u64, a: u64) -> u64 {
-    x.div_ceil(a) * a
-}
-
-/// Minimum encoded size of one value of a GGUF value type, used to bound array counts.
-fn min_value_size(ty: u32) -> Option<u64> {
-    Some(match ty {
-        0 | 1 | 7 => 1,
-        2 | 3 => 2,
-        4..=6 => 4,
-        10..=12 => 8,
-        8 => 8,  // string: u64 length
-        9 => 12, // array: u32 type + u64 count
-        _ => return None,
-    })
-}
-
-struct Cursor<'a> {
-    buf: &'a [u8],
-    pos: usize,
-    path: &'a str,
-}
-
-impl<'a> Cursor<'a> {
-    fn err(&self, msg: String) -> GgufError {
-        GgufError::Format {
-            path: self.path.to_string(),
-            msg,
-        }
-    }
-
-    fn remaining(&self) -> usize {
-        self.buf.len() - self.pos
-    }
-
-    fn take(&mut self, n: usize, what: &str) -> Result<&'a [u8], GgufError> {
-        if n > self.remaining() {
-            return Err(self.err(format!(
-                "file is truncated: reading {what} needs {n} bytes at offset {} but only {} remain",
-                self.pos,
-                self.remaining()
-            )));
-        }
-        let s = &self.buf[self.pos..self.pos + n];
-        self.pos += n;
-        Ok(s)
-    }
-
-    /// Reject a count that cannot fit in the rest of the file before allocating for it.
-    fn check_count(&self, count: u64, min_each: u64, what: &str) -> Result<(), GgufError> {
-        if count.saturating_mul(min_each) > self.remaining() as u64 {
-            return Err(self.err(format!(
-                "{what} = {count} cannot fit in the {} bytes left at offset {} (corrupt or truncated file)",
-                self.remaining(),
-                self.pos
-            )));
-        }
-        Ok(())
-    }
-
-    fn array<const N: usize>(&mut self, what: &str) -> Result<[u8; N], GgufError> {
-        Ok(self.take(N, what)?.try_into().expect("length checked"))
-    }
-    fn u32(&mut self, what: &str) -> Result<u32, GgufError> {
-        Ok(u32::from_le_bytes(self.array(what)?))
-    }
-    fn u64(&mut self, what: &str) -> Result<u64, GgufError> {
-        Ok(u64::from_le_bytes(self.array(what)?))
-    }
-
-    fn string(&mut self, what: &str) -> Result<String, GgufError> {
-        let len = self.u64(&format!("{what} (length)"))?;
-        if len > self.remaining() as u64 {
-            return Err(self.err(format!(
-                "{what}: string length {len} at offset {} exceeds the {} bytes left (corrupt or truncated file)",
-                self.pos - 8,
-                self.remaining()
-            )));
-        }
-        let at = self.pos;
-        let bytes = self.take(len as usize, what)?;
-        String::from_utf8(bytes.to_vec())
-            .map_err(|_| self.err(format!("{what}: string at offset {at} is not valid UTF-8")))
-    }
-
-    fn value(&mut self, ty: u32, key: &str, depth: u32) -> Result<GgufValue, GgufError> {
-        let w = || format!("value of `{key}`");
-        Ok(match ty {
-            0 => GgufValue::U8(self.array::<1>(&w())?[0]),
-            1 => GgufValue::I8(self.array::<1>(&w())?[0] as i8),
-            2 => GgufValue::U16(u16::from_le_bytes(self.array(&w())?)),
-            3 => GgufValue::I16(i16::from_le_bytes(self.array(&w())?)),
-            4 => GgufValue::U32(u32::from_le_bytes(self.array(&w())?)),
-            5 => GgufValue::I32(i32::from_le_bytes(self.array(&w())?)),
-            6 => GgufValue::F32(f32::from_le_bytes(self.array(&w())?)),
-            7 => match self.array::<1>(&w())?[0] {
-                0 => GgufValue::Bool(false),
-                1 => GgufValue::Bool(true),
-                b => return Err(self.err(format!("`{key}`: bool byte {b} is neither 0 nor 1"))),
-            },
-            8 => GgufValue::String(self.string(&w())?),
-            9 => {
-                if depth >= MAX_ARRAY_DEPTH {
-                    return Err(self.err(format!("`{key}`: arrays nested too deeply")));
-                }
-                let elem_type = self.u32(&format!("array type of `{key}`"))?;
-                let min = min_value_size(elem_type).ok_or_else(|| {
-                    self.err(format!("`{key}`: unknown array element type {elem_type}"))
-                })?;
-                let count = self.u64(&format!("array length of `{key}`"))?;
-                self.check_count(count, min, &format!("array length of `{key}`"))?;
-                let mut values = Vec::with_capacity(count as usize);
-                for _ in 0..count {
-                    values.push(self.value(elem_type, key, depth + 1)?);
-                }
-                GgufValue::Array(GgufArray { elem_type, values })
-            }
-            10 => GgufValue::U64(u64::from_le_bytes(self.array(&w())?)),
-            11 => GgufValue::I64(i64::from_le_bytes(self.array(&w())?)),
-            12 => GgufValue::F64(f64::from_le_bytes(self.array(&w())?)),
-            other => return Err(self.err(format!("`{key}`: unknown value type {other}"))),
-        })
     }
 }
