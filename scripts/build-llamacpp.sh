@@ -1,13 +1,14 @@
 #!/usr/bin/env bash
-# Build llama.cpp once, as the benchmark peer for scripts/bench-vs-llamacpp.sh.
+# Build llama.cpp once, as the benchmark peer for scripts/bench-*.sh and the file maker for the
+# DeepSeek GGUF checks (scripts/deepseek-gguf-vs-llamacpp.sh: quantize, imatrix, gguf-split).
 #
-#   scripts/build-llamacpp.sh          # prints the directory holding llama-bench and llama-server
+#   scripts/build-llamacpp.sh          # prints the directory holding the binaries below
 #
 # Source: the llama-cpp-python==0.3.36 sdist on PyPI, which vendors llama.cpp commit 0c1e570 under
-# vendor/llama.cpp (no GitHub access needed). CPU-only cmake Release build of the `llama-bench` and
-# `llama-server` targets, cached outside the repository in
+# vendor/llama.cpp (no GitHub access needed). CPU-only cmake Release build of the targets in
+# TARGETS below, cached outside the repository in
 #   ${R1SERVE_PEER_CACHE:-$HOME/.cache/r1serve}/llama.cpp-0c1e570/{src,build,bin}
-# Idempotent: when both binaries exist the build is skipped. Nothing here is ever committed.
+# Idempotent: when every binary exists the build is skipped. Nothing here is ever committed.
 #
 # Build options: curl/openssl and every GPU backend are off so it builds on a bare machine.
 # The CPU code is compiled for this machine (-march=native -mtune=native) on purpose: the peer
@@ -30,6 +31,7 @@ SRC="$PEER_DIR/src"
 BUILD="$PEER_DIR/build"
 BIN="$PEER_DIR/bin"
 JOBS="${R1SERVE_PEER_JOBS:-$(nproc)}"
+TARGETS="llama-bench llama-server llama-batched-bench llama-quantize llama-imatrix llama-gguf-split"
 
 die() { echo "build-llamacpp: $*" >&2; exit 1; }
 log() { echo "build-llamacpp: $*" >&2; }
@@ -46,10 +48,11 @@ elif [ "$(uname -m)" = x86_64 ]; then
 else
   CFLAGS_PEER="-mcpu=native"
 fi
-STAMP="llama.cpp $LLAMA_COMMIT (llama-cpp-python $LLAMA_PY_VERSION) cflags: $CFLAGS_PEER"
+STAMP="llama.cpp $LLAMA_COMMIT (llama-cpp-python $LLAMA_PY_VERSION) cflags: $CFLAGS_PEER targets: $TARGETS"
 
-if [ -x "$BIN/llama-bench" ] && [ -x "$BIN/llama-server" ] \
-  && [ "$(cat "$BIN/BUILD_INFO" 2>/dev/null || true)" = "$STAMP" ]; then
+all_built=1
+for b in $TARGETS; do [ -x "$BIN/$b" ] || all_built=0; done
+if [ "$all_built" = 1 ] && [ "$(cat "$BIN/BUILD_INFO" 2>/dev/null || true)" = "$STAMP" ]; then
   log "cached: $BIN ($STAMP)"
   echo "$BIN"
   exit 0
@@ -87,7 +90,9 @@ if [ ! -f "$SRC/CMakeLists.txt" ]; then
   sdist="$(ls "$PEER_DIR"/llama_cpp_python-"$LLAMA_PY_VERSION".tar.gz 2>/dev/null | head -n1 || true)"
   if [ -z "$sdist" ]; then
     log "downloading the llama-cpp-python==$LLAMA_PY_VERSION sdist from PyPI"
-    $PIP download --quiet --no-deps --no-binary :all: -d "$PEER_DIR" \
+    # --no-binary for this package only: pip still prepares the sdist's metadata, and with
+    # :all: it would build the build backend's own dependencies (ninja, cmake) from source.
+    $PIP download --quiet --no-deps --no-binary llama-cpp-python -d "$PEER_DIR" \
       "llama-cpp-python==$LLAMA_PY_VERSION" >&2 \
       || die "pip download llama-cpp-python==$LLAMA_PY_VERSION failed"
     sdist="$(ls "$PEER_DIR"/llama_cpp_python-"$LLAMA_PY_VERSION".tar.gz 2>/dev/null | head -n1 || true)"
@@ -118,13 +123,14 @@ cmake -S "$SRC" -B "$BUILD" \
   -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_TOOLS=ON -DLLAMA_BUILD_SERVER=ON \
   >&2 || die "cmake configure failed (see output above)"
 
-log "building llama-bench and llama-server with -j$JOBS (10-20 minutes on 2 cores)"
-cmake --build "$BUILD" --config Release -j "$JOBS" --target llama-bench llama-server >&2 \
+log "building $TARGETS with -j$JOBS (10-20 minutes on 2 cores)"
+# shellcheck disable=SC2086 # TARGETS is a word list on purpose
+cmake --build "$BUILD" --config Release -j "$JOBS" --target $TARGETS >&2 \
   || die "cmake build failed (see output above)"
 
 rm -f "$BIN/BUILD_INFO"
 mkdir -p "$BIN"
-for b in llama-bench llama-server; do
+for b in $TARGETS; do
   [ -x "$BUILD/bin/$b" ] || die "build finished but $BUILD/bin/$b is missing"
   cp "$BUILD/bin/$b" "$BIN/$b.tmp"
   mv "$BIN/$b.tmp" "$BIN/$b"
