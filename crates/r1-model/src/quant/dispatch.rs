@@ -3,7 +3,7 @@
 
 use std::sync::OnceLock;
 
-use super::{dot_float, dot_scalar, GgmlType};
+use super::{dot_float, dot_scalar, iq_dot_scalar as iq, GgmlType};
 
 /// A GEMM kernel: `(k, weight rows, activation rows, n, out)`; lengths checked by the caller.
 pub(crate) type GemmFn = unsafe fn(usize, &[u8], &[u8], usize, super::gemm::OutPtr);
@@ -89,6 +89,15 @@ fn scalar_kernel(ty: GgmlType) -> Option<GemmFn> {
         Q4_K => dot_scalar::gemm_q4_k,
         Q5_K => dot_scalar::gemm_q5_k,
         Q6_K => dot_scalar::gemm_q6_k,
+        IQ2_XXS => iq::gemm_iq2_xxs,
+        IQ2_XS => iq::gemm_iq2_xs,
+        IQ2_S => iq::gemm_iq2_s,
+        IQ3_XXS => iq::gemm_iq3_xxs,
+        IQ3_S => iq::gemm_iq3_s,
+        IQ1_S => iq::gemm_iq1_s,
+        IQ1_M => iq::gemm_iq1_m,
+        IQ4_NL => iq::gemm_iq4_nl,
+        IQ4_XS => iq::gemm_iq4_xs,
         _ => return None,
     })
 }
@@ -109,6 +118,7 @@ fn avx2_kernel(ty: GgmlType) -> Option<GemmFn> {
         Q4_K => kq::gemm_q4_k_avx2,
         Q5_K => kq::gemm_q5_k_avx2,
         Q6_K => kq::gemm_q6_k_avx2,
+        // (the i-quants run their portable kernels until SIMD ones exist)
         _ => return scalar_kernel(ty),
     })
 }

@@ -59,6 +59,7 @@ mod dot_float;
 mod dot_scalar;
 mod gemm;
 mod iq_dequant;
+mod iq_dot_scalar;
 mod iq_grids;
 mod q8;
 mod quantize;
@@ -167,9 +168,10 @@ pub fn dequantize(ty: GgmlType, data: &[u8], out: &mut [f32]) -> Result<(), Quan
 pub fn vec_dot_type(weight: GgmlType) -> GgmlType {
     use GgmlType::*;
     match weight {
-        Q4_0 | Q5_0 | Q8_0 => Q8_0,
+        Q4_0 | Q5_0 | Q8_0 | IQ4_NL => Q8_0,
         Q4_1 | Q5_1 => Q8_1,
         Q2_K | Q3_K | Q4_K | Q5_K | Q6_K | Q8_K => Q8_K,
+        IQ2_XXS | IQ2_XS | IQ2_S | IQ3_XXS | IQ3_S | IQ1_S | IQ1_M | IQ4_XS => Q8_K,
         F16 => F16,
         BF16 => BF16,
         _ => F32,
