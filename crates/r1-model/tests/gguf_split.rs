@@ -2,7 +2,7 @@
 //! first part must list the same tensors with the same bytes, and give bit-identical logits,
 //! as the file it was split from; parts that do not fit together give errors naming the file.
 //!
-//! The parts are written by `write_split` below, which lays them out as gguf-split does
+//! The parts are written by `split::write_split`, which lays them out as gguf-split does
 //! (`--split-max-tensors N`, optionally `--no-tensor-first-split`). When llama.cpp's own
 //! `llama-gguf-split` is at hand, a file split by it is checked too.
 
@@ -36,65 +36,16 @@ fn temp_dir(tag: &str) -> TempDir {
     TempDir(p)
 }
 
-/// gguf-split's ggml writes data padded to 32 bytes after every tensor, the last one too.
-const GGUF_DEFAULT_ALIGNMENT: usize = 32;
-
-/// One part as gguf-split writes it: the first part carries the whole model's metadata (split
-/// keys set in place, or appended), the others only the split keys; then the tensors.
 fn write_part(
     path: &Path,
     src: &GgufFile,
     tensors: &[&TensorInfo],
     metadata: bool,
-    (no, count, total): (u16, u16, i32),
+    keys: (u16, u16, i32),
 ) {
-    let mut kv: Vec<(String, GgufValue)> = Vec::new();
-    if metadata {
-        kv.extend(src.metadata().map(|(k, v)| (k.to_string(), v.clone())));
-    }
-    for (k, v) in [
-        (split::KEY_NO, GgufValue::U16(no)),
-        (split::KEY_COUNT, GgufValue::U16(count)),
-        (split::KEY_TENSORS_COUNT, GgufValue::I32(total)),
-    ] {
-        match kv.iter_mut().find(|(key, _)| key == k) {
-            Some(slot) => slot.1 = v,
-            None => kv.push((k.to_string(), v)),
-        }
-    }
-    let mut w = GgufWriter::new();
-    for (k, v) in kv {
-        w.set(&k, v);
-    }
-    for t in tensors {
-        w.tensor(&t.name, t.ty, &t.dims, src.tensor_data(t).to_vec());
-    }
-    let mut bytes = w.to_bytes();
-    bytes.resize(
-        bytes.len().div_ceil(GGUF_DEFAULT_ALIGNMENT) * GGUF_DEFAULT_ALIGNMENT,
-        0,
-    );
-    std::fs::write(path, bytes).unwrap();
+    split::write_part(path, src, tensors, metadata, keys).unwrap();
 }
 
-/// How gguf-split's `split_strategy` spreads tensors with `--split-max-tensors max`: a new part
-/// before tensor `i` whenever `i > 0 && i % max == 0`; with `--no-tensor-first-split` the first
-/// part holds metadata only.
-fn spread(src: &GgufFile, max: usize, empty_first: bool) -> Vec<Vec<&TensorInfo>> {
-    let mut parts: Vec<Vec<&TensorInfo>> = vec![Vec::new()];
-    if empty_first {
-        parts.push(Vec::new());
-    }
-    for (i, t) in src.tensors().iter().enumerate() {
-        if i > 0 && i % max == 0 {
-            parts.push(Vec::new());
-        }
-        parts.last_mut().unwrap().push(t);
-    }
-    parts
-}
-
-/// Split `src` into `dir/NAME-0000i-of-0000N.gguf`; returns the part paths.
 fn write_split(
     src: &GgufFile,
     dir: &Path,
@@ -102,16 +53,7 @@ fn write_split(
     max: usize,
     empty_first: bool,
 ) -> Vec<PathBuf> {
-    let parts = spread(src, max, empty_first);
-    let count = parts.len() as u16;
-    let total = src.tensors().len() as i32;
-    let mut paths = Vec::new();
-    for (i, tensors) in parts.iter().enumerate() {
-        let p = dir.join(split::split_file_name(name, i as u16 + 1, count));
-        write_part(&p, src, tensors, i == 0, (i as u16, count, total));
-        paths.push(p);
-    }
-    paths
+    split::write_split(src, dir, name, max, empty_first).unwrap()
 }
 
 /// Same tensors, in the same order, with the same bytes; same metadata plus the split keys.
@@ -137,7 +79,7 @@ fn assert_same_model(whole: &GgufFile, split: &GgufFile) {
         .collect();
     assert_eq!(
         extra,
-        [split::KEY_NO, split::KEY_COUNT, split::KEY_TENSORS_COUNT]
+        [split::KEY_NO, split::KEY_TENSORS_COUNT, split::KEY_COUNT]
     );
     let sizes: usize = split.parts().map(|p| p.size_bytes).sum();
     assert_eq!(split.file_size(), sizes);
@@ -423,7 +365,7 @@ fn parts_of_another_split_are_refused() {
     let dir = temp_dir("other");
     let whole = synthetic(&dir.0);
     let paths = write_split(&whole, &dir.0, "m", 2, false);
-    let tensors = spread(&whole, 2, false);
+    let tensors = split::spread(&whole, 2, false);
 
     // split.count disagrees.
     write_part(&paths[1], &whole, &tensors[1], false, (1, 4, 6));
@@ -493,7 +435,7 @@ fn parts_of_another_split_are_refused() {
     write_part(
         &paths[1],
         &whole,
-        &spread(&whole, 3, false)[1],
+        &split::spread(&whole, 3, false)[1],
         false,
         (1, 3, 6),
     );
@@ -575,48 +517,57 @@ fn file_split_by_llama_cpp_matches_ours() {
     let Some(path) = testdata::model("smollm2.gguf") else {
         return;
     };
-    let dir = temp_dir("llamacpp");
-    let out = std::process::Command::new(&tool)
-        .args(["--split", "--split-max-tensors", "100"])
-        .arg(&path)
-        .arg(dir.0.join("smol"))
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}: {}",
-        tool.display(),
-        String::from_utf8_lossy(&out.stderr)
-    );
     let whole = GgufFile::open(&path).unwrap();
-    let n = whole.tensors().len().div_ceil(100) as u16;
-    let theirs: Vec<PathBuf> = (1..=n)
-        .map(|i| dir.0.join(split::split_file_name("smol", i, n)))
-        .collect();
-    let f = GgufFile::open(&theirs[0]).unwrap();
-    assert_eq!(f.parts().len(), n as usize);
-    assert_same_model(&whole, &f);
-    let (_, a) = load_gguf(&path, 2, &mut |_, _| {}).unwrap();
-    let (_, b) = load_gguf(&theirs[0], 2, &mut |_, _| {}).unwrap();
-    assert_bit_identical(
-        "llama-gguf-split's parts",
-        &logits(a.as_ref(), PROMPT),
-        &logits(b.as_ref(), PROMPT),
-    );
-    // Our writer lays the parts out as gguf-split does, byte for byte.
-    let ours_dir = temp_dir("ours");
-    let ours = write_split(&whole, &ours_dir.0, "smol", 100, false);
-    for (a, b) in theirs.iter().zip(&ours) {
-        let (x, y) = (std::fs::read(a).unwrap(), std::fs::read(b).unwrap());
-        let first_diff = x.iter().zip(&y).position(|(p, q)| p != q);
+    let (_, model) = load_gguf(&path, 2, &mut |_, _| {}).unwrap();
+    let want = logits(model.as_ref(), PROMPT);
+    drop(model);
+    for (max, empty_first) in [(100, false), (64, true)] {
+        let dir = temp_dir("llamacpp");
+        let mut cmd = std::process::Command::new(&tool);
+        cmd.args(["--split", "--split-max-tensors", &max.to_string()]);
+        if empty_first {
+            cmd.arg("--no-tensor-first-split");
+        }
+        let out = cmd.arg(&path).arg(dir.0.join("theirs")).output().unwrap();
         assert!(
-            x.len() == y.len() && first_diff.is_none(),
-            "{} ({} bytes) and our {} ({} bytes) differ from byte {:?}",
-            a.display(),
-            x.len(),
-            b.display(),
-            y.len(),
-            first_diff
+            out.status.success(),
+            "{}: {}",
+            tool.display(),
+            String::from_utf8_lossy(&out.stderr)
         );
+        let ours = write_split(&whole, &dir.0, "ours", max, empty_first);
+        let n = ours.len() as u16;
+        let theirs: Vec<PathBuf> = (1..=n)
+            .map(|i| dir.0.join(split::split_file_name("theirs", i, n)))
+            .collect();
+        let what =
+            format!("llama-gguf-split --split-max-tensors {max} (empty first: {empty_first})");
+        assert!(
+            !dir.0
+                .join(split::split_file_name("theirs", n + 1, n + 1))
+                .exists(),
+            "{what}: more parts than ours"
+        );
+        let f = GgufFile::open(&theirs[0]).unwrap_or_else(|e| panic!("{what}: {e}"));
+        assert_eq!(f.parts().len(), n as usize, "{what}");
+        assert_same_model(&whole, &f);
+        drop(f);
+        let (_, model) = load_gguf(&theirs[0], 2, &mut |_, _| {}).unwrap();
+        assert_bit_identical(&what, &want, &logits(model.as_ref(), PROMPT));
+        // Our writer lays the parts out as gguf-split does, byte for byte.
+        for (a, b) in theirs.iter().zip(&ours) {
+            let (x, y) = (std::fs::read(a).unwrap(), std::fs::read(b).unwrap());
+            let first_diff = x.iter().zip(&y).position(|(p, q)| p != q);
+            assert!(
+                x.len() == y.len() && first_diff.is_none(),
+                "{what}: {} ({} bytes) and our {} ({} bytes) differ from byte {:?}",
+                a.display(),
+                x.len(),
+                b.display(),
+                y.len(),
+                first_diff
+            );
+        }
+        eprintln!("{what}: {n} parts, byte-identical to ours, bit-identical logits");
     }
 }

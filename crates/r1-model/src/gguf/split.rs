@@ -10,7 +10,9 @@
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 
-use super::reader::{GgufError, GgufFile};
+use super::reader::{GgufError, GgufFile, TensorInfo};
+use super::value::GgufValue;
+use super::writer::GgufWriter;
 
 pub const KEY_NO: &str = "split.no";
 pub const KEY_COUNT: &str = "split.count";
@@ -279,6 +281,92 @@ pub(super) fn refuse_in_memory(f: &GgufFile) -> Result<(), GgufError> {
         .into()),
         _ => Ok(()),
     }
+}
+
+/// ggml pads every tensor's data to 32 bytes when gguf-split writes a part, the last one too.
+const GGUF_DEFAULT_ALIGNMENT: usize = 32;
+
+/// Write one part the way gguf-split does: with `metadata`, all of `src`'s metadata (the first
+/// part), else none; then `split.no` = `no` (0-based), `split.tensors.count` and `split.count`,
+/// in that order (ggml's `gguf_set_val_*` removes a key and appends it, and gguf-split sets
+/// the count last, once it is known); then `tensors`' data from `src`. Holds the part in
+/// memory: for tests and small models.
+pub fn write_part(
+    path: &Path,
+    src: &GgufFile,
+    tensors: &[&TensorInfo],
+    metadata: bool,
+    (no, count, total): (u16, u16, i32),
+) -> std::io::Result<()> {
+    let mut kv: Vec<(String, GgufValue)> = Vec::new();
+    if metadata {
+        kv.extend(src.metadata().map(|(k, v)| (k.to_string(), v.clone())));
+    }
+    for (k, v) in [
+        (KEY_NO, GgufValue::U16(no)),
+        (KEY_TENSORS_COUNT, GgufValue::I32(total)),
+        (KEY_COUNT, GgufValue::U16(count)),
+    ] {
+        kv.retain(|(key, _)| key != k);
+        kv.push((k.to_string(), v));
+    }
+    let mut w = GgufWriter::new();
+    for (k, v) in kv {
+        w.set(&k, v);
+    }
+    for t in tensors {
+        w.tensor(&t.name, t.ty, &t.dims, src.tensor_data(t).to_vec());
+    }
+    let mut bytes = w.to_bytes();
+    bytes.resize(
+        bytes.len().div_ceil(GGUF_DEFAULT_ALIGNMENT) * GGUF_DEFAULT_ALIGNMENT,
+        0,
+    );
+    let mut tmp = OsString::from(path.as_os_str());
+    tmp.push(".part");
+    std::fs::write(&tmp, bytes)?;
+    std::fs::rename(&tmp, path)
+}
+
+/// How `llama-gguf-split --split --split-max-tensors max` spreads tensors: a new part before
+/// tensor `i` whenever `i > 0 && i % max == 0`; with `empty_first`
+/// (`--no-tensor-first-split`) the first part holds metadata only.
+pub fn spread(src: &GgufFile, max: usize, empty_first: bool) -> Vec<Vec<&TensorInfo>> {
+    let max = max.max(1);
+    let mut parts: Vec<Vec<&TensorInfo>> = vec![Vec::new()];
+    if empty_first {
+        parts.push(Vec::new());
+    }
+    for (i, t) in src.tensors().iter().enumerate() {
+        if i > 0 && i % max == 0 {
+            parts.push(Vec::new());
+        }
+        parts.last_mut().expect("one part at least").push(t);
+    }
+    parts
+}
+
+/// Split `src` into `dir/NAME-0000i-of-0000N.gguf` as `llama-gguf-split --split
+/// --split-max-tensors max [--no-tensor-first-split]` does; returns the part paths, first
+/// first. Used by tests to make split models from whole ones.
+pub fn write_split(
+    src: &GgufFile,
+    dir: &Path,
+    name: &str,
+    max: usize,
+    empty_first: bool,
+) -> std::io::Result<Vec<PathBuf>> {
+    let parts = spread(src, max, empty_first);
+    let too_many = || std::io::Error::other("more than 65535 parts or 2^31 tensors");
+    let count = u16::try_from(parts.len()).map_err(|_| too_many())?;
+    let total = i32::try_from(src.tensors().len()).map_err(|_| too_many())?;
+    let mut paths = Vec::with_capacity(parts.len());
+    for (no0, tensors) in (0u16..).zip(&parts) {
+        let p = dir.join(split_file_name(name, no0 + 1, count));
+        write_part(&p, src, tensors, no0 == 0, (no0, count, total))?;
+        paths.push(p);
+    }
+    Ok(paths)
 }
 
 #[cfg(test)]
