@@ -26,13 +26,36 @@ pub fn run(args: &InspectArgs) -> anyhow::Result<()> {
     }
     let f = GgufFile::open(&args.path)?;
     let cfg = ModelConfig::from_gguf(&f)?;
+    let n_parts = f.parts().len();
     println!(
-        "file:           {} (GGUF v{}, {} tensors, {:.1} MiB)",
+        "file:           {} (GGUF v{}, {} tensors, {:.1} MiB{})",
         args.path.display(),
         f.version(),
         f.tensors().len(),
-        f.file_size() as f64 / (1 << 20) as f64
+        mib(f.file_size()),
+        if n_parts > 1 {
+            format!(" in {n_parts} parts")
+        } else {
+            String::new()
+        }
     );
+    if n_parts > 1 {
+        // A split model (gguf-split): every file it takes, so a missing or odd one stands out.
+        for (i, p) in f.parts().enumerate() {
+            println!(
+                "  part {}/{n_parts}:     {} ({:.1} MiB, {} tensors)",
+                i + 1,
+                p.path.display(),
+                mib(p.size_bytes),
+                p.n_tensors
+            );
+        }
+        println!(
+            "  total:          {:.1} MiB, {} tensors",
+            mib(f.file_size()),
+            f.tensors().len()
+        );
+    }
     println!("name:           {}", cfg.name);
     println!("architecture:   {}", cfg.arch);
     let params: u64 = f.tensors().iter().map(|t| t.n_elements()).sum();
@@ -114,6 +137,10 @@ pub fn run(args: &InspectArgs) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+fn mib(bytes: usize) -> f64 {
+    bytes as f64 / (1 << 20) as f64
 }
 
 fn short(v: &GgufValue) -> String {

@@ -85,3 +85,66 @@ fn bad_model_files_name_the_file() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("missing.gguf: no such model file"));
     std::fs::remove_dir_all(&dir).ok();
 }
+
+#[test]
+fn inspect_and_run_a_split_model() {
+    let Some(model) = testdata::model("smollm2.gguf") else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let whole = r1_model::gguf::GgufFile::open(&model).unwrap();
+    let n = whole.tensors().len();
+    let parts =
+        r1_model::gguf::split::write_split(&whole, dir.path(), "smol", n.div_ceil(3), false)
+            .unwrap();
+    assert_eq!(parts.len(), 3);
+    let first = parts[0].to_str().unwrap();
+
+    let out = r1serve(&["inspect", first]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        text.contains(&format!("{n} tensors")) && text.contains("in 3 parts"),
+        "{text}"
+    );
+    for (i, p) in parts.iter().enumerate() {
+        let line = format!("part {}/3:", i + 1);
+        assert!(
+            text.contains(&line) && text.contains(p.to_str().unwrap()),
+            "{text}"
+        );
+    }
+    assert!(text.contains("total:"), "{text}");
+
+    // A later part is refused with the name of the first.
+    let out = r1serve(&["inspect", parts[1].to_str().unwrap()]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains(first) && err.contains("part 2 of 3"), "{err}");
+
+    // The split model generates what the whole file does.
+    let gen = |m: &str| {
+        let out = r1serve(&[
+            "run",
+            "--model",
+            m,
+            "--raw",
+            "--temperature",
+            "0",
+            "-n",
+            "8",
+            "The capital of France is",
+        ]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    };
+    assert_eq!(gen(first), gen(model.to_str().unwrap()));
+}
