@@ -17,6 +17,7 @@ use anyhow::{anyhow, bail, Context, Result};
 use hf_hub::api::sync::{ApiBuilder, ApiError, ApiRepo};
 use hf_hub::{Cache, Repo, RepoType};
 use indicatif::{HumanBytes, MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
+use r1_model::gguf::split::{parse_split_name, split_file_name};
 use serde::Deserialize;
 use sha1::Sha1;
 use sha2::{Digest, Sha256};
@@ -208,9 +209,12 @@ pub fn run(args: &PullArgs) -> Result<()> {
         outputs.push(out);
     }
 
-    // One file: print the file itself (handy for `--file x.gguf`); else the directory.
+    // One file, or the parts of one split model: print the file to load (handy for
+    // `--file x.gguf`); else the directory.
     let printed = if outputs.len() == 1 {
         outputs.pop().unwrap()
+    } else if let Some(i) = first_part_of_one_split(&selected) {
+        outputs.swap_remove(i)
     } else {
         match &args.dir {
             Some(dir) => absolute(dir)?,
@@ -432,6 +436,26 @@ fn select_files(args: &PullArgs, listing: &RepoListing) -> Result<Vec<Sibling>> 
             }
         }
     }
+    // A model split by llama.cpp's gguf-split is useless without all its parts: asking for
+    // one of them (`--file X-00001-of-00003.gguf`, or a glob matching it) fetches them all.
+    let splits: Vec<(String, u16)> = chosen
+        .iter()
+        .filter_map(|s| parse_split_name(&s.rfilename))
+        .filter(|&(_, _, count)| count > 1)
+        .map(|(prefix, _, count)| (prefix.to_string(), count))
+        .collect();
+    for (prefix, count) in splits {
+        for no in 1..=count {
+            let name = split_file_name(&prefix, no, count);
+            match listing.siblings.iter().find(|s| s.rfilename == name) {
+                Some(s) => take(&mut chosen, s),
+                None => bail!(
+                    "{what} has no {name}: the split model {} needs all {count} parts",
+                    split_file_name(&prefix, 1, count)
+                ),
+            }
+        }
+    }
     for s in &chosen {
         if !is_safe_file_name(&s.rfilename) {
             bail!(
@@ -441,6 +465,19 @@ fn select_files(args: &PullArgs, listing: &RepoListing) -> Result<Vec<Sibling>> 
         }
     }
     Ok(chosen)
+}
+
+/// Where `files` are exactly the parts of one split model, the index of its first part.
+fn first_part_of_one_split(files: &[Sibling]) -> Option<usize> {
+    let names: Vec<(&str, u16, u16)> = files
+        .iter()
+        .map(|s| parse_split_name(&s.rfilename))
+        .collect::<Option<_>>()?;
+    let (prefix, _, count) = *names.first()?;
+    let same = names.iter().all(|&(p, _, c)| p == prefix && c == count);
+    (same && names.len() == usize::from(count))
+        .then(|| names.iter().position(|&(_, no, _)| no == 1))
+        .flatten()
 }
 
 /// fnmatch-style glob as huggingface_hub uses it: `*` matches any run (including `/`), `?` one

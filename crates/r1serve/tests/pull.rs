@@ -445,6 +445,33 @@ fn fake_hub() -> (Hub, HashMap<String, FakeRepo>) {
             private: false,
         },
     );
+    // A GGUF split by llama.cpp's gguf-split, in a subfolder as the big R1 repos have them,
+    // next to a whole file; and a split whose part 2 is not there.
+    let mut split_files = vec![text("README.md", "split\n")];
+    for i in 1..=3u64 {
+        split_files.push(lfs(
+            &format!("Q4_K_M/big-Q4_K_M-0000{i}-of-00003.gguf"),
+            pseudo_random(300_000 + i as usize, 10 + i),
+        ));
+    }
+    split_files.push(lfs("big-Q8_0.gguf", pseudo_random(200_000, 20)));
+    repos.insert(
+        "test-org/split-gguf".to_string(),
+        FakeRepo {
+            files: split_files,
+            private: false,
+        },
+    );
+    repos.insert(
+        "test-org/split-broken".to_string(),
+        FakeRepo {
+            files: vec![
+                lfs("b-00001-of-00003.gguf", pseudo_random(1000, 30)),
+                lfs("b-00003-of-00003.gguf", pseudo_random(1000, 31)),
+            ],
+            private: false,
+        },
+    );
     (start_hub(repos.clone()), repos)
 }
 
@@ -865,4 +892,78 @@ fn clear_errors() {
         &["test-org/tiny-model"],
     );
     assert_fails_with(&o, &["test-org/tiny-model", "cannot reach"]);
+}
+
+#[test]
+fn split_gguf_pulls_every_part() {
+    let (hub, repos) = fake_hub();
+    let home = tempfile::tempdir().unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let repo = "test-org/split-gguf";
+    let part = |i: u32| format!("Q4_K_M/big-Q4_K_M-0000{i}-of-00003.gguf");
+
+    // --file names the first part: all three come, and the first is printed (to pass to --model).
+    let dir = out.path().join("m");
+    let o = pull(
+        &hub.endpoint(),
+        home.path(),
+        None,
+        &[repo, "--file", &part(1), "--dir", dir.to_str().unwrap()],
+    );
+    assert_ok(&o);
+    assert_eq!(PathBuf::from(stdout(&o)), dir.join(part(1)));
+    for i in 1..=3 {
+        let got = std::fs::read(dir.join(part(i))).unwrap_or_else(|e| panic!("{}: {e}", part(i)));
+        assert!(
+            got == file_of(&repos, repo, &part(i)),
+            "{}: bytes differ",
+            part(i)
+        );
+    }
+    assert!(!dir.join("big-Q8_0.gguf").exists());
+    assert!(stderr(&o).contains("pulling 3 files"), "{}", stderr(&o));
+
+    // A glob matching only a later part does the same, into the HF cache.
+    let o = pull(
+        &hub.endpoint(),
+        home.path(),
+        None,
+        &[repo, "--include", "*-00002-of-00003.gguf"],
+    );
+    assert_ok(&o);
+    let snap = snapshot(home.path(), repo);
+    assert_eq!(PathBuf::from(stdout(&o)), snap.join(part(1)));
+    for i in 1..=3 {
+        assert!(std::fs::read(snap.join(part(i))).unwrap() == file_of(&repos, repo, &part(i)));
+    }
+
+    // Parts and a whole file: the directory is printed.
+    let o = pull(
+        &hub.endpoint(),
+        home.path(),
+        None,
+        &[repo, "--include", "*.gguf"],
+    );
+    assert_ok(&o);
+    assert_eq!(PathBuf::from(stdout(&o)), snap);
+
+    // A part missing from the repo fails before anything is fetched, naming it.
+    hub.clear_log();
+    let o = pull(
+        &hub.endpoint(),
+        home.path(),
+        None,
+        &["test-org/split-broken", "--file", "b-00001-of-00003.gguf"],
+    );
+    assert_fails_with(
+        &o,
+        &["test-org/split-broken", "b-00002-of-00003.gguf", "3 parts"],
+    );
+    assert!(
+        hub.requests()
+            .iter()
+            .all(|r| r.starts_with("GET /api/models/")),
+        "{:?}",
+        hub.requests()
+    );
 }
