@@ -104,7 +104,7 @@ fn scalar_kernel(ty: GgmlType) -> Option<GemmFn> {
 
 #[cfg(target_arch = "x86_64")]
 fn avx2_kernel(ty: GgmlType) -> Option<GemmFn> {
-    use super::{x86_b32 as b, x86_float as f, x86_k as kq};
+    use super::{x86_b32 as b, x86_float as f, x86_iq as iq, x86_k as kq};
     use GgmlType::*;
     Some(match ty {
         F32 => f::gemm_f32_avx2,
@@ -118,7 +118,14 @@ fn avx2_kernel(ty: GgmlType) -> Option<GemmFn> {
         Q4_K => kq::gemm_q4_k_avx2,
         Q5_K => kq::gemm_q5_k_avx2,
         Q6_K => kq::gemm_q6_k_avx2,
-        // (the i-quants run their portable kernels until SIMD ones exist)
+        IQ2_XXS => iq::gemm_iq2_xxs_avx2,
+        IQ2_XS => iq::gemm_iq2_xs_avx2,
+        IQ2_S => iq::gemm_iq2_s_avx2,
+        IQ3_XXS => iq::gemm_iq3_xxs_avx2,
+        IQ3_S => iq::gemm_iq3_s_avx2,
+        IQ4_NL => iq::gemm_iq4_nl_avx2,
+        IQ4_XS => iq::gemm_iq4_xs_avx2,
+        // (IQ1_S / IQ1_M run their portable kernels until SIMD ones exist)
         _ => return scalar_kernel(ty),
     })
 }

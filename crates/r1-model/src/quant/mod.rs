@@ -35,6 +35,11 @@
 //!   adds per 64 elements instead; batch invariance rules that out here. Likewise llama.cpp
 //!   repacks Q4_0, and on AVX-512 CPUs Q2_K, into kernels of their own order, not followed
 //!   here.)
+//! * i-quants (IQ1_S, IQ1_M, IQ2_XXS, IQ2_XS, IQ2_S, IQ3_XXS, IQ3_S, IQ4_NL, IQ4_XS) follow
+//!   ggml's reference kernels (`ggml_vec_dot_iq*_generic`), not its x86 ones: exact integer
+//!   sums per block (IQ4_XS: per 32 elements) folded into one scalar `fma` chain; see
+//!   `iq_dot_scalar.rs`. They equal a llama.cpp built without SIMD, not its AVX2 build, in
+//!   the last bits.
 //! * F32/F16/BF16 (not llama.cpp's order, which differs between its own code paths):
 //!   element `i` is fused-multiply-added into lane `i % 32`; the lanes are folded
 //!   `(l[j]+l[j+8]) + (l[j+16]+l[j+24])` and then summed as above.
@@ -71,6 +76,8 @@ mod x16_k;
 mod x86_b32;
 #[cfg(target_arch = "x86_64")]
 mod x86_float;
+#[cfg(target_arch = "x86_64")]
+mod x86_iq;
 #[cfg(target_arch = "x86_64")]
 mod x86_k;
 #[cfg(target_arch = "x86_64")]
