@@ -51,7 +51,7 @@ pub fn run(args: &InspectArgs) -> anyhow::Result<()> {
             );
         }
         println!(
-            "  total:         {:.1} MiB, {} tensors",
+            "  total:        {:.1} MiB, {} tensors",
             mib(f.file_size()),
             f.tensors().len()
         );
