@@ -28,6 +28,22 @@ impl ByteSource for GgufTensor {
     }
 }
 
+/// Bytes of a row range of one tensor inside a GGUF file (one expert of a stacked 3-D
+/// expert tensor, one head of a per-head tensor): borrowed like [`GgufTensor`], so a model
+/// that slices its tensors holds no second copy of the weights.
+struct GgufRows {
+    file: Arc<GgufFile>,
+    info: TensorInfo,
+    start: usize,
+    len: usize,
+}
+
+impl ByteSource for GgufRows {
+    fn bytes(&self) -> &[u8] {
+        &self.file.tensor_data(&self.info)[self.start..self.start + self.len]
+    }
+}
+
 /// A `[rows, cols]` weight matrix (row = one output feature) in a GGML type.
 #[derive(Clone)]
 pub struct QMatrix {
@@ -124,6 +140,47 @@ impl QMatrix {
                 info,
             }),
         })
+    }
+
+    /// Rows `r0..r0 + rows` of a GGUF tensor (any number of dims; a row is `dims[0]`
+    /// values), borrowed from the file's memory.
+    pub fn from_gguf_rows(
+        file: &Arc<GgufFile>,
+        info: &TensorInfo,
+        r0: usize,
+        rows: usize,
+    ) -> Result<Self, String> {
+        let cols = info.row_len();
+        let rb = info.ty.row_bytes(cols).ok_or_else(|| {
+            format!(
+                "`{}`: {cols} columns is not whole {} blocks",
+                info.name, info.ty
+            )
+        })?;
+        let total = file.tensor_data(info).len();
+        let (start, len) = (r0 * rb, rows * rb);
+        if start.checked_add(len).is_none_or(|end| end > total) {
+            return Err(format!(
+                "`{}`: rows {r0}..{} out of range",
+                info.name,
+                r0 + rows
+            ));
+        }
+        let unit = info.layout.unit_rows();
+        if !r0.is_multiple_of(unit) || !rows.is_multiple_of(unit) {
+            return Err(format!(
+                "`{}`: rows {r0}..{} split its {unit}-row interleaved groups",
+                info.name,
+                r0 + rows
+            ));
+        }
+        let src = GgufRows {
+            file: file.clone(),
+            info: info.clone(),
+            start,
+            len,
+        };
+        Self::from_source(info.ty, rows, cols, Arc::new(src))?.with_layout(info.layout)
     }
 
     pub fn data(&self) -> &[u8] {

@@ -335,6 +335,19 @@ fn gguf_q8_0_runs_the_quantized_kernels() {
     assert!(file.tensors().iter().any(|t| t.ty == GgmlType::Q8_0));
     let q8 = DeepSeekV3::from_gguf(&file, 2).unwrap();
     let f32_model = load_model(&src, r1_model::WeightDtype::Native);
+    // As the server opens it: Q8_0 matrices interleaved for the x16 kernels where this CPU
+    // has them (another summation order: equal up to rounding, with the same routing).
+    let (served, _) = r1_model::arch::open_gguf_for_serving(&path).unwrap();
+    let n_x16 = served
+        .tensors()
+        .iter()
+        .filter(|t| t.layout == quant::WeightLayout::Interleaved16)
+        .count();
+    let x16_model =
+        (n_x16 > 0).then(|| DeepSeekV3::from_gguf(&std::sync::Arc::new(served), 2).unwrap());
+    if x16_model.is_none() {
+        eprintln!("q8_0: no x16 kernel for Q8_0 on this CPU; interleaved check skipped");
+    }
     for i in 0..r.n_prompts() {
         let p = r.prompt_ids(i);
         let mut reference = Trace::default();
@@ -373,6 +386,18 @@ fn gguf_q8_0_runs_the_quantized_kernels() {
             max_abs_diff(&unforced, &want)
         );
         assert!(d <= 0.25, "q8_0 prompt {i}: {d}");
+        if let Some(m) = &x16_model {
+            let mut forced_again = Trace {
+                force_experts: forced.force_experts.clone(),
+                ..Trace::default()
+            };
+            let x = prefill_logits(m, &p, Some(&mut forced_again));
+            let dx = max_abs_diff(&x, &got);
+            eprintln!(
+                "q8_0 prompt {i}: {n_x16} interleaved tensors, max |Δlogit| vs native {dx:.3e}"
+            );
+            assert!(dx <= 2e-3, "q8_0 interleaved prompt {i}: {dx}");
+        }
     }
 }
 

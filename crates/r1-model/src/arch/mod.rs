@@ -62,6 +62,27 @@ fn interleave_wanted() -> bool {
     !std::env::var("R1SERVE_REPACK").is_ok_and(|v| v == "0" || v == "false")
 }
 
+/// Open a GGUF file the way the server runs it: a private huge-page copy where it fits
+/// (`gguf::resident`), with the weights its architecture allows interleaved in place for the
+/// x16 kernels (unless `R1SERVE_REPACK=0`). Returns the file and its architecture.
+pub fn open_gguf_for_serving(path: &Path) -> Result<(GgufFile, String), ModelError> {
+    let mut file = GgufFile::open_resident(path)?;
+    let arch = file.get_str("general.architecture")?.to_string();
+    let pick: Option<fn(&str) -> bool> = match arch.as_str() {
+        "llama" | "qwen2" | "mistral" => Some(llama::is_interleavable),
+        "deepseek2" => Some(deepseek_v3::gguf::is_interleavable),
+        _ => None,
+    };
+    if let (Some(pick), true) = (pick, interleave_wanted()) {
+        let n = file.interleave_weights(pick);
+        tracing::debug!(
+            "{}: {n} weight tensors interleaved for the x16 kernels",
+            path.display()
+        );
+    }
+    Ok((file, arch))
+}
+
 /// Open a GGUF file and build the model its `general.architecture` names.
 /// `progress` is called with (bytes touched, total bytes) while weights are paged in.
 pub fn load_gguf(
@@ -69,15 +90,7 @@ pub fn load_gguf(
     threads: usize,
     progress: &mut dyn FnMut(u64, u64),
 ) -> Result<(Arc<GgufFile>, Box<dyn Model>), ModelError> {
-    let mut file = GgufFile::open_resident(path)?;
-    let arch = file.get_str("general.architecture")?.to_string();
-    if matches!(arch.as_str(), "llama" | "qwen2" | "mistral") && interleave_wanted() {
-        let n = file.interleave_weights(llama::is_interleavable);
-        tracing::debug!(
-            "{}: {n} weight matrices interleaved for the x16 kernels",
-            path.display()
-        );
-    }
+    let (file, arch) = open_gguf_for_serving(path)?;
     let file = Arc::new(file);
     let model: Box<dyn Model> = match arch.as_str() {
         "llama" | "qwen2" | "mistral" => Box::new(llama::Llama::load(&file, threads, progress)?),

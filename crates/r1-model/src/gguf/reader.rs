@@ -194,10 +194,15 @@ impl GgufFile {
         let mut scratch = Vec::new();
         let mut count = 0;
         for t in &mut self.tensors {
-            if t.dims.len() != 2
+            // 3-D tensors are stacked experts (`[cols, rows, experts]`): interleaving the
+            // flattened rows keeps every expert's rows in whole groups when `rows` is a
+            // multiple of the group.
+            let rows_per_matrix = t.dims.get(1).copied().unwrap_or(0) as usize;
+            if !(t.dims.len() == 2 || t.dims.len() == 3)
                 || t.layout != WeightLayout::Native
                 || !x16::available(t.ty)
-                || !t.n_rows().is_multiple_of(x16::GROUP)
+                || !rows_per_matrix.is_multiple_of(x16::GROUP)
+                || rows_per_matrix == 0
                 || !pick(&t.name)
             {
                 continue;

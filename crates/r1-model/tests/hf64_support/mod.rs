@@ -8,7 +8,6 @@ use std::path::Path;
 use std::sync::Arc;
 
 use r1_model::arch::deepseek_v3::{DeepSeekV3, Trace};
-use r1_model::gguf::GgufFile;
 use r1_model::{Batch, KvCache, Model};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
@@ -23,13 +22,16 @@ pub const Q_P90: f64 = 1.5;
 
 pub const BLOCK: usize = 16;
 
+/// Per position: the reference's experts (in its order) and the routing's min gap.
+pub type PositionRoutes = Vec<(Vec<usize>, f64)>;
+
 pub struct Prompt {
     pub ids: Vec<u32>,
     pub greedy: Vec<u32>,
     /// Per step: (token, logprob) best first, and the reference's top-1 − top-2 margin.
     pub top: Vec<(Vec<(u32, f64)>, f64)>,
     /// Per MoE layer: per position (experts in the reference's order, min gap).
-    pub routing: Vec<(usize, Vec<(Vec<usize>, f64)>)>,
+    pub routing: Vec<(usize, PositionRoutes)>,
 }
 
 pub struct Reference {
@@ -67,7 +69,7 @@ pub fn load_reference(path: &Path) -> Reference {
                     (t, s["margin"].as_f64().unwrap_or(f64::INFINITY))
                 })
                 .collect();
-            let mut routing: Vec<(usize, Vec<(Vec<usize>, f64)>)> = r["routing"]
+            let mut routing: Vec<(usize, PositionRoutes)> = r["routing"]
                 .as_object()
                 .unwrap()
                 .iter()
@@ -234,9 +236,10 @@ pub struct Summary {
 
 /// Load `path` (a split file's first part maps every part) and run every prompt of `r`.
 pub fn run_file(path: &Path, r: &Reference, threads: usize) -> (Summary, Vec<PromptResult>) {
-    let file = Arc::new(
-        GgufFile::open_resident(path).unwrap_or_else(|e| panic!("{}: {e}", path.display())),
-    );
+    // As the server opens it: private copy, weights interleaved for the x16 kernels.
+    let (file, _) = r1_model::arch::open_gguf_for_serving(path)
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let file = Arc::new(file);
     let m =
         DeepSeekV3::from_gguf(&file, threads).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     let results: Vec<PromptResult> = r.prompts.iter().map(|p| run_prompt(&m, p)).collect();

@@ -157,21 +157,44 @@ pub fn config_from_gguf(f: &GgufFile) -> Result<DeepSeekConfig, ModelError> {
 }
 
 /// Rows `r0..r0+rows` of a tensor (any dims) as a `[rows, row_len]` matrix.
-fn rows_of(f: &GgufFile, info: &TensorInfo, r0: usize, rows: usize) -> Result<QMatrix, ModelError> {
-    let cols = info.row_len();
-    let rb = info
-        .ty
-        .row_bytes(cols)
-        .ok_or_else(|| bad(f, format!("`{}`: bad row length", info.name)))?;
-    let data = f.tensor_data(info);
-    let bytes = data.get(r0 * rb..(r0 + rows) * rb).ok_or_else(|| {
-        bad(
-            f,
-            format!("`{}`: rows {r0}..{} out of range", info.name, r0 + rows),
-        )
-    })?;
-    QMatrix::from_bytes(info.ty, rows, cols, bytes.to_vec())
-        .map_err(|e| bad(f, format!("`{}`: {e}", info.name)))
+/// Whether a deepseek2 tensor may be interleaved for the x16 kernels: the matrices only
+/// multiplied as a whole or by whole experts (the per-head `attn_k_b`/`attn_v_b` slices and
+/// the router stay as they are).
+pub fn is_interleavable(name: &str) -> bool {
+    const PER_LAYER: [&str; 14] = [
+        "attn_q.weight",
+        "attn_q_a.weight",
+        "attn_q_b.weight",
+        "attn_kv_a_mqa.weight",
+        "attn_output.weight",
+        "ffn_gate.weight",
+        "ffn_up.weight",
+        "ffn_down.weight",
+        "ffn_gate_exps.weight",
+        "ffn_up_exps.weight",
+        "ffn_down_exps.weight",
+        "ffn_gate_shexp.weight",
+        "ffn_up_shexp.weight",
+        "ffn_down_shexp.weight",
+    ];
+    name == "output.weight"
+        || name == "token_embd.weight"
+        || (name.starts_with("blk.")
+            && name
+                .split_once('.')
+                .and_then(|(_, rest)| rest.split_once('.'))
+                .is_some_and(|(_, t)| PER_LAYER.contains(&t)))
+}
+
+/// Rows `r0..r0 + rows` of a tensor, borrowed from the file (no copy: a file larger than
+/// half the RAM must still fit once).
+fn rows_of(
+    f: &Arc<GgufFile>,
+    info: &TensorInfo,
+    r0: usize,
+    rows: usize,
+) -> Result<QMatrix, ModelError> {
+    QMatrix::from_gguf_rows(f, info, r0, rows).map_err(|e| bad(f, e))
 }
 
 /// A tensor whose ggml dims must be `want` (innermost first).
@@ -190,7 +213,7 @@ fn tensor<'a>(f: &'a GgufFile, name: &str, want: &[usize]) -> Result<&'a TensorI
 impl DeepSeekV3 {
     /// Build the model from a `deepseek2` GGUF.
     pub fn from_gguf(file: &Arc<GgufFile>, threads: usize) -> Result<Self, ModelError> {
-        let f: &GgufFile = file;
+        let f = file;
         let c = config_from_gguf(f)?;
         let (d, nh) = (c.hidden, c.n_heads);
         let (r, dn, dr, dv) = (
