@@ -7,18 +7,17 @@
 //! `q_lat · c_kv + q_pe · k_pe`, the softmax-weighted sum of latents is taken, and `W_UV`
 //! maps it to the head's value space afterwards ("weight absorption").
 //!
-//! Prefill and decode run this one algorithm, and every (token, head) reduces over its
-//! positions `0..=pos` in position order with fixed-order dot products, so the result does
-//! not depend on the batch, on chunking or on whether the prefix came from the cache.
-
-use std::cell::RefCell;
+//! Prefill and decode run this one algorithm (`mla_attend.rs`: flash-style tiles and
+//! segments at absolute positions), so the result does not depend on the batch, on
+//! chunking or on whether the prefix came from the cache.
 
 use super::linear::linear;
+use super::mla_attend;
 use super::{DeepSeekConfig, Trace};
 use crate::batch::Batch;
 use crate::f16;
 use crate::kv_cache::{KvCache, KvDtype};
-use crate::ops::{self, RopeTable, SharedMut};
+use crate::ops::{self, RopeTable};
 use crate::pool::ThreadPool;
 use crate::weights::QMatrix;
 
@@ -132,36 +131,34 @@ pub(crate) fn forward(
     }
     write_latents(kv, layer, batch, &rows);
 
-    // q_pe roped per head; q_nope absorbed through W_UK per head.
-    let mut q_pe = vec![0.0f32; t * nh * dr];
-    let mut q_lat = vec![0.0f32; t * nh * r];
+    // Per head the attention query [q_lat | q_pe]: q_nope absorbed through W_UK, q_pe roped.
+    let mut q_att = vec![0.0f32; t * nh * kw];
     let mut gather = vec![0.0f32; t * dn.max(r)];
     let mut part = vec![0.0f32; t * r.max(dv)];
     for hh in 0..nh {
         for i in 0..t {
             let s = (i * nh + hh) * qhd;
             gather[i * dn..(i + 1) * dn].copy_from_slice(&q[s..s + dn]);
-            let pe = &mut q_pe[(i * nh + hh) * dr..(i * nh + hh + 1) * dr];
+            let pe = &mut q_att[(i * nh + hh) * kw + r..(i * nh + hh + 1) * kw];
             pe.copy_from_slice(&q[s + dn..s + qhd]);
             ops::apply_rope(pe, &ropes[i], false);
         }
         linear(pool, &w.k_b[hh], &gather[..t * dn], t, &mut part[..t * r]);
         for i in 0..t {
-            q_lat[(i * nh + hh) * r..(i * nh + hh + 1) * r]
+            q_att[(i * nh + hh) * kw..(i * nh + hh) * kw + r]
                 .copy_from_slice(&part[i * r..(i + 1) * r]);
         }
     }
 
     let mut o_lat = vec![0.0f32; t * nh * r];
-    attend(
+    mla_attend::attend(
         pool,
         kv,
         layer,
         batch,
-        c,
+        mla_attend::Dims::of(c),
         c.softmax_scale(),
-        &q_lat,
-        &q_pe,
+        &q_att,
         &mut o_lat,
     );
 
@@ -209,133 +206,4 @@ fn write_latents(kv: &mut KvCache, layer: usize, batch: &Batch, rows: &[f32]) {
             }
         }
     }
-}
-
-/// Read access to one layer's cache rows in either storage type.
-enum Rows<'a> {
-    F32(&'a [f32]),
-    F16(&'a [u16]),
-}
-
-impl<'a> Rows<'a> {
-    #[inline]
-    fn get<'b>(&'b self, slot: usize, kw: usize, buf: &'b mut [f32]) -> &'b [f32] {
-        match self {
-            Rows::F32(k) => &k[slot * kw..(slot + 1) * kw],
-            Rows::F16(k) => {
-                let table = f16::table();
-                for (d, &b) in buf.iter_mut().zip(&k[slot * kw..(slot + 1) * kw]) {
-                    *d = table[b as usize];
-                }
-                buf
-            }
-        }
-    }
-}
-
-/// Dot product in a fixed order: element `i` into lane `i % 8`, lanes summed as a tree.
-#[inline]
-pub(crate) fn dot(a: &[f32], b: &[f32]) -> f32 {
-    let mut l = [0.0f32; 8];
-    let mut ca = a.chunks_exact(8);
-    let mut cb = b.chunks_exact(8);
-    for (x, y) in (&mut ca).zip(&mut cb) {
-        for j in 0..8 {
-            l[j] += x[j] * y[j];
-        }
-    }
-    for (j, (x, y)) in ca.remainder().iter().zip(cb.remainder()).enumerate() {
-        l[j] += x * y;
-    }
-    ((l[0] + l[4]) + (l[2] + l[6])) + ((l[1] + l[5]) + (l[3] + l[7]))
-}
-
-struct Scratch {
-    scores: Vec<f32>,
-    row: Vec<f32>,
-}
-
-thread_local! {
-    static SCRATCH: RefCell<Scratch> = const { RefCell::new(Scratch { scores: Vec::new(), row: Vec::new() }) };
-}
-
-/// `o_lat[t, h] = Σ_p softmax_p(scale·(q_lat·c_p + q_pe·k_pe_p)) · c_p` over positions
-/// `0..=pos_t` of t's sequence. One task per (token, group of heads); the grouping only
-/// shares the cache reads and does not change any result.
-#[allow(clippy::too_many_arguments)]
-fn attend(
-    pool: &ThreadPool,
-    kv: &KvCache,
-    layer: usize,
-    batch: &Batch,
-    c: &DeepSeekConfig,
-    scale: f32,
-    q_lat: &[f32],
-    q_pe: &[f32],
-    o_lat: &mut [f32],
-) {
-    let (nh, r, dr) = (c.n_heads, c.kv_lora_rank, c.qk_rope_head_dim);
-    let kw = r + dr;
-    let store = match kv.dtype() {
-        KvDtype::F32 => Rows::F32(kv.layer_f32(layer).0),
-        KvDtype::F16 => Rows::F16(kv.layer(layer).0),
-    };
-    let toks: Vec<(usize, usize)> = batch
-        .seqs
-        .iter()
-        .enumerate()
-        .flat_map(|(si, s)| (0..s.len).map(move |i| (si, i)))
-        .collect();
-    if toks.is_empty() {
-        return;
-    }
-    let groups = (pool.threads() * 4).div_ceil(toks.len()).clamp(1, nh);
-    let hc = nh.div_ceil(groups);
-    let groups = nh.div_ceil(hc);
-    let ptr = SharedMut::new(o_lat);
-    pool.run(toks.len() * groups, |task| {
-        let (si, i) = toks[task / groups];
-        let h0 = (task % groups) * hc;
-        let h1 = (h0 + hc).min(nh);
-        let s = &batch.seqs[si];
-        let row = s.start + i;
-        let n = s.pos0 + i + 1;
-        // SAFETY: each (row, head range) output slice is written by exactly one task.
-        let out = unsafe { ptr.slice((row * nh + h0) * r, (h1 - h0) * r) };
-        SCRATCH.with(|sc| {
-            let sc = &mut *sc.borrow_mut();
-            sc.scores.clear();
-            sc.scores.resize((h1 - h0) * n, 0.0);
-            sc.row.resize(kw, 0.0);
-            for p in 0..n {
-                let cr = store.get(kv.slot(&s.block_table, p), kw, &mut sc.row);
-                for hh in h0..h1 {
-                    let ql = &q_lat[(row * nh + hh) * r..(row * nh + hh + 1) * r];
-                    let qp = &q_pe[(row * nh + hh) * dr..(row * nh + hh + 1) * dr];
-                    sc.scores[(hh - h0) * n + p] = (dot(ql, &cr[..r]) + dot(qp, &cr[r..])) * scale;
-                }
-            }
-            for sh in sc.scores.chunks_exact_mut(n) {
-                let m = sh.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-                let mut sum = 0.0f32;
-                for v in sh.iter_mut() {
-                    *v = (*v - m).exp();
-                    sum += *v;
-                }
-                for v in sh.iter_mut() {
-                    *v /= sum;
-                }
-            }
-            out.fill(0.0);
-            for p in 0..n {
-                let cr = store.get(kv.slot(&s.block_table, p), kw, &mut sc.row);
-                for (j, acc) in out.chunks_exact_mut(r).enumerate() {
-                    let wgt = sc.scores[j * n + p];
-                    for (a, &x) in acc.iter_mut().zip(&cr[..r]) {
-                        *a += wgt * x;
-                    }
-                }
-            }
-        });
-    });
 }

@@ -9,6 +9,7 @@ mod experts;
 pub mod gguf;
 mod linear;
 pub(crate) mod mla;
+mod mla_attend;
 pub(crate) mod moe;
 
 use super::{Logits, Model, ModelError};

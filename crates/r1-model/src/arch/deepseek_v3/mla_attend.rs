@@ -1,0 +1,538 @@
+//! MLA attention over the paged latent cache, flash-attention style.
+//!
+//! For each new token and head: `o = Σ_p softmax_p(scale · q·k_p) · c_p` over positions
+//! `0..=pos`, where `q = [q_lat | q_pe]` and the cache row `k_p = [c_p | k_pe_p]`
+//! (`kv_lora_rank + qk_rope_head_dim` values).
+//!
+//! * Positions are walked in tiles of [`TILE`]; the scores of a tile come from the shared F32
+//!   GEMM kernel (all heads of the task against the tile's cache rows, read straight from the
+//!   cache, no copies for an f32 cache), then an online softmax: the running max, sum and
+//!   latent accumulator are rescaled once per tile, as flash attention does. The cache is
+//!   read once per task, not once per head, and nothing is allocated per position.
+//! * Long contexts are cut into segments of [`SEGMENT`] positions, each with its own softmax
+//!   state, folded left to right at the end. When a step has few tokens (decode), segments
+//!   of one token run as separate tasks, so a single sequence's attention at depth uses
+//!   every thread.
+//!
+//! Tile and segment boundaries are absolute positions and the fold is always left to right,
+//! so every (token, head) result is the same whatever the batch, the chunking of a prefill,
+//! the thread count or the ISA (the F32 kernel and the FMA update are ISA-invariant).
+
+use std::cell::RefCell;
+
+use super::DeepSeekConfig;
+use crate::batch::Batch;
+use crate::f16;
+use crate::kv_cache::{KvCache, KvDtype};
+use crate::pool::ThreadPool;
+use crate::quant::{self, GgmlType};
+
+/// Positions per softmax rescale.
+pub(crate) const TILE: usize = 64;
+/// Positions per independent softmax state (a unit of parallel work at depth).
+pub(crate) const SEGMENT: usize = 1024;
+
+/// Softmax state of one head over some positions: running max, sum of weights, and the
+/// weighted sum of latents.
+struct State<'a> {
+    m: f32,
+    l: f32,
+    acc: &'a mut [f32],
+}
+
+impl State<'_> {
+    /// Left fold: `self ← self ⊕ (m, l, acc)`.
+    fn fold(&mut self, m: f32, l: f32, acc: &[f32]) {
+        let mm = self.m.max(m);
+        let (a, b) = (scale_of(self.m, mm), scale_of(m, mm));
+        self.l = self.l * a + l * b;
+        for (x, &y) in self.acc.iter_mut().zip(acc) {
+            *x = y.mul_add(b, *x * a);
+        }
+        self.m = mm;
+    }
+}
+
+/// `exp(m - mm)`, 0 for an empty state (`m = -inf`).
+#[inline]
+fn scale_of(m: f32, mm: f32) -> f32 {
+    if m == f32::NEG_INFINITY {
+        0.0
+    } else {
+        (m - mm).exp()
+    }
+}
+
+/// `acc += w · x`, one FMA per element on every ISA (so results never depend on it).
+#[inline]
+fn axpy(acc: &mut [f32], w: f32, x: &[f32]) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if quant::Isa::best() != quant::Isa::Scalar {
+            // SAFETY: AVX2 and FMA are present (every non-scalar ISA has them).
+            return unsafe { axpy_fma(acc, w, x) };
+        }
+    }
+    for (a, &v) in acc.iter_mut().zip(x) {
+        *a = v.mul_add(w, *a);
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn axpy_fma(acc: &mut [f32], w: f32, x: &[f32]) {
+    use std::arch::x86_64::*;
+    let n = acc.len().min(x.len());
+    let wv = _mm256_set1_ps(w);
+    let mut i = 0;
+    while i + 8 <= n {
+        let a = _mm256_loadu_ps(acc.as_ptr().add(i));
+        let v = _mm256_loadu_ps(x.as_ptr().add(i));
+        _mm256_storeu_ps(acc.as_mut_ptr().add(i), _mm256_fmadd_ps(v, wv, a));
+        i += 8;
+    }
+    for j in i..n {
+        acc[j] = x[j].mul_add(w, acc[j]);
+    }
+}
+
+fn as_bytes(v: &[f32]) -> &[u8] {
+    // SAFETY: any f32 is 4 valid bytes; the slice covers exactly the same memory.
+    unsafe { std::slice::from_raw_parts(v.as_ptr().cast::<u8>(), std::mem::size_of_val(v)) }
+}
+
+/// One layer's cache rows in either storage type.
+enum Store<'a> {
+    F32(&'a [f32]),
+    F16(&'a [u16]),
+}
+
+#[derive(Default)]
+struct Scratch {
+    /// Scores of one tile: `[TILE, heads]`.
+    scores: Vec<f32>,
+    /// f16 cache rows widened to f32 (one block run at a time).
+    wide: Vec<f32>,
+    /// One f16 cache row's latent widened to f32.
+    row: Vec<f32>,
+}
+
+thread_local! {
+    static SCRATCH: RefCell<Scratch> = RefCell::new(Scratch::default());
+}
+
+/// Geometry shared by the tasks.
+struct Ctx<'a> {
+    kv: &'a KvCache,
+    store: Store<'a>,
+    r: usize,
+    kw: usize,
+    scale: f32,
+}
+
+impl Ctx<'_> {
+    /// Positions `p0..p1` (within one segment) of one token for heads `h0..h1` (queries
+    /// `q`: `[h1 - h0, kw]`), accumulated into fresh per-head states written to
+    /// `ms`, `ls`, `accs` (`[h1 - h0]`, `[h1 - h0]`, `[h1 - h0, r]`).
+    fn segment(
+        &self,
+        block_table: &[u32],
+        (p0, p1): (usize, usize),
+        q: &[f32],
+        (ms, ls, accs): (&mut [f32], &mut [f32], &mut [f32]),
+    ) {
+        let (kw, r) = (self.kw, self.r);
+        let nq = ms.len();
+        ms.fill(f32::NEG_INFINITY);
+        ls.fill(0.0);
+        accs.fill(0.0);
+        let bs = self.kv.block_size();
+        SCRATCH.with(|sc| {
+            let sc = &mut *sc.borrow_mut();
+            sc.scores.resize(TILE * nq, 0.0);
+            let mut t0 = p0;
+            while t0 < p1 {
+                let t1 = (t0 - t0 % TILE + TILE).min(p1);
+                // Scores for the tile, one run of contiguous cache slots (a block) at a time.
+                let mut p = t0;
+                while p < t1 {
+                    let run = (bs - p % bs).min(t1 - p);
+                    let slot = self.kv.slot(block_table, p);
+                    let rows: &[f32] = match self.store {
+                        Store::F32(k) => &k[slot * kw..(slot + run) * kw],
+                        Store::F16(k) => {
+                            let table = f16::table();
+                            sc.wide.clear();
+                            sc.wide.extend(
+                                k[slot * kw..(slot + run) * kw]
+                                    .iter()
+                                    .map(|&b| table[b as usize]),
+                            );
+                            &sc.wide
+                        }
+                    };
+                    let out = &mut sc.scores[(p - t0) * nq..(p - t0 + run) * nq];
+                    quant::gemm(GgmlType::F32, kw, as_bytes(rows), as_bytes(q), nq, out);
+                    p += run;
+                }
+                let n = t1 - t0;
+                for h in 0..nq {
+                    let mut tmax = f32::NEG_INFINITY;
+                    for j in 0..n {
+                        let s = sc.scores[j * nq + h] * self.scale;
+                        sc.scores[j * nq + h] = s;
+                        tmax = tmax.max(s);
+                    }
+                    let mm = ms[h].max(tmax);
+                    let a = scale_of(ms[h], mm);
+                    if a != 1.0 {
+                        ls[h] *= a;
+                        for x in &mut accs[h * r..(h + 1) * r] {
+                            *x *= a;
+                        }
+                    }
+                    ms[h] = mm;
+                    for j in 0..n {
+                        let w = (sc.scores[j * nq + h] - mm).exp();
+                        sc.scores[j * nq + h] = w;
+                        ls[h] += w;
+                    }
+                }
+                // Accumulate position by position, all heads per cache row.
+                for j in 0..n {
+                    let slot = self.kv.slot(block_table, t0 + j);
+                    let row: &[f32] = match self.store {
+                        Store::F32(k) => &k[slot * kw..slot * kw + r],
+                        Store::F16(k) => {
+                            let table = f16::table();
+                            sc.row.clear();
+                            sc.row.extend(
+                                k[slot * kw..slot * kw + r]
+                                    .iter()
+                                    .map(|&b| table[b as usize]),
+                            );
+                            &sc.row
+                        }
+                    };
+                    for h in 0..nq {
+                        axpy(&mut accs[h * r..(h + 1) * r], sc.scores[j * nq + h], row);
+                    }
+                }
+                t0 = t1;
+            }
+        });
+    }
+}
+
+/// A unit of work: one token row, heads `h0..h1`, segments `s0..s1`.
+#[derive(Clone, Copy)]
+struct Task {
+    seq: usize,
+    i: usize,
+    h0: usize,
+    h1: usize,
+    s0: usize,
+    s1: usize,
+    /// Where its per-segment partials go in the partial buffer, when split.
+    partial: Option<usize>,
+}
+
+/// The attention's widths: heads, latent (`kv_lora_rank`) and rope key widths.
+#[derive(Clone, Copy)]
+pub(crate) struct Dims {
+    pub heads: usize,
+    pub latent: usize,
+    pub rope: usize,
+}
+
+impl Dims {
+    pub fn of(c: &DeepSeekConfig) -> Dims {
+        Dims {
+            heads: c.n_heads,
+            latent: c.kv_lora_rank,
+            rope: c.qk_rope_head_dim,
+        }
+    }
+}
+
+/// `o_lat[t, h] = Σ_p softmax_p(scale · q[t, h] · k_p) · c_p` (see the module docs).
+/// `q` is `[T, heads, latent + rope]` (`[q_lat | q_pe]` per head); `o_lat` is
+/// `[T, heads, latent]`.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn attend(
+    pool: &ThreadPool,
+    kv: &KvCache,
+    layer: usize,
+    batch: &Batch,
+    dims: Dims,
+    scale: f32,
+    q: &[f32],
+    o_lat: &mut [f32],
+) {
+    let (nh, r, kw) = (dims.heads, dims.latent, dims.latent + dims.rope);
+    let ctx = Ctx {
+        kv,
+        store: match kv.dtype() {
+            KvDtype::F32 => Store::F32(kv.layer_f32(layer).0),
+            KvDtype::F16 => Store::F16(kv.layer(layer).0),
+        },
+        r,
+        kw,
+        scale,
+    };
+    let toks: Vec<(usize, usize)> = batch
+        .seqs
+        .iter()
+        .enumerate()
+        .flat_map(|(si, s)| (0..s.len).map(move |i| (si, i)))
+        .collect();
+    if toks.is_empty() {
+        return;
+    }
+    let target = pool.threads() * 4;
+    let n_segs = |(si, i): (usize, usize)| (batch.seqs[si].pos0 + i + 1).div_ceil(SEGMENT);
+    // Enough tokens: one task per token with all heads (each cache row read once). Else
+    // split by segment (partials folded afterwards), then by heads.
+    let split = toks.len() < target;
+    let mut tasks = Vec::new();
+    let mut partial_len = 0;
+    if !split {
+        for &(si, i) in &toks {
+            tasks.push(Task {
+                seq: si,
+                i,
+                h0: 0,
+                h1: nh,
+                s0: 0,
+                s1: n_segs((si, i)),
+                partial: None,
+            });
+        }
+    } else {
+        let units: usize = toks.iter().map(|&t| n_segs(t)).sum();
+        let groups = target.div_ceil(units).clamp(1, nh);
+        let hc = nh.div_ceil(groups);
+        for &(si, i) in &toks {
+            let segs = n_segs((si, i));
+            let base = partial_len;
+            partial_len += segs * nh * (r + 2);
+            for s in 0..segs {
+                for h0 in (0..nh).step_by(hc) {
+                    tasks.push(Task {
+                        seq: si,
+                        i,
+                        h0,
+                        h1: (h0 + hc).min(nh),
+                        s0: s,
+                        s1: s + 1,
+                        partial: Some(base + s * nh * (r + 2)),
+                    });
+                }
+            }
+        }
+    }
+    // Per split segment: [nh] maxes, [nh] sums, [nh, r] accumulators.
+    let mut partials = vec![0.0f32; partial_len];
+    let part_ptr = Raw(partials.as_mut_ptr());
+    let out_ptr = Raw(o_lat.as_mut_ptr());
+    pool.run(tasks.len(), |ti| {
+        let tk = tasks[ti];
+        let s = &batch.seqs[tk.seq];
+        let row = s.start + tk.i;
+        let n = s.pos0 + tk.i + 1;
+        let nq = tk.h1 - tk.h0;
+        let qh = &q[(row * nh + tk.h0) * kw..(row * nh + tk.h1) * kw];
+        match tk.partial {
+            Some(base) => {
+                // SAFETY: each (token, segment, head range) partial is written by one task.
+                let (ms, ls, accs) = unsafe {
+                    let p = part_ptr.at(base);
+                    (
+                        std::slice::from_raw_parts_mut(p.add(tk.h0), nq),
+                        std::slice::from_raw_parts_mut(p.add(nh + tk.h0), nq),
+                        std::slice::from_raw_parts_mut(p.add(2 * nh + tk.h0 * r), nq * r),
+                    )
+                };
+                let p0 = tk.s0 * SEGMENT;
+                ctx.segment(
+                    &s.block_table,
+                    (p0, (p0 + SEGMENT).min(n)),
+                    qh,
+                    (ms, ls, accs),
+                );
+            }
+            None => {
+                // SAFETY: each token's heads h0..h1 are written by this task alone.
+                let out = unsafe {
+                    std::slice::from_raw_parts_mut(out_ptr.at((row * nh + tk.h0) * r), nq * r)
+                };
+                let (mut ms, mut ls, mut accs) = (vec![0.0; nq], vec![0.0; nq], vec![0.0; nq * r]);
+                let mut fm = vec![f32::NEG_INFINITY; nq];
+                let mut fl = vec![0.0f32; nq];
+                out.fill(0.0);
+                for seg in tk.s0..tk.s1 {
+                    let p0 = seg * SEGMENT;
+                    let p1 = (p0 + SEGMENT).min(n);
+                    ctx.segment(&s.block_table, (p0, p1), qh, (&mut ms, &mut ls, &mut accs));
+                    for h in 0..nq {
+                        let mut st = State {
+                            m: fm[h],
+                            l: fl[h],
+                            acc: &mut out[h * r..(h + 1) * r],
+                        };
+                        st.fold(ms[h], ls[h], &accs[h * r..(h + 1) * r]);
+                        (fm[h], fl[h]) = (st.m, st.l);
+                    }
+                }
+                for h in 0..nq {
+                    let inv = fl[h];
+                    for x in &mut out[h * r..(h + 1) * r] {
+                        *x /= inv;
+                    }
+                }
+            }
+        }
+    });
+    if !split {
+        return;
+    }
+    // Fold each split token's segments left to right (same order as the inline path).
+    let mut base = 0;
+    for &(si, i) in &toks {
+        let segs = n_segs((si, i));
+        let row = batch.seqs[si].start + i;
+        for h in 0..nh {
+            let out = &mut o_lat[(row * nh + h) * r..(row * nh + h + 1) * r];
+            out.fill(0.0);
+            let mut st = State {
+                m: f32::NEG_INFINITY,
+                l: 0.0,
+                acc: out,
+            };
+            for seg in 0..segs {
+                let p = &partials[base + seg * nh * (r + 2)..base + (seg + 1) * nh * (r + 2)];
+                st.fold(p[h], p[nh + h], &p[2 * nh + h * r..2 * nh + (h + 1) * r]);
+            }
+            let inv = st.l;
+            for x in st.acc.iter_mut() {
+                *x /= inv;
+            }
+        }
+        base += segs * nh * (r + 2);
+    }
+}
+
+/// A buffer the tasks write disjoint parts of.
+#[derive(Clone, Copy)]
+struct Raw(*mut f32);
+// SAFETY: tasks write disjoint elements; `pool.run` returns only when all are done.
+unsafe impl Send for Raw {}
+unsafe impl Sync for Raw {}
+
+impl Raw {
+    /// # Safety
+    /// `i` is inside the buffer.
+    unsafe fn at(self, i: usize) -> *mut f32 {
+        self.0.add(i)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::kv_cache::KvLayout;
+    use rand::{Rng, SeedableRng};
+
+    /// Exact softmax-weighted latents in f64.
+    fn naive(kv: &KvCache, bt: &[u32], d: Dims, scale: f32, q: &[f32], n: usize) -> Vec<f64> {
+        let (r, kw) = (d.latent, d.latent + d.rope);
+        let k = kv.layer_f32(0).0;
+        let mut out = vec![0.0f64; d.heads * r];
+        for h in 0..d.heads {
+            let qh = &q[h * kw..(h + 1) * kw];
+            let s: Vec<f64> = (0..n)
+                .map(|p| {
+                    let row = &k[kv.slot(bt, p) * kw..][..kw];
+                    qh.iter()
+                        .zip(row)
+                        .map(|(&a, &b)| a as f64 * b as f64)
+                        .sum::<f64>()
+                        * scale as f64
+                })
+                .collect();
+            let m = s.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+            let z: f64 = s.iter().map(|x| (x - m).exp()).sum();
+            for (p, &sp) in s.iter().enumerate() {
+                let w = (sp - m).exp() / z;
+                let row = &k[kv.slot(bt, p) * kw..][..r];
+                for (o, &c) in out[h * r..(h + 1) * r].iter_mut().zip(row) {
+                    *o += w * c as f64;
+                }
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn segments_tiles_and_splits_give_one_answer() {
+        let d = Dims {
+            heads: 4,
+            latent: 32,
+            rope: 8,
+        };
+        let kw = d.latent + d.rope;
+        let (bs, n) = (16, 2 * SEGMENT + 100);
+        let blocks = n.div_ceil(bs);
+        let mut rng = rand::rngs::StdRng::seed_from_u64(3);
+        let layout = KvLayout {
+            n_layers: 1,
+            k_width: kw,
+            v_width: 0,
+        };
+        let mut kv = KvCache::with_dtype(layout, bs, blocks + 3, KvDtype::F32);
+        for x in kv.layer_f32_mut(0).0.iter_mut() {
+            *x = rng.random_range(-1.0f32..1.0);
+        }
+        // A scrambled block table: pages need not be in order.
+        let mut bt: Vec<u32> = (0..blocks as u32)
+            .map(|b| (b * 7 + 3) % (blocks as u32 + 3))
+            .collect();
+        bt.dedup();
+        assert_eq!(bt.len(), blocks);
+        let scale = 0.3;
+        let last = 40;
+        let q: Vec<f32> = (0..last * d.heads * kw)
+            .map(|_| rng.random_range(-1.0f32..1.0))
+            .collect();
+        let q_last = &q[(last - 1) * d.heads * kw..];
+        // Decode: one token at the end (split into segment tasks).
+        let mut dec = Batch::default();
+        dec.push(&[0], n - 1, bt.clone(), true);
+        // Prefill of the last 40 positions (one task per token, segments folded inline).
+        let mut pre = Batch::default();
+        pre.push(&vec![0; last], n - last, bt.clone(), true);
+        let want = naive(&kv, &bt, d, scale, q_last, n);
+        let mut outs = Vec::new();
+        for threads in [1, 3] {
+            let pool = ThreadPool::new(threads);
+            let mut o1 = vec![0.0; d.heads * d.latent];
+            attend(&pool, &kv, 0, &dec, d, scale, q_last, &mut o1);
+            let mut o2 = vec![0.0; last * d.heads * d.latent];
+            attend(&pool, &kv, 0, &pre, d, scale, &q, &mut o2);
+            outs.push(o1);
+            outs.push(o2[(last - 1) * d.heads * d.latent..].to_vec());
+        }
+        for o in &outs {
+            assert!(o
+                .iter()
+                .zip(&outs[0])
+                .all(|(a, b)| a.to_bits() == b.to_bits()));
+        }
+        let err = outs[0]
+            .iter()
+            .zip(&want)
+            .map(|(&a, &b)| (a as f64 - b).abs())
+            .fold(0.0, f64::max);
+        assert!(err < 1e-5, "max error {err} against f64");
+    }
+}
