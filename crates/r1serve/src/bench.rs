@@ -1,6 +1,6 @@
 //! `r1serve bench`: prompt-processing and generation speed, measured like llama-bench
-//! (pp: one batch of N prompt tokens from an empty cache; tg: N tokens decoded one at a time
-//! from an empty cache).
+//! (pp: one batch of N prompt tokens; tg: N tokens decoded one at a time; both after `--depth`
+//! tokens already in the cache, 0 by default, like `llama-bench -d`).
 
 use std::time::Instant;
 
@@ -19,6 +19,10 @@ pub struct BenchArgs {
     /// Generated tokens for the tg test (0 skips it).
     #[arg(short = 'n', long = "n-gen", default_value_t = 128)]
     pub n_gen: usize,
+    /// Tokens already in the KV cache before each test (llama-bench's `-d`): decode speed
+    /// at long context. Filled once, untimed, in 512-token chunks.
+    #[arg(short = 'd', long, default_value_t = 0)]
+    pub depth: usize,
     /// Repetitions of each test (after one warm-up run).
     #[arg(short = 'r', long, default_value_t = 3)]
     pub reps: usize,
@@ -57,16 +61,28 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
     let m = l.model.as_ref();
     let vocab = m.config().vocab_size as u32;
     // Fixed pseudo-random tokens, as llama-bench uses random ones.
-    let tokens: Vec<u32> = (0..args.n_prompt.max(1) as u64)
+    let depth = args.depth;
+    let tokens: Vec<u32> = (0..(depth + args.n_prompt.max(args.n_gen)).max(1) as u64)
         .map(|i| ((i * 2654435761 + 12345) % vocab as u64) as u32)
         .collect();
     let reps = args.reps.max(1);
-    let ctx = (args.n_prompt.max(args.n_gen) + 1).min(m.config().context_length);
-    let mut session = Session::new(m, ctx);
+    let need = depth + args.n_prompt.max(args.n_gen) + 1;
+    if need > m.config().context_length {
+        anyhow::bail!(
+            "--depth {depth} plus the test needs {need} tokens, more than the model's context of {}",
+            m.config().context_length
+        );
+    }
+    let mut session = Session::new(m, need);
+    if depth > 0 {
+        session.feed(&tokens[..depth], 512)?;
+    }
+    let (ctx_tokens, tokens) = (&tokens[..depth], &tokens[depth..]);
+    debug_assert_eq!(session.tokens(), ctx_tokens);
     let mut pp = Vec::new();
     if args.n_prompt > 0 {
         for r in 0..=reps {
-            session.truncate(0);
+            session.truncate(depth);
             let t = Instant::now();
             session.feed(&tokens[..args.n_prompt], args.n_prompt)?;
             if r > 0 {
@@ -77,7 +93,7 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
     let mut tg = Vec::new();
     if args.n_gen > 0 {
         for r in 0..=reps {
-            session.truncate(0);
+            session.truncate(depth);
             let t = Instant::now();
             for &tok in tokens.iter().cycle().take(args.n_gen) {
                 session.feed(&[tok], 1)?;
@@ -100,6 +116,7 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
                 "threads": threads,
                 "pp": args.n_prompt,
                 "tg": args.n_gen,
+                "depth": depth,
                 "pp_tps": pps.as_ref().map(|s| s.best),
                 "tg_tps": tgs.as_ref().map(|s| s.best),
                 "pp_tps_mean": pps.as_ref().map(|s| s.mean),
@@ -112,9 +129,14 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
     let size = l.size_bytes as f64 / (1 << 20) as f64;
     println!("| model | size | params | threads | test | t/s |");
     println!("| --- | ---: | ---: | ---: | ---: | ---: |");
+    let at = if depth > 0 {
+        format!(" @ d{depth}")
+    } else {
+        String::new()
+    };
     for (test, v) in [
-        (format!("pp{}", args.n_prompt), &pp),
-        (format!("tg{}", args.n_gen), &tg),
+        (format!("pp{}{at}", args.n_prompt), &pp),
+        (format!("tg{}{at}", args.n_gen), &tg),
     ] {
         if v.is_empty() {
             continue;

@@ -90,11 +90,10 @@ pub fn run(args: &ServeArgs) -> anyhow::Result<()> {
         ),
         None => None,
     };
-    let served_model_name = args.served_model_name.clone().unwrap_or_else(|| {
-        path.file_stem()
-            .map(|s| s.to_string_lossy().into_owned())
-            .unwrap_or_else(|| "model".into())
-    });
+    let served_model_name = args
+        .served_model_name
+        .clone()
+        .unwrap_or_else(|| default_model_name(path));
     let config = ServerConfig {
         host: args.host.clone(),
         port: args.port,
@@ -133,4 +132,36 @@ pub fn run(args: &ServeArgs) -> anyhow::Result<()> {
     };
     r1_server::run_blocking(config, loader)?;
     Ok(())
+}
+
+/// The model's API name when `--served-model-name` is not given: the file name without
+/// `.gguf`, and for a split model without the `-00001-of-0000N` part suffix (every part
+/// names the same model).
+fn default_model_name(path: &std::path::Path) -> String {
+    let file = path
+        .file_name()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    if let Some((prefix, _, _)) = r1_model::gguf::split::parse_split_name(&file) {
+        return prefix.to_string();
+    }
+    path.file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "model".into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::default_model_name;
+    use std::path::Path;
+
+    #[test]
+    fn split_models_are_named_without_the_part_suffix() {
+        let name = |p: &str| default_model_name(Path::new(p));
+        assert_eq!(
+            name("/m/DeepSeek-R1-Q4_K_M-00001-of-00009.gguf"),
+            "DeepSeek-R1-Q4_K_M"
+        );
+        assert_eq!(name("models/qwen05.gguf"), "qwen05");
+    }
 }
