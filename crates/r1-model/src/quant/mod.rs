@@ -54,6 +54,9 @@
 //! operations than ggml's order; results differ from llama.cpp's in the last bits (the model
 //! tests hold them to the margin rule) but keep the rule above: one order per (row, token),
 //! whatever the ISA or the batch. `R1SERVE_REPACK=0` keeps the native layout and ggml's order.
+//! IQ4_NL and IQ4_XS are interleaved too (`x16_iq.rs`), but their kernels keep ggml's generic
+//! order (one exact integer sum per 32 elements, folded in a scalar chain that a SIMD lane
+//! runs as well), so they equal the native kernels bit for bit.
 //!
 //! Precondition of the integer kernels (as in ggml): quantized activation bytes lie in
 //! -127..=127, which [`quantize_row`] guarantees.
@@ -71,6 +74,7 @@ mod quantize;
 mod types;
 mod util;
 pub mod x16;
+mod x16_iq;
 mod x16_k;
 #[cfg(target_arch = "x86_64")]
 mod x86_b32;
@@ -84,6 +88,8 @@ mod x86_k;
 mod x86_q8;
 #[cfg(target_arch = "x86_64")]
 mod x86_x16;
+#[cfg(target_arch = "x86_64")]
+mod x86_x16_iq;
 #[cfg(target_arch = "x86_64")]
 mod x86_x16_k;
 

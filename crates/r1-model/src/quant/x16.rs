@@ -55,7 +55,7 @@ pub fn supported(ty: GgmlType) -> bool {
     matches!(
         ty,
         GgmlType::Q5_0 | GgmlType::Q8_0 | GgmlType::Q4_K | GgmlType::Q6_K
-    )
+    ) || super::x16_iq::covers(ty)
 }
 
 /// Whether this CPU's best ISA has an x16 kernel for `ty`: only then is it worth
@@ -78,6 +78,10 @@ pub fn interleave(ty: GgmlType, k: usize, rows: &mut [u8], scratch: &mut Vec<u8>
         scratch.copy_from_slice(g);
         if ty == GgmlType::Q8_0 {
             interleave_q8_0(nb, scratch, g);
+            continue;
+        }
+        if super::x16_iq::covers(ty) {
+            super::x16_iq::interleave_group(ty, k / ty.block_size(), scratch, g);
             continue;
         }
         if ty != GgmlType::Q5_0 {
@@ -112,6 +116,9 @@ pub fn extract_row(ty: GgmlType, k: usize, group: &[u8], r: usize, out: &mut [u8
     assert!(supported(ty) && r < GROUP);
     if ty == GgmlType::Q8_0 {
         return extract_row_q8_0(k / 32, group, r, out);
+    }
+    if super::x16_iq::covers(ty) {
+        return super::x16_iq::extract_row(ty, k / ty.block_size(), group, r, out);
     }
     if ty != GgmlType::Q5_0 {
         return super::x16_k::extract_row(ty, k / 256, group, r, out);

@@ -1,0 +1,113 @@
+//! IQ4_NL and IQ4_XS weights interleaved 16 rows at a time (see `x16` for why and for the
+//! group rules: a group-block holds the 16 rows' blocks in the same bytes, so a row range
+//! split at multiples of 16 stays a byte range).
+//!
+//! # Accumulation order: ggml's generic one, unchanged
+//! Unlike Q5_0/Q8_0/Q4_K/Q6_K, these types need no order of their own: ggml's reference
+//! kernels (`iq_dot_scalar`) already fold one exact integer sum per block (IQ4_NL: 32
+//! elements, `acc = fma(dx*dy, Σ v*q, acc)`) or per 32-element sub-block (IQ4_XS:
+//! `acc = fma((dx*dy)*(ls-32), Σ v*q, acc)`) into a scalar chain, and that chain runs
+//! per row in a SIMD lane as well as in a scalar. So the interleaved kernels equal the native
+//! ones bit for bit, whatever the ISA or batch; the portable reference here simply puts each
+//! group back in the native layout and runs the native portable kernel.
+//!
+//! # Layout (IQ4_NL, group-block of 16 native 18-byte blocks: 288 bytes)
+//! `[0, 32)` the rows' f16 `d`; `[32, 288)` four 64-byte chunks: bytes `4r..4r+4` of chunk
+//! `p` are row `r`'s quant bytes `4p..4p+4`, whose low nibbles index the levels of
+//! elements `4p..4p+4` (slice `p`) and high nibbles those of `16+4p..` (slice `p+4`).
+//!
+//! # Layout (IQ4_XS, group-superblock of 16 native 136-byte blocks: 2176 bytes)
+//! `[0, 32)` the f16 `d`; `[32, 96)` lane `r` (4 bytes) = row `r`'s `scales_l` (so bits
+//! `4j..4j+4` of the lane are sub-block `j`'s low scale bits); `[96, 128)` row `r`'s u16
+//! `scales_h` at `96 + 2r` (bits `2j..2j+2`: the high bits); then per 32-element sub-block
+//! `j` 256 bytes at `128 + 256j`, laid out as an IQ4_NL group-block's chunks.
+
+use super::gemm::OutPtr;
+use super::GgmlType;
+
+/// Bytes of one IQ4_NL group-block.
+pub(crate) const IQ4_NL_GB: usize = 16 * 18;
+/// Bytes of one IQ4_XS group-superblock.
+pub(crate) const IQ4_XS_GB: usize = 16 * 136;
+
+/// Whether `ty` is one of this file's types.
+pub(crate) fn covers(ty: GgmlType) -> bool {
+    matches!(ty, GgmlType::IQ4_NL | GgmlType::IQ4_XS)
+}
+
+/// For each byte of a native block of row `r`, where it lies in its group-block; `f(native
+/// offset, group-block offset)` is called for every byte.
+fn for_each_byte(ty: GgmlType, r: usize, mut f: impl FnMut(usize, usize)) {
+    let chunks = |f: &mut dyn FnMut(usize, usize), nat: usize, grp: usize| {
+        for p in 0..4 {
+            for i in 0..4 {
+                f(nat + 4 * p + i, grp + 64 * p + 4 * r + i);
+            }
+        }
+    };
+    f(0, 2 * r);
+    f(1, 2 * r + 1);
+    match ty {
+        GgmlType::IQ4_NL => chunks(&mut f, 2, 32),
+        GgmlType::IQ4_XS => {
+            f(2, 96 + 2 * r);
+            f(3, 97 + 2 * r);
+            for i in 0..4 {
+                f(4 + i, 32 + 4 * r + i);
+            }
+            for j in 0..8 {
+                chunks(&mut f, 8 + 16 * j, 128 + 256 * j);
+            }
+        }
+        _ => unreachable!("x16_iq covers IQ4_NL and IQ4_XS"),
+    }
+}
+
+/// Interleave one group of 16 native rows (`native`, `nb` blocks each) into `out`.
+pub(crate) fn interleave_group(ty: GgmlType, nb: usize, native: &[u8], out: &mut [u8]) {
+    let ts = ty.type_size();
+    for r in 0..16 {
+        for b in 0..nb {
+            let (src, dst) = (&native[(r * nb + b) * ts..], b * 16 * ts);
+            for_each_byte(ty, r, |n, g| out[dst + g] = src[n]);
+        }
+    }
+}
+
+/// Row `r` of one interleaved group, in the native layout.
+pub(crate) fn extract_row(ty: GgmlType, nb: usize, group: &[u8], r: usize, out: &mut [u8]) {
+    let ts = ty.type_size();
+    for b in 0..nb {
+        let src = &group[b * 16 * ts..(b + 1) * 16 * ts];
+        for_each_byte(ty, r, |n, g| out[b * ts + n] = src[g]);
+    }
+}
+
+/// Portable reference: each group back in the native layout, then ggml's generic kernel.
+fn gemm_scalar(ty: GgmlType, k: usize, w: &[u8], a: &[u8], n: usize, out: OutPtr) {
+    let nb = k / ty.block_size();
+    let wrow = nb * ty.type_size();
+    let mut native = vec![0u8; 16 * wrow];
+    for (g, grp) in w.chunks_exact(16 * wrow).enumerate() {
+        for (r, row) in native.chunks_exact_mut(wrow).enumerate() {
+            extract_row(ty, nb, grp, r, row);
+        }
+        let out_g = OutPtr {
+            // SAFETY: the caller's `OutPtr` covers rows g*16..g*16+16 of every token.
+            ptr: unsafe { out.ptr.add(g * 16 * out.rs) },
+            ..out
+        };
+        match ty {
+            GgmlType::IQ4_NL => super::iq_dot_scalar::gemm_iq4_nl(k, &native, a, n, out_g),
+            _ => super::iq_dot_scalar::gemm_iq4_xs(k, &native, a, n, out_g),
+        }
+    }
+}
+
+pub(crate) fn gemm_iq4_nl_scalar(k: usize, w: &[u8], a: &[u8], n: usize, out: OutPtr) {
+    gemm_scalar(GgmlType::IQ4_NL, k, w, a, n, out)
+}
+
+pub(crate) fn gemm_iq4_xs_scalar(k: usize, w: &[u8], a: &[u8], n: usize, out: OutPtr) {
+    gemm_scalar(GgmlType::IQ4_XS, k, w, a, n, out)
+}

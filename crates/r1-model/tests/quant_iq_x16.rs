@@ -1,0 +1,217 @@
+//! i-quant weights interleaved 16 rows at a time (`WeightLayout::Interleaved16`): the layout
+//! round-trips, every ISA's x16 kernel equals the native portable kernel bit for bit (the
+//! i-quants keep ggml's generic order when interleaved) on awkward shapes and token counts,
+//! results do not depend on the batch, and they stay within f32 rounding of an f64 dot of
+//! the dequantized operands.
+
+use r1_model::quant::{self, x16, GgmlType, Isa, WeightLayout};
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+
+use GgmlType::*;
+
+/// The i-quants with an interleaved layout.
+const TYPES: [GgmlType; 2] = [IQ4_NL, IQ4_XS];
+
+fn shapes(ty: GgmlType) -> &'static [usize] {
+    if ty == IQ4_NL {
+        &[32, 96, 256, 896, 2816]
+    } else {
+        &[256, 512, 2816]
+    }
+}
+
+/// `m` rows of random blocks with finite, sanely sized f16 scales (everything else random).
+fn weights(rng: &mut StdRng, ty: GgmlType, k: usize, m: usize) -> Vec<u8> {
+    let mut w = vec![0u8; m * quant::row_bytes(ty, k).unwrap()];
+    rng.fill(&mut w[..]);
+    for blk in w.chunks_exact_mut(ty.type_size()) {
+        let d = rng.random_range(1e-4..0.05f32) * if rng.random() { 1.0 } else { -1.0 };
+        blk[0..2].copy_from_slice(&half::f16::from_f32(d).to_bits().to_le_bytes());
+    }
+    w
+}
+
+/// `n` activation rows in the weight type's `vec_dot_type`, and their dequantization.
+fn activations(rng: &mut StdRng, ty: GgmlType, k: usize, n: usize) -> (Vec<u8>, Vec<f32>) {
+    let a_ty = quant::vec_dot_type(ty);
+    let ab = quant::row_bytes(a_ty, k).unwrap();
+    let mut a = vec![0u8; n * ab];
+    for t in 0..n {
+        let sc = rng.random_range(0.1..10.0f32);
+        let x: Vec<f32> = (0..k)
+            .map(|_| rng.random_range(-1.0..1.0f32) * sc)
+            .collect();
+        quant::quantize_row(a_ty, &x, &mut a[t * ab..(t + 1) * ab]).unwrap();
+    }
+    let mut adq = vec![0f32; n * k];
+    quant::dequantize(a_ty, &a, &mut adq).unwrap();
+    (a, adq)
+}
+
+fn interleaved(ty: GgmlType, native: &[u8], k: usize) -> Vec<u8> {
+    let mut w = native.to_vec();
+    x16::interleave(ty, k, &mut w, &mut Vec::new());
+    w
+}
+
+#[allow(clippy::too_many_arguments)]
+fn gemm(
+    isa: Isa,
+    layout: WeightLayout,
+    ty: GgmlType,
+    k: usize,
+    w: &[u8],
+    a: &[u8],
+    n: usize,
+) -> Vec<f32> {
+    let m = w.len() / quant::row_bytes(ty, k).unwrap();
+    let mut out = vec![0f32; m * n];
+    quant::try_gemm_layout_isa(isa, layout, ty, k, w, a, n, &mut out).unwrap();
+    out
+}
+
+/// The ISAs with an x16 kernel for `ty` (the portable one always has one).
+fn x16_isas(ty: GgmlType) -> Vec<Isa> {
+    let k = ty.block_size();
+    let w = vec![0u8; 16 * quant::row_bytes(ty, k).unwrap()];
+    let a = vec![0u8; quant::row_bytes(quant::vec_dot_type(ty), k).unwrap()];
+    Isa::ALL
+        .into_iter()
+        .filter(|&isa| {
+            let mut out = [0f32; 16];
+            let r = quant::try_gemm_layout_isa(
+                isa,
+                WeightLayout::Interleaved16,
+                ty,
+                k,
+                &w,
+                &a,
+                1,
+                &mut out,
+            );
+            match r {
+                Ok(()) => true,
+                Err(quant::QuantError::Unsupported { .. }) => false,
+                Err(quant::QuantError::IsaUnavailable(_)) => {
+                    eprintln!("skipping {ty} x16 on {isa:?}: this CPU lacks it");
+                    false
+                }
+                Err(e) => panic!("{e}"),
+            }
+        })
+        .collect()
+}
+
+fn same_bits(x: &[f32], y: &[f32]) -> Option<usize> {
+    x.iter()
+        .zip(y)
+        .position(|(a, b)| a.to_bits() != b.to_bits())
+}
+
+#[test]
+fn interleaving_round_trips_every_row() {
+    let mut rng = StdRng::seed_from_u64(1);
+    for ty in TYPES {
+        assert!(x16::supported(ty), "{ty}");
+        for &k in shapes(ty) {
+            let rb = quant::row_bytes(ty, k).unwrap();
+            let native = weights(&mut rng, ty, k, 32);
+            let w = interleaved(ty, &native, k);
+            assert_ne!(w, native, "{ty} k={k}: interleaving changed nothing");
+            let mut row = vec![0u8; rb];
+            for r in 0..32 {
+                let group = &w[(r / 16) * 16 * rb..(r / 16 + 1) * 16 * rb];
+                x16::extract_row(ty, k, group, r % 16, &mut row);
+                assert_eq!(row, native[r * rb..(r + 1) * rb], "{ty} k={k} row {r}");
+            }
+        }
+    }
+}
+
+/// Every x16 kernel equals the native portable kernel bit for bit, for any number of tokens
+/// (1..=21: every tile size and remainder), and each token's result equals that token alone.
+#[test]
+fn every_isa_equals_the_native_portable_kernel_and_is_batch_invariant() {
+    let mut rng = StdRng::seed_from_u64(2);
+    for ty in TYPES {
+        let isas = x16_isas(ty);
+        assert!(isas.contains(&Isa::Scalar), "{ty}: no portable x16 kernel");
+        for &k in shapes(ty) {
+            let m = 48;
+            let native = weights(&mut rng, ty, k, m);
+            let w = interleaved(ty, &native, k);
+            let (a, _) = activations(&mut rng, ty, k, 21);
+            let ab = a.len() / 21;
+            for n in 1..=21 {
+                let a = &a[..n * ab];
+                let want = gemm(Isa::Scalar, WeightLayout::Native, ty, k, &native, a, n);
+                for &isa in &isas {
+                    let got = gemm(isa, WeightLayout::Interleaved16, ty, k, &w, a, n);
+                    if let Some(i) = same_bits(&got, &want) {
+                        panic!(
+                            "{ty} k={k} n={n} {isa:?}: row {} token {}: {} vs native {}",
+                            i / n,
+                            i % n,
+                            got[i],
+                            want[i]
+                        );
+                    }
+                }
+            }
+            // batch invariance: each token alone gives the same bits as in the batch of 21
+            let all = gemm(Isa::best(), WeightLayout::Interleaved16, ty, k, &w, &a, 21);
+            for t in 0..21 {
+                let one = gemm(
+                    Isa::best(),
+                    WeightLayout::Interleaved16,
+                    ty,
+                    k,
+                    &w,
+                    &a[t * ab..(t + 1) * ab],
+                    1,
+                );
+                for r in 0..m {
+                    assert_eq!(
+                        one[r].to_bits(),
+                        all[r * 21 + t].to_bits(),
+                        "{ty} k={k} row {r} token {t}"
+                    );
+                }
+            }
+        }
+    }
+}
+
+/// The block sums are exact; only the f32 scaling rounds: within a few ulps of Σ|products|.
+#[test]
+fn x16_results_match_an_f64_dot_of_the_dequantized_operands() {
+    let mut rng = StdRng::seed_from_u64(3);
+    for ty in TYPES {
+        for &k in shapes(ty) {
+            let (m, n) = (16, 7);
+            let native = weights(&mut rng, ty, k, m);
+            let mut wdq = vec![0f32; m * k];
+            quant::dequantize(ty, &native, &mut wdq).unwrap();
+            let (a, adq) = activations(&mut rng, ty, k, n);
+            let w = interleaved(ty, &native, k);
+            let out = gemm(Isa::best(), WeightLayout::Interleaved16, ty, k, &w, &a, n);
+            for r in 0..m {
+                for t in 0..n {
+                    let (x, y) = (&wdq[r * k..(r + 1) * k], &adq[t * k..(t + 1) * k]);
+                    let exact: f64 = x.iter().zip(y).map(|(&p, &q)| p as f64 * q as f64).sum();
+                    let mag: f64 = x
+                        .iter()
+                        .zip(y)
+                        .map(|(&p, &q)| (p as f64 * q as f64).abs())
+                        .sum();
+                    let got = out[r * n + t] as f64;
+                    assert!(
+                        (got - exact).abs() <= 2e-6 * mag + 1e-30,
+                        "{ty} k={k} row {r} token {t}: {got} vs {exact} (mag {mag})"
+                    );
+                }
+            }
+        }
+    }
+}
