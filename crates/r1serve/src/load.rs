@@ -19,6 +19,10 @@ pub struct ModelArgs {
     /// Worker threads (default: the number of physical cores).
     #[arg(long, short = 't')]
     pub threads: Option<usize>,
+    /// Lock the weights in RAM (mlock), so they are never paged out (GGUF files; needs
+    /// `ulimit -l` at least the model size, or CAP_IPC_LOCK).
+    #[arg(long)]
+    pub mlock: bool,
 }
 
 impl ModelArgs {
@@ -66,6 +70,10 @@ pub fn load(args: &ModelArgs) -> anyhow::Result<Loaded> {
     })
     .with_context(|| format!("loading {}", path.display()))?;
     bar.finish_and_clear();
+    if args.mlock {
+        file.mlock().context("--mlock")?;
+        tracing::info!(bytes = file.file_size(), "weights locked in RAM");
+    }
     let tokenizer = Tokenizer::from_gguf(&file)
         .with_context(|| format!("building the tokenizer of {}", path.display()))?;
     tracing::info!(
@@ -84,6 +92,12 @@ pub fn load(args: &ModelArgs) -> anyhow::Result<Loaded> {
 
 /// A Hugging Face model directory: safetensors weights, tokenizer.json and its config.
 fn load_hf(args: &ModelArgs, dir: &Path) -> anyhow::Result<Loaded> {
+    if args.mlock {
+        anyhow::bail!(
+            "{}: --mlock applies to GGUF files (an HF directory's weights are converted in memory)",
+            dir.display()
+        );
+    }
     let start = Instant::now();
     let model = r1_model::load_hf_dir(dir, args.threads())
         .with_context(|| format!("loading {}", dir.display()))?;

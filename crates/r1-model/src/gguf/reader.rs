@@ -218,6 +218,29 @@ impl GgufFile {
         count
     }
 
+    /// Lock every part's bytes in RAM (`mlock`), as llama.cpp's `--mlock` does: the kernel
+    /// then never pages weights out under memory pressure (a file mapping's pages are
+    /// otherwise the first to go). Needs `ulimit -l` (RLIMIT_MEMLOCK) at least the model's
+    /// size, or CAP_IPC_LOCK; the error says which file could not be locked.
+    pub fn mlock(&self) -> Result<(), GgufError> {
+        for p in &self.parts {
+            let locked = match &p.backing {
+                Backing::Mmap(m) => m.lock(),
+                Backing::Resident(m) => m.lock(),
+                Backing::Bytes(_) => Ok(()),
+            };
+            locked.map_err(|source| GgufError::Io {
+                path: format!(
+                    "{} (mlock {} bytes; raise `ulimit -l` or run without --mlock)",
+                    p.path.display(),
+                    p.backing.bytes().len()
+                ),
+                source,
+            })?;
+        }
+        Ok(())
+    }
+
     /// Whether the bytes live in a private huge-page copy rather than the file mapping.
     pub fn is_resident(&self) -> bool {
         self.parts

@@ -27,12 +27,63 @@ pub(crate) fn wanted(len: usize) -> bool {
     }
 }
 
-/// `MemAvailable` from /proc/meminfo, in bytes.
+/// Memory this process may still take, in bytes: `MemAvailable` from /proc/meminfo, capped
+/// by the headroom of its memory cgroup (a container's or `systemd-run -p MemoryMax=`
+/// limit, which /proc/meminfo does not show). A private copy that ignored the cgroup would
+/// be anonymous memory the kernel cannot page out: an OOM kill where the file mapping would
+/// have run, slower, from the page cache.
 fn mem_available() -> Option<u64> {
     let s = std::fs::read_to_string("/proc/meminfo").ok()?;
     let line = s.lines().find(|l| l.starts_with("MemAvailable:"))?;
     let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
-    Some(kib * 1024)
+    let host = kib * 1024;
+    Some(match cgroup_headroom() {
+        Some(h) => host.min(h),
+        None => host,
+    })
+}
+
+/// The smallest `limit - usage` over this process's memory cgroup and its ancestors
+/// (cgroup v2 `memory.max`/`memory.current`, or v1 `memory.limit_in_bytes`/
+/// `memory.usage_in_bytes`); `None` where no limit is set or readable.
+pub(crate) fn cgroup_headroom() -> Option<u64> {
+    let own = std::fs::read_to_string("/proc/self/cgroup").ok()?;
+    let mut best: Option<u64> = None;
+    for line in own.lines() {
+        let mut f = line.splitn(3, ':');
+        let (_, controllers, path) = (f.next()?, f.next()?, f.next()?);
+        let (root, limit_file, usage_file) = if controllers.is_empty() {
+            ("/sys/fs/cgroup", "memory.max", "memory.current")
+        } else if controllers.split(',').any(|c| c == "memory") {
+            (
+                "/sys/fs/cgroup/memory",
+                "memory.limit_in_bytes",
+                "memory.usage_in_bytes",
+            )
+        } else {
+            continue;
+        };
+        let mut dir = std::path::PathBuf::from(root);
+        dir.push(path.trim_start_matches('/'));
+        // The cgroup's own limit and every ancestor's apply.
+        for d in dir.ancestors().take_while(|d| d.starts_with(root)) {
+            let read = |name: &str| -> Option<u64> {
+                std::fs::read_to_string(d.join(name))
+                    .ok()?
+                    .trim()
+                    .parse()
+                    .ok()
+            };
+            // "max" (v2) does not parse; v1 reports "no limit" as a huge number.
+            let Some(limit) = read(limit_file).filter(|&l| l < (1u64 << 60)) else {
+                continue;
+            };
+            let used = read(usage_file).unwrap_or(0);
+            let room = limit.saturating_sub(used);
+            best = Some(best.map_or(room, |b| b.min(room)));
+        }
+    }
+    best
 }
 
 /// The whole file in anonymous memory with `MADV_HUGEPAGE`; `None` (after a log line) when
