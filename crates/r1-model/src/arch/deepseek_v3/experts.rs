@@ -13,9 +13,9 @@
 //! same kernel's fixed-order dot product as in [`super::linear::linear`] (batch invariance),
 //! so the results are bit for bit those of running each MLP alone.
 
-use std::cell::RefCell;
 use std::collections::HashMap;
 
+use super::linear::{act_type, chunk_for, tile, Buf};
 use super::moe::Mlp;
 use crate::matmul::QuantizedActs;
 use crate::ops;
@@ -23,76 +23,11 @@ use crate::pool::ThreadPool;
 use crate::quant::{self, GgmlType};
 use crate::weights::QMatrix;
 
-thread_local! {
-    /// Float weight rows widened to f32 (values, then their bytes) for one task.
-    static WIDE: RefCell<(Vec<f32>, Vec<u8>)> = const { RefCell::new((Vec::new(), Vec::new())) };
-}
-
-/// A job's buffer, shared by the tasks of a region: each writes its own elements.
-#[derive(Clone, Copy)]
-struct Buf<T>(*mut T);
-// SAFETY: tasks write disjoint elements, and `pool.run` returns only when all are done.
-unsafe impl<T> Send for Buf<T> {}
-unsafe impl<T> Sync for Buf<T> {}
-
 /// One MLP applied to some rows of the layer input.
 pub(crate) struct ExpertJob<'a> {
     pub mlp: &'a Mlp,
     /// Token rows of the input, in the order of the output rows.
     pub rows: Vec<usize>,
-}
-
-/// The activation type `w` is multiplied with: float weights are widened to f32 and use f32
-/// activations (DeepSeek's reference computes in f32), quantized ones use ggml's dot type.
-fn act_type(w: &QMatrix) -> GgmlType {
-    match w.ty {
-        GgmlType::F16 | GgmlType::BF16 => GgmlType::F32,
-        ty => quant::vec_dot_type(ty),
-    }
-}
-
-/// `out[t * ldo + r - r0] = a_t · W_r` for rows `r0..r1` of `w` and `n` activation rows.
-///
-/// # Safety
-/// `out` must be valid for those writes and no other task may write them.
-unsafe fn tile(
-    w: &QMatrix,
-    r0: usize,
-    r1: usize,
-    acts: &[u8],
-    n: usize,
-    out: *mut f32,
-    ldo: usize,
-) {
-    let rb = w.row_bytes();
-    let bytes = &w.data()[r0 * rb..r1 * rb];
-    if matches!(w.ty, GgmlType::F16 | GgmlType::BF16) {
-        WIDE.with(|b| {
-            let (f, wide) = &mut *b.borrow_mut();
-            f.resize((r1 - r0) * w.cols, 0.0);
-            quant::dequantize(w.ty, bytes, f).expect("whole rows");
-            wide.clear();
-            wide.extend(f.iter().flat_map(|v| v.to_le_bytes()));
-            quant::gemm_token_major(
-                quant::WeightLayout::Native,
-                GgmlType::F32,
-                w.cols,
-                wide,
-                acts,
-                n,
-                out,
-                ldo,
-            );
-        });
-    } else {
-        quant::gemm_token_major(w.layout, w.ty, w.cols, bytes, acts, n, out, ldo);
-    }
-}
-
-/// Split `rows` weight rows into chunks of about `chunk` (a multiple of the layout's unit).
-fn chunk_for(w: &QMatrix, chunk: usize) -> usize {
-    let unit = w.layout.unit_rows().max(8);
-    chunk.div_ceil(unit).max(1) * unit
 }
 
 /// A task: job `j`, weight rows `r0..r1`.

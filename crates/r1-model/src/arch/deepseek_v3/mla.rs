@@ -11,7 +11,7 @@
 //! segments at absolute positions), so the result does not depend on the batch, on
 //! chunking or on whether the prefix came from the cache.
 
-use super::linear::linear;
+use super::linear::{linear, linear_heads};
 use super::mla_attend;
 use super::{DeepSeekConfig, Trace};
 use crate::batch::Batch;
@@ -131,22 +131,25 @@ pub(crate) fn forward(
     }
     write_latents(kv, layer, batch, &rows);
 
-    // Per head the attention query [q_lat | q_pe]: q_nope absorbed through W_UK, q_pe roped.
+    // Per head the attention query [q_lat | q_pe]: q_nope absorbed through W_UK (all heads
+    // in one region), q_pe roped.
     let mut q_att = vec![0.0f32; t * nh * kw];
-    let mut gather = vec![0.0f32; t * dn.max(r)];
-    let mut part = vec![0.0f32; t * r.max(dv)];
+    let mut nope = vec![0.0f32; nh * t * dn];
     for hh in 0..nh {
         for i in 0..t {
             let s = (i * nh + hh) * qhd;
-            gather[i * dn..(i + 1) * dn].copy_from_slice(&q[s..s + dn]);
+            nope[(hh * t + i) * dn..(hh * t + i + 1) * dn].copy_from_slice(&q[s..s + dn]);
             let pe = &mut q_att[(i * nh + hh) * kw + r..(i * nh + hh + 1) * kw];
             pe.copy_from_slice(&q[s + dn..s + qhd]);
             ops::apply_rope(pe, &ropes[i], false);
         }
-        linear(pool, &w.k_b[hh], &gather[..t * dn], t, &mut part[..t * r]);
+    }
+    let mut lat = vec![0.0f32; nh * t * r];
+    linear_heads(pool, &w.k_b, &nope, t, &mut lat);
+    for hh in 0..nh {
         for i in 0..t {
             q_att[(i * nh + hh) * kw..(i * nh + hh) * kw + r]
-                .copy_from_slice(&part[i * r..(i + 1) * r]);
+                .copy_from_slice(&lat[(hh * t + i) * r..(hh * t + i + 1) * r]);
         }
     }
 
@@ -162,17 +165,20 @@ pub(crate) fn forward(
         &mut o_lat,
     );
 
-    // W_UV per head, then o_proj.
+    // W_UV per head (all heads in one region), then o_proj.
+    for hh in 0..nh {
+        for i in 0..t {
+            lat[(hh * t + i) * r..(hh * t + i + 1) * r]
+                .copy_from_slice(&o_lat[(i * nh + hh) * r..(i * nh + hh + 1) * r]);
+        }
+    }
+    let mut vh = vec![0.0f32; nh * t * dv];
+    linear_heads(pool, &w.v_b, &lat, t, &mut vh);
     let mut attn = vec![0.0f32; t * nh * dv];
     for hh in 0..nh {
         for i in 0..t {
-            gather[i * r..(i + 1) * r]
-                .copy_from_slice(&o_lat[(i * nh + hh) * r..(i * nh + hh + 1) * r]);
-        }
-        linear(pool, &w.v_b[hh], &gather[..t * r], t, &mut part[..t * dv]);
-        for i in 0..t {
             attn[(i * nh + hh) * dv..(i * nh + hh + 1) * dv]
-                .copy_from_slice(&part[i * dv..(i + 1) * dv]);
+                .copy_from_slice(&vh[(hh * t + i) * dv..(hh * t + i + 1) * dv]);
         }
     }
     linear(pool, &w.o, &attn, t, out);
