@@ -1,8 +1,9 @@
-//! i-quant weights interleaved 16 rows at a time (`WeightLayout::Interleaved16`): the layout
-//! round-trips, every ISA's x16 kernel equals the native portable kernel bit for bit (the
-//! i-quants keep ggml's generic order when interleaved) on awkward shapes and token counts,
-//! results do not depend on the batch, and they stay within f32 rounding of an f64 dot of
-//! the dequantized operands.
+//! The x16 layouts of the types llama-quantize's IQ files use (IQ4_NL, IQ4_XS, IQ2_XXS, and Q2_K for
+//! some matrices of IQ2 files), `WeightLayout::Interleaved16`: the layout round-trips, every
+//! ISA's x16 kernel equals the portable x16 kernel bit for bit on awkward shapes and token
+//! counts (and for the i-quants, which keep ggml's generic order, the native portable
+//! kernel too), results do not depend on the batch, and they stay within f32 rounding of an
+//! f64 dot of the dequantized operands.
 
 use r1_model::quant::{self, x16, GgmlType, Isa, WeightLayout};
 use rand::rngs::StdRng;
@@ -10,8 +11,22 @@ use rand::{Rng, SeedableRng};
 
 use GgmlType::*;
 
-/// The i-quants with an interleaved layout.
-const TYPES: [GgmlType; 2] = [IQ4_NL, IQ4_XS];
+/// The types with an interleaved layout tested here.
+const TYPES: [GgmlType; 4] = [IQ4_NL, IQ4_XS, IQ2_XXS, Q2_K];
+
+/// Whether the x16 kernels of `ty` keep the native kernels' (ggml's) order.
+fn native_order(ty: GgmlType) -> bool {
+    ty != Q2_K
+}
+
+/// Offsets of a block's f16 scales.
+fn scale_offsets(ty: GgmlType) -> &'static [usize] {
+    if ty == Q2_K {
+        &[80, 82]
+    } else {
+        &[0]
+    }
+}
 
 fn shapes(ty: GgmlType) -> &'static [usize] {
     if ty == IQ4_NL {
@@ -26,8 +41,10 @@ fn weights(rng: &mut StdRng, ty: GgmlType, k: usize, m: usize) -> Vec<u8> {
     let mut w = vec![0u8; m * quant::row_bytes(ty, k).unwrap()];
     rng.fill(&mut w[..]);
     for blk in w.chunks_exact_mut(ty.type_size()) {
-        let d = rng.random_range(1e-4..0.05f32) * if rng.random() { 1.0 } else { -1.0 };
-        blk[0..2].copy_from_slice(&half::f16::from_f32(d).to_bits().to_le_bytes());
+        for &o in scale_offsets(ty) {
+            let d = rng.random_range(1e-4..0.05f32) * if rng.random() { 1.0 } else { -1.0 };
+            blk[o..o + 2].copy_from_slice(&half::f16::from_f32(d).to_bits().to_le_bytes());
+        }
     }
     w
 }
@@ -129,10 +146,11 @@ fn interleaving_round_trips_every_row() {
     }
 }
 
-/// Every x16 kernel equals the native portable kernel bit for bit, for any number of tokens
-/// (1..=21: every tile size and remainder), and each token's result equals that token alone.
+/// Every x16 kernel equals the portable x16 kernel bit for bit (the i-quants: the native
+/// portable kernel too), for any number of tokens (1..=21: every tile size and remainder),
+/// and each token's result equals that token alone.
 #[test]
-fn every_isa_equals_the_native_portable_kernel_and_is_batch_invariant() {
+fn every_isa_equals_the_portable_kernel_and_is_batch_invariant() {
     let mut rng = StdRng::seed_from_u64(2);
     for ty in TYPES {
         let isas = x16_isas(ty);
@@ -145,12 +163,16 @@ fn every_isa_equals_the_native_portable_kernel_and_is_batch_invariant() {
             let ab = a.len() / 21;
             for n in 1..=21 {
                 let a = &a[..n * ab];
-                let want = gemm(Isa::Scalar, WeightLayout::Native, ty, k, &native, a, n);
+                let want = gemm(Isa::Scalar, WeightLayout::Interleaved16, ty, k, &w, a, n);
+                if native_order(ty) {
+                    let nat = gemm(Isa::Scalar, WeightLayout::Native, ty, k, &native, a, n);
+                    assert_eq!(same_bits(&nat, &want), None, "{ty} k={k} n={n}: native");
+                }
                 for &isa in &isas {
                     let got = gemm(isa, WeightLayout::Interleaved16, ty, k, &w, a, n);
                     if let Some(i) = same_bits(&got, &want) {
                         panic!(
-                            "{ty} k={k} n={n} {isa:?}: row {} token {}: {} vs native {}",
+                            "{ty} k={k} n={n} {isa:?}: row {} token {}: {} vs portable {}",
                             i / n,
                             i % n,
                             got[i],

@@ -176,9 +176,12 @@ pub(crate) fn kernel_for(isa: Isa, layout: super::WeightLayout, ty: GgmlType) ->
     match layout {
         super::WeightLayout::Native => kernel(isa, ty),
         super::WeightLayout::Interleaved16 => {
-            use super::{x16, x16_iq, x16_k};
+            use super::{x16, x16_iq, x16_k, x16_q2k};
             #[cfg(target_arch = "x86_64")]
-            use super::{x86_x16 as v, x86_x16_iq as vi, x86_x16_k as vk};
+            use super::{
+                x86_x16 as v, x86_x16_iq as vi, x86_x16_iq2 as vi2, x86_x16_k as vk,
+                x86_x16_q2k as v2,
+            };
             use GgmlType::*;
             Some(match (isa, ty) {
                 (Isa::Scalar, Q5_0) => x16::gemm_q5_0_scalar,
@@ -187,6 +190,8 @@ pub(crate) fn kernel_for(isa: Isa, layout: super::WeightLayout, ty: GgmlType) ->
                 (Isa::Scalar, Q6_K) => x16_k::gemm_q6_k_scalar,
                 (Isa::Scalar, IQ4_NL) => x16_iq::gemm_iq4_nl_scalar,
                 (Isa::Scalar, IQ4_XS) => x16_iq::gemm_iq4_xs_scalar,
+                (Isa::Scalar, Q2_K) => x16_q2k::gemm_q2_k_scalar,
+                (Isa::Scalar, IQ2_XXS) => x16_iq::gemm_iq2_xxs_scalar,
                 #[cfg(target_arch = "x86_64")]
                 (Isa::Avx2, Q5_0) => v::gemm_q5_0_avx2,
                 #[cfg(target_arch = "x86_64")]
@@ -201,6 +206,10 @@ pub(crate) fn kernel_for(isa: Isa, layout: super::WeightLayout, ty: GgmlType) ->
                 (Isa::Avx512, IQ4_NL) => vi::gemm_iq4_nl_vnni,
                 #[cfg(target_arch = "x86_64")]
                 (Isa::Avx512, IQ4_XS) => vi::gemm_iq4_xs_vnni,
+                #[cfg(target_arch = "x86_64")]
+                (Isa::Avx512, Q2_K) => v2::gemm_q2_k_vnni,
+                #[cfg(target_arch = "x86_64")]
+                (Isa::Avx512, IQ2_XXS) => vi2::gemm_iq2_xxs_vnni,
                 _ => return None,
             })
         }

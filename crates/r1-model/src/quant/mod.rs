@@ -54,7 +54,7 @@
 //! operations than ggml's order; results differ from llama.cpp's in the last bits (the model
 //! tests hold them to the margin rule) but keep the rule above: one order per (row, token),
 //! whatever the ISA or the batch. `R1SERVE_REPACK=0` keeps the native layout and ggml's order.
-//! IQ4_NL and IQ4_XS are interleaved too (`x16_iq.rs`), but their kernels keep ggml's generic
+//! Q2_K (`x16_q2k.rs`) takes Q4_K's x16 order. IQ4_NL, IQ4_XS and IQ2_XXS are interleaved too (`x16_iq.rs`), but their kernels keep ggml's generic
 //! order (one exact integer sum per 32 elements, folded in a scalar chain that a SIMD lane
 //! runs as well), so they equal the native kernels bit for bit.
 //!
@@ -76,6 +76,7 @@ mod util;
 pub mod x16;
 mod x16_iq;
 mod x16_k;
+mod x16_q2k;
 #[cfg(target_arch = "x86_64")]
 mod x86_b32;
 #[cfg(target_arch = "x86_64")]
@@ -91,7 +92,11 @@ mod x86_x16;
 #[cfg(target_arch = "x86_64")]
 mod x86_x16_iq;
 #[cfg(target_arch = "x86_64")]
+mod x86_x16_iq2;
+#[cfg(target_arch = "x86_64")]
 mod x86_x16_k;
+#[cfg(target_arch = "x86_64")]
+mod x86_x16_q2k;
 
 pub use dispatch::Isa;
 pub use types::GgmlType;

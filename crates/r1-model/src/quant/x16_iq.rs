@@ -1,4 +1,4 @@
-//! IQ4_NL and IQ4_XS weights interleaved 16 rows at a time (see `x16` for why and for the
+//! IQ4_NL, IQ4_XS and IQ2_XXS weights interleaved 16 rows at a time (see `x16` for why and for the
 //! group rules: a group-block holds the 16 rows' blocks in the same bytes, so a row range
 //! split at multiples of 16 stays a byte range).
 //!
@@ -6,7 +6,8 @@
 //! Unlike Q5_0/Q8_0/Q4_K/Q6_K, these types need no order of their own: ggml's reference
 //! kernels (`iq_dot_scalar`) already fold one exact integer sum per block (IQ4_NL: 32
 //! elements, `acc = fma(dx*dy, Σ v*q, acc)`) or per 32-element sub-block (IQ4_XS:
-//! `acc = fma((dx*dy)*(ls-32), Σ v*q, acc)`) into a scalar chain, and that chain runs
+//! `acc = fma((dx*dy)*(ls-32), Σ v*q, acc)`; IQ2_XXS: per super-block
+//! `acc = fma(dx*dy, Σ (2s+1) v*q, acc)`, result `acc / 8`) into a scalar chain, and that chain runs
 //! per row in a SIMD lane as well as in a scalar. So the interleaved kernels equal the native
 //! ones bit for bit, whatever the ISA or batch; the portable reference here simply puts each
 //! group back in the native layout and runs the native portable kernel.
@@ -21,6 +22,12 @@
 //! `4j..4j+4` of the lane are sub-block `j`'s low scale bits); `[96, 128)` row `r`'s u16
 //! `scales_h` at `96 + 2r` (bits `2j..2j+2`: the high bits); then per 32-element sub-block
 //! `j` 256 bytes at `128 + 256j`, laid out as an IQ4_NL group-block's chunks.
+//!
+//! # Layout (IQ2_XXS, group-superblock of 16 native 66-byte blocks: 1056 bytes)
+//! `[0, 32)` the f16 `d`; `[32, 544)` the grid indices: byte `32 + 16(4j + l) + r` is row
+//! `r`'s index of the 8 elements `8l..8l+8` of 32-element sub-block `j` (so one load gives
+//! the 16 rows' indices for a gather); `[544, 1056)` row `r`'s u32 of sub-block `j` (four
+//! 7-bit sign fields and the 4-bit scale) at `544 + 64j + 4r`.
 
 use super::gemm::OutPtr;
 use super::GgmlType;
@@ -29,10 +36,14 @@ use super::GgmlType;
 pub(crate) const IQ4_NL_GB: usize = 16 * 18;
 /// Bytes of one IQ4_XS group-superblock.
 pub(crate) const IQ4_XS_GB: usize = 16 * 136;
+/// Bytes of one IQ2_XXS group-superblock, and where its grid indices and sign words start.
+pub(crate) const IQ2_XXS_GB: usize = 16 * 66;
+pub(crate) const IQ2_XXS_IDX: usize = 32;
+pub(crate) const IQ2_XXS_AUX: usize = 544;
 
 /// Whether `ty` is one of this file's types.
 pub(crate) fn covers(ty: GgmlType) -> bool {
-    matches!(ty, GgmlType::IQ4_NL | GgmlType::IQ4_XS)
+    matches!(ty, GgmlType::IQ4_NL | GgmlType::IQ4_XS | GgmlType::IQ2_XXS)
 }
 
 /// For each byte of a native block of row `r`, where it lies in its group-block; `f(native
@@ -59,7 +70,15 @@ fn for_each_byte(ty: GgmlType, r: usize, mut f: impl FnMut(usize, usize)) {
                 chunks(&mut f, 8 + 16 * j, 128 + 256 * j);
             }
         }
-        _ => unreachable!("x16_iq covers IQ4_NL and IQ4_XS"),
+        GgmlType::IQ2_XXS => {
+            for j in 0..8 {
+                for l in 0..4 {
+                    f(2 + 8 * j + l, IQ2_XXS_IDX + 16 * (4 * j + l) + r);
+                    f(6 + 8 * j + l, IQ2_XXS_AUX + 64 * j + 4 * r + l);
+                }
+            }
+        }
+        _ => unreachable!("x16_iq covers IQ4_NL, IQ4_XS and IQ2_XXS"),
     }
 }
 
@@ -99,7 +118,8 @@ fn gemm_scalar(ty: GgmlType, k: usize, w: &[u8], a: &[u8], n: usize, out: OutPtr
         };
         match ty {
             GgmlType::IQ4_NL => super::iq_dot_scalar::gemm_iq4_nl(k, &native, a, n, out_g),
-            _ => super::iq_dot_scalar::gemm_iq4_xs(k, &native, a, n, out_g),
+            GgmlType::IQ4_XS => super::iq_dot_scalar::gemm_iq4_xs(k, &native, a, n, out_g),
+            _ => super::iq_dot_scalar::gemm_iq2_xxs(k, &native, a, n, out_g),
         }
     }
 }
@@ -110,4 +130,8 @@ pub(crate) fn gemm_iq4_nl_scalar(k: usize, w: &[u8], a: &[u8], n: usize, out: Ou
 
 pub(crate) fn gemm_iq4_xs_scalar(k: usize, w: &[u8], a: &[u8], n: usize, out: OutPtr) {
     gemm_scalar(GgmlType::IQ4_XS, k, w, a, n, out)
+}
+
+pub(crate) fn gemm_iq2_xxs_scalar(k: usize, w: &[u8], a: &[u8], n: usize, out: OutPtr) {
+    gemm_scalar(GgmlType::IQ2_XXS, k, w, a, n, out)
 }
