@@ -125,7 +125,8 @@ fn avx2_kernel(ty: GgmlType) -> Option<GemmFn> {
         IQ3_S => iq::gemm_iq3_s_avx2,
         IQ4_NL => iq::gemm_iq4_nl_avx2,
         IQ4_XS => iq::gemm_iq4_xs_avx2,
-        // (IQ1_S / IQ1_M run their portable kernels until SIMD ones exist)
+        IQ1_S => iq::gemm_iq1_s_avx2,
+        IQ1_M => iq::gemm_iq1_m_avx2,
         _ => return scalar_kernel(ty),
     })
 }

@@ -1,5 +1,5 @@
 //! x86-64 AVX2 kernels for the i-quants: the grid types (IQ2_XXS, IQ2_XS, IQ2_S, IQ3_XXS,
-//! IQ3_S), IQ4_XS and IQ4_NL. They compute the same exact integer block sums as
+//! IQ3_S), IQ1_S, IQ1_M, IQ4_XS and IQ4_NL. They compute the same exact integer block sums as
 //! `iq_dot_scalar` and fold them into the same scalar float chain, so results equal the
 //! portable kernels bit for bit (see that file for ggml's order).
 //!
@@ -14,7 +14,7 @@
 use core::arch::x86_64::*;
 
 use super::gemm::OutPtr;
-use super::iq_dequant::iq4_xs_scale;
+use super::iq_dequant::{decode_iq1 as decode_iq1_block, iq4_xs_scale};
 use super::iq_grids::*;
 use super::util::*;
 use super::GgmlType;
@@ -42,6 +42,8 @@ struct Dec {
     mag: [__m256i; 8],
     sgn: [__m256i; 8],
     mul: [__m256i; 8],
+    /// IQ1_M keeps its block scale spread over the scale words (others: unused)
+    d: f32,
 }
 
 /// 32 elements from 4 grid rows of 8 magnitudes and 4 sign bytes (bit `j` of byte `l`
@@ -143,6 +145,7 @@ unsafe fn decode_grid(ty: GgmlType, b: &[u8]) -> Dec {
         mag: [z; 8],
         sgn: [z; 8],
         mul: [z; 8],
+        d: 0.0,
     };
     for ib in 0..8 {
         let (rows, signs, s_lo, s_hi) = grid_parts(ty, b, ib);
@@ -217,6 +220,7 @@ unsafe fn decode_iq4_xs(b: &[u8]) -> (Dec, [i32; 8]) {
         mag: [z; 8],
         sgn: [z; 8],
         mul: [z; 8],
+        d: 0.0,
     };
     let mut ls = [0i32; 8];
     for ib in 0..8 {
@@ -245,6 +249,10 @@ unsafe fn step(ty: GgmlType, x: &[u8], dec: &(Dec, [i32; 8]), y: *const u8, sumf
             }
             sumf
         }
+        GgmlType::IQ1_S | GgmlType::IQ1_M => {
+            let t = grid_bsum(&dec.0, y.add(4)) as f32 * 0.125;
+            (dec.0.d * rd_f32(ys, 0)).mul_add(t, sumf)
+        }
         _ => {
             let d = rd_f16(x, 0) * rd_f32(ys, 0);
             d.mul_add(grid_bsum(&dec.0, y.add(4)) as f32, sumf)
@@ -252,9 +260,44 @@ unsafe fn step(ty: GgmlType, x: &[u8], dec: &(Dec, [i32; 8]), y: *const u8, sumf
     }
 }
 
+/// An IQ1 super-block: per 32 elements the weights `8v ± 1` as magnitude and sign source,
+/// and the scales `ls` of each 16-element half.
+#[inline(always)]
+unsafe fn decode_iq1(ty: GgmlType, x: &[u8]) -> Dec {
+    let blk = decode_iq1_block(ty, x);
+    let z = _mm256_setzero_si256();
+    let mut d = Dec {
+        mag: [z; 8],
+        sgn: [z; 8],
+        mul: [z; 8],
+        d: blk.d,
+    };
+    let eight = _mm256_set1_epi8(8);
+    for ib in 0..8 {
+        let v = ld(blk.v.as_ptr().add(32 * ib) as *const u8);
+        let off = |g: usize| {
+            if blk.neg & (1 << g) != 0 {
+                -1i64
+            } else {
+                0x0101_0101_0101_0101
+            }
+        };
+        let g = 4 * ib;
+        let s = _mm256_set_epi64x(off(g + 3), off(g + 2), off(g + 1), off(g));
+        let w = _mm256_add_epi8(_mm256_sign_epi8(eight, v), s);
+        (d.mag[ib], d.sgn[ib]) = (_mm256_abs_epi8(w), w);
+        d.mul[ib] = _mm256_set_m128i(
+            _mm_set1_epi16(blk.ls[g + 2] as i16),
+            _mm_set1_epi16(blk.ls[g] as i16),
+        );
+    }
+    d
+}
+
 #[inline(always)]
 unsafe fn decode(ty: GgmlType, x: &[u8]) -> (Dec, [i32; 8]) {
     match ty {
+        GgmlType::IQ1_S | GgmlType::IQ1_M => (decode_iq1(ty, x), [0; 8]),
         GgmlType::IQ4_XS => decode_iq4_xs(x),
         GgmlType::IQ4_NL => {
             let z = _mm256_setzero_si256();
@@ -263,6 +306,7 @@ unsafe fn decode(ty: GgmlType, x: &[u8]) -> (Dec, [i32; 8]) {
                 mag: [z; 8],
                 sgn: [z; 8],
                 mul: [z; 8],
+                d: 0.0,
             };
             (d.mag[0], d.sgn[0]) = (m, s);
             (d, [0; 8])
@@ -317,3 +361,5 @@ entry!(gemm_iq3_xxs_avx2, GgmlType::IQ3_XXS);
 entry!(gemm_iq3_s_avx2, GgmlType::IQ3_S);
 entry!(gemm_iq4_nl_avx2, GgmlType::IQ4_NL);
 entry!(gemm_iq4_xs_avx2, GgmlType::IQ4_XS);
+entry!(gemm_iq1_s_avx2, GgmlType::IQ1_S);
+entry!(gemm_iq1_m_avx2, GgmlType::IQ1_M);
