@@ -152,7 +152,7 @@ pub(crate) unsafe fn gemm_iq2_xxs_vnni(k: usize, w: &[u8], a: &[u8], n: usize, o
     let gbytes = nsb * IQ2_XXS_GB;
     let groups = w.len() / gbytes;
     let acts = prepare(a, n * nsb);
-    let chunk = ((L2_BUDGET / (nsb * (AB + 36))).max(8) / 8) * 8;
+    let chunk = ((L2_BUDGET / (nsb * (AB + 36))).max(16) / 16) * 16;
     let pf = n <= PREFETCH_MAX_TOKENS;
     let ap = a.as_ptr();
     let mut c0 = 0;
@@ -166,7 +166,7 @@ pub(crate) unsafe fn gemm_iq2_xxs_vnni(k: usize, w: &[u8], a: &[u8], n: usize, o
                     store_tile(out, g * GROUP, $t, &acc);
                 }};
             }
-            token_tiles!(c0, c1, 8, run);
+            token_tiles!(c0, c1, 16, run);
         }
         c0 = c1;
     }
