@@ -4,9 +4,9 @@
 //! `0..=pos`, where `q = [q_lat | q_pe]` and the cache row `k_p = [c_p | k_pe_p]`
 //! (`kv_lora_rank + qk_rope_head_dim` values).
 //!
-//! * Positions are walked in tiles of [`TILE`]; the scores of a tile come from the shared F32
-//!   GEMM kernel (all heads of the task against the tile's cache rows, read straight from the
-//!   cache, no copies for an f32 cache), then an online softmax: the running max, sum and
+//! * Positions are walked in tiles of [`TILE`]; the scores of a tile come from a
+//!   register-blocked kernel (`mla_scores.rs`: all heads of the task against the tile's cache
+//!   rows, read straight from the cache, no copies for an f32 cache), then an online softmax: the running max, sum and
 //!   latent accumulator are rescaled once per tile, as flash attention does. The cache is
 //!   read once per task, not once per head, and nothing is allocated per position.
 //! * Long contexts are cut into segments of [`SEGMENT`] positions, each with its own softmax
@@ -16,16 +16,16 @@
 //!
 //! Tile and segment boundaries are absolute positions and the fold is always left to right,
 //! so every (token, head) result is the same whatever the batch, the chunking of a prefill,
-//! the thread count or the ISA (the F32 kernel and the FMA update are ISA-invariant).
+//! the thread count or the ISA (the score kernel and the FMA update are ISA-invariant).
 
 use std::cell::RefCell;
 
-use super::DeepSeekConfig;
+use super::mla_accumulate::accumulate;
+use super::{mla_scores, DeepSeekConfig};
 use crate::batch::Batch;
 use crate::f16;
 use crate::kv_cache::{KvCache, KvDtype};
 use crate::pool::ThreadPool;
-use crate::quant::{self, GgmlType};
 
 /// Positions per softmax rescale.
 pub(crate) const TILE: usize = 64;
@@ -63,44 +63,6 @@ fn scale_of(m: f32, mm: f32) -> f32 {
     }
 }
 
-/// `acc += w · x`, one FMA per element on every ISA (so results never depend on it).
-#[inline]
-fn axpy(acc: &mut [f32], w: f32, x: &[f32]) {
-    #[cfg(target_arch = "x86_64")]
-    {
-        if quant::Isa::best() != quant::Isa::Scalar {
-            // SAFETY: AVX2 and FMA are present (every non-scalar ISA has them).
-            return unsafe { axpy_fma(acc, w, x) };
-        }
-    }
-    for (a, &v) in acc.iter_mut().zip(x) {
-        *a = v.mul_add(w, *a);
-    }
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
-unsafe fn axpy_fma(acc: &mut [f32], w: f32, x: &[f32]) {
-    use std::arch::x86_64::*;
-    let n = acc.len().min(x.len());
-    let wv = _mm256_set1_ps(w);
-    let mut i = 0;
-    while i + 8 <= n {
-        let a = _mm256_loadu_ps(acc.as_ptr().add(i));
-        let v = _mm256_loadu_ps(x.as_ptr().add(i));
-        _mm256_storeu_ps(acc.as_mut_ptr().add(i), _mm256_fmadd_ps(v, wv, a));
-        i += 8;
-    }
-    for j in i..n {
-        acc[j] = x[j].mul_add(w, acc[j]);
-    }
-}
-
-fn as_bytes(v: &[f32]) -> &[u8] {
-    // SAFETY: any f32 is 4 valid bytes; the slice covers exactly the same memory.
-    unsafe { std::slice::from_raw_parts(v.as_ptr().cast::<u8>(), std::mem::size_of_val(v)) }
-}
-
 /// One layer's cache rows in either storage type.
 enum Store<'a> {
     F32(&'a [f32]),
@@ -111,10 +73,8 @@ enum Store<'a> {
 struct Scratch {
     /// Scores of one tile: `[TILE, heads]`.
     scores: Vec<f32>,
-    /// f16 cache rows widened to f32 (one block run at a time).
+    /// An f16 tile's cache rows widened to f32.
     wide: Vec<f32>,
-    /// One f16 cache row's latent widened to f32.
-    row: Vec<f32>,
 }
 
 thread_local! {
@@ -146,36 +106,38 @@ impl Ctx<'_> {
         ms.fill(f32::NEG_INFINITY);
         ls.fill(0.0);
         accs.fill(0.0);
-        let bs = self.kv.block_size();
         SCRATCH.with(|sc| {
             let sc = &mut *sc.borrow_mut();
             sc.scores.resize(TILE * nq, 0.0);
             let mut t0 = p0;
             while t0 < p1 {
                 let t1 = (t0 - t0 % TILE + TILE).min(p1);
-                // Scores for the tile, one run of contiguous cache slots (a block) at a time.
-                let mut p = t0;
-                while p < t1 {
-                    let run = (bs - p % bs).min(t1 - p);
-                    let slot = self.kv.slot(block_table, p);
-                    let rows: &[f32] = match self.store {
-                        Store::F32(k) => &k[slot * kw..(slot + run) * kw],
-                        Store::F16(k) => {
-                            let table = f16::table();
-                            sc.wide.clear();
-                            sc.wide.extend(
-                                k[slot * kw..(slot + run) * kw]
-                                    .iter()
-                                    .map(|&b| table[b as usize]),
-                            );
-                            &sc.wide
-                        }
-                    };
-                    let out = &mut sc.scores[(p - t0) * nq..(p - t0 + run) * nq];
-                    quant::gemm(GgmlType::F32, kw, as_bytes(rows), as_bytes(q), nq, out);
-                    p += run;
-                }
                 let n = t1 - t0;
+                // The tile's cache rows: straight from an f32 cache, widened from an f16 one.
+                if let Store::F16(k) = self.store {
+                    let table = f16::table();
+                    sc.wide.clear();
+                    for j in 0..n {
+                        let slot = self.kv.slot(block_table, t0 + j);
+                        sc.wide.extend(
+                            k[slot * kw..(slot + 1) * kw]
+                                .iter()
+                                .map(|&b| table[b as usize]),
+                        );
+                    }
+                }
+                let mut rows: [&[f32]; TILE] = [&[]; TILE];
+                for (j, row) in rows.iter_mut().take(n).enumerate() {
+                    *row = match self.store {
+                        Store::F32(k) => {
+                            let slot = self.kv.slot(block_table, t0 + j);
+                            &k[slot * kw..(slot + 1) * kw]
+                        }
+                        Store::F16(_) => &sc.wide[j * kw..(j + 1) * kw],
+                    };
+                }
+                let rows = &rows[..n];
+                mla_scores::scores(q, nq, kw, rows, &mut sc.scores[..n * nq]);
                 for h in 0..nq {
                     let mut tmax = f32::NEG_INFINITY;
                     for j in 0..n {
@@ -198,26 +160,9 @@ impl Ctx<'_> {
                         ls[h] += w;
                     }
                 }
-                // Accumulate position by position, all heads per cache row.
-                for j in 0..n {
-                    let slot = self.kv.slot(block_table, t0 + j);
-                    let row: &[f32] = match self.store {
-                        Store::F32(k) => &k[slot * kw..slot * kw + r],
-                        Store::F16(k) => {
-                            let table = f16::table();
-                            sc.row.clear();
-                            sc.row.extend(
-                                k[slot * kw..slot * kw + r]
-                                    .iter()
-                                    .map(|&b| table[b as usize]),
-                            );
-                            &sc.row
-                        }
-                    };
-                    for h in 0..nq {
-                        axpy(&mut accs[h * r..(h + 1) * r], sc.scores[j * nq + h], row);
-                    }
-                }
+                // Accumulate the tile: per head, its latent sum stays in registers across
+                // the tile's rows.
+                accumulate(accs, r, &sc.scores[..n * nq], nq, rows);
                 t0 = t1;
             }
         });

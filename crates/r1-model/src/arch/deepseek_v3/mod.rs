@@ -9,7 +9,9 @@ mod experts;
 pub mod gguf;
 mod linear;
 pub(crate) mod mla;
+mod mla_accumulate;
 mod mla_attend;
+mod mla_scores;
 pub(crate) mod moe;
 
 use super::{Logits, Model, ModelError};
