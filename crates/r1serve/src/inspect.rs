@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use anyhow::Context;
 use r1_engine::tokenizer::Tokenizer;
 use r1_model::gguf::{GgufFile, GgufValue};
+use r1_model::quant::{self, GgmlType, WeightLayout};
 use r1_model::ModelConfig;
 
 #[derive(clap::Args)]
@@ -84,20 +85,26 @@ pub fn run(args: &InspectArgs) -> anyhow::Result<()> {
         cfg.rms_eps,
         if cfg.qkv_bias { " | q/k/v bias" } else { "" }
     );
-    let (_, model) = r1_model::load_gguf(&args.path, 1, &mut |_, _| {})
+    let (loaded, model) = r1_model::load_gguf(&args.path, 1, &mut |_, _| {})
         .with_context(|| format!("loading {}", args.path.display()))?;
     print_kv(model.as_ref());
-    let mut hist: BTreeMap<&str, (usize, u64)> = BTreeMap::new();
-    for t in f.tensors() {
-        let e = hist.entry(t.ty.name()).or_default();
-        e.0 += 1;
-        e.1 += t.size_bytes as u64;
+    // Per type: tensors, bytes, and of those how many the loader interleaved (x16 layout).
+    let mut hist: BTreeMap<&str, (GgmlType, usize, u64, usize)> = BTreeMap::new();
+    for t in loaded.tensors() {
+        let e = hist.entry(t.ty.name()).or_insert((t.ty, 0, 0, 0));
+        e.1 += 1;
+        e.2 += t.size_bytes as u64;
+        e.3 += usize::from(t.layout == WeightLayout::Interleaved16);
     }
-    println!("tensor types:");
-    for (ty, (n, bytes)) in &hist {
+    println!(
+        "tensor types (kernel on this CPU, best ISA {:?}):",
+        quant::Isa::best()
+    );
+    for (name, (ty, n, bytes, x16)) in &hist {
         println!(
-            "  {ty:<6} {n:>5} tensors {:>10.1} MiB",
-            *bytes as f64 / (1 << 20) as f64
+            "  {name:<8} {n:>5} tensors {:>10.1} MiB  {}",
+            *bytes as f64 / (1 << 20) as f64,
+            kernel_path(*ty, *n, *x16)
         );
     }
     match Tokenizer::from_gguf(&f) {
@@ -216,4 +223,27 @@ fn run_hf_dir(args: &InspectArgs) -> anyhow::Result<()> {
         Err(e) => println!("tokenizer:      unusable: {e}"),
     }
     Ok(())
+}
+
+/// Which kernel a tensor type's matmuls take here: the x16 interleaved kernels for the
+/// tensors the loader interleaved, the native layout's kernel (and the ISA it is written
+/// for: a type without a kernel of its own for the best ISA falls back) for the rest.
+fn kernel_path(ty: GgmlType, n: usize, interleaved: usize) -> String {
+    let isa = |layout| match quant::kernel_isa(layout, ty) {
+        Some(quant::Isa::Scalar) => "portable".to_string(),
+        Some(i) => format!("{i:?}"),
+        None => String::new(),
+    };
+    let native = isa(WeightLayout::Native);
+    if native.is_empty() {
+        return "no matmul kernel (norms, biases, lookups only)".into();
+    }
+    match interleaved {
+        0 => format!("{native} native"),
+        x if x == n => format!("{} x16 interleaved", isa(WeightLayout::Interleaved16)),
+        x => format!(
+            "{} x16 interleaved ({x} of {n}), {native} native for the rest",
+            isa(WeightLayout::Interleaved16)
+        ),
+    }
 }

@@ -216,3 +216,16 @@ pub(crate) fn kernel_for(isa: Isa, layout: super::WeightLayout, ty: GgmlType) ->
         }
     }
 }
+
+/// The instruction set whose kernel runs for weights of `ty` in `layout` on this CPU (a
+/// table falls back to a slower ISA's kernel where a type has none of its own), or `None`
+/// where there is no kernel. For `r1serve inspect`.
+pub fn kernel_isa(layout: super::WeightLayout, ty: GgmlType) -> Option<Isa> {
+    let best = Isa::best();
+    let running = kernel_for(best, layout, ty)? as usize;
+    Isa::ALL
+        .into_iter()
+        .filter(|&i| i as u8 <= best as u8 && i.is_available())
+        .find(|&i| kernel_for(i, layout, ty).map(|f| f as usize) == Some(running))
+        .or(Some(best))
+}

@@ -98,7 +98,7 @@ mod x86_x16_k;
 #[cfg(target_arch = "x86_64")]
 mod x86_x16_q2k;
 
-pub use dispatch::Isa;
+pub use dispatch::{kernel_isa, Isa};
 pub use types::GgmlType;
 
 /// How a weight matrix's rows lie in memory.
