@@ -58,13 +58,7 @@ pub(crate) fn is_interleavable(name: &str) -> bool {
         "ffn_up.weight",
         "ffn_down.weight",
     ];
-    name == "output.weight"
-        || name == "token_embd.weight"
-        || (name.starts_with("blk.")
-            && name
-                .split_once('.')
-                .and_then(|(_, rest)| rest.split_once('.'))
-                .is_some_and(|(_, t)| PER_LAYER.contains(&t)))
+    super::is_global_or_layer_tensor(name, &PER_LAYER)
 }
 
 impl Llama {

@@ -62,6 +62,18 @@ fn interleave_wanted() -> bool {
     !std::env::var("R1SERVE_REPACK").is_ok_and(|v| v == "0" || v == "false")
 }
 
+/// Whether `name` is the output head, the token embedding, or `blk.N.<one of per_layer>`:
+/// the tensors an architecture interleaves for the x16 kernels.
+fn is_global_or_layer_tensor(name: &str, per_layer: &[&str]) -> bool {
+    name == "output.weight"
+        || name == "token_embd.weight"
+        || (name.starts_with("blk.")
+            && name
+                .split_once('.')
+                .and_then(|(_, rest)| rest.split_once('.'))
+                .is_some_and(|(_, t)| per_layer.contains(&t)))
+}
+
 /// Open a GGUF file the way the server runs it: a private huge-page copy where it fits
 /// (`gguf::resident`), with the weights its architecture allows interleaved in place for the
 /// x16 kernels (unless `R1SERVE_REPACK=0`). Returns the file and its architecture.

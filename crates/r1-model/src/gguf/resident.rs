@@ -78,7 +78,20 @@ pub(crate) fn cgroup_headroom() -> Option<u64> {
             let Some(limit) = read(limit_file).filter(|&l| l < (1u64 << 60)) else {
                 continue;
             };
-            let used = read(usage_file).unwrap_or(0);
+            // Usage counts the page cache too; its inactive part is reclaimed before an
+            // OOM kill, so count it as free (the "working set" kubelet evicts by).
+            // (v1's usage is hierarchical, so its `total_` figure; v2 has only the one.)
+            let stat = std::fs::read_to_string(d.join("memory.stat")).unwrap_or_default();
+            let stat_of = |key: &str| {
+                stat.lines().find_map(|l| {
+                    let (k, v) = l.split_once(' ')?;
+                    (k == key).then(|| v.trim().parse::<u64>().ok()).flatten()
+                })
+            };
+            let inactive = stat_of("total_inactive_file")
+                .or_else(|| stat_of("inactive_file"))
+                .unwrap_or(0);
+            let used = read(usage_file).unwrap_or(0).saturating_sub(inactive);
             let room = limit.saturating_sub(used);
             best = Some(best.map_or(room, |b| b.min(room)));
         }

@@ -177,13 +177,7 @@ pub fn is_interleavable(name: &str) -> bool {
         "ffn_up_shexp.weight",
         "ffn_down_shexp.weight",
     ];
-    name == "output.weight"
-        || name == "token_embd.weight"
-        || (name.starts_with("blk.")
-            && name
-                .split_once('.')
-                .and_then(|(_, rest)| rest.split_once('.'))
-                .is_some_and(|(_, t)| PER_LAYER.contains(&t)))
+    super::super::is_global_or_layer_tensor(name, &PER_LAYER)
 }
 
 /// Rows `r0..r0 + rows` of a tensor, borrowed from the file (no copy: a file larger than
