@@ -16,9 +16,6 @@ use crate::quant::{self, GgmlType};
 use crate::weights::QMatrix;
 
 thread_local! {
-    static ROWS: RefCell<(Vec<f32>, Vec<u8>)> = const { RefCell::new((Vec::new(), Vec::new())) };
-}
-thread_local! {
     /// Float weight rows widened to f32 (values, then their bytes) for one task.
     static WIDE: RefCell<(Vec<f32>, Vec<u8>)> = const { RefCell::new((Vec::new(), Vec::new())) };
 }
@@ -159,42 +156,14 @@ pub(crate) fn linear(pool: &ThreadPool, w: &QMatrix, x: &[f32], n: usize, out: &
         matmul_f32(pool, w, x, n, out);
         return;
     }
+    // Float rows widened per task by `tile`, written token-major in place (no transpose).
     let acts = QuantizedActs::new(pool, GgmlType::F32, x, n, w.cols);
-    if n == 1 {
-        widen_tiles(pool, w, &acts.data, n, out);
-        return;
-    }
-    let mut tmp = vec![0.0; n * w.rows];
-    widen_tiles(pool, w, &acts.data, n, &mut tmp);
-    for (r, col) in tmp.chunks_exact(n).enumerate() {
-        for (t, &v) in col.iter().enumerate() {
-            out[t * w.rows + r] = v;
-        }
-    }
-}
-
-/// `dst[r * n + t] = x_t · W_r`, weight rows widened to f32 per task.
-fn widen_tiles(pool: &ThreadPool, w: &QMatrix, acts: &[u8], n: usize, dst: &mut [f32]) {
-    let k = w.cols;
-    let rb = w.row_bytes();
-    let chunk = w.rows.div_ceil(pool.threads() * 4).div_ceil(8).max(1) * 8;
-    let n_tasks = w.rows.div_ceil(chunk);
-    let ptr = SharedMut::new(dst);
-    let wdata = w.data();
-    let ty = w.ty;
-    pool.run(n_tasks, |t| {
-        let r0 = t * chunk;
-        let r1 = (r0 + chunk).min(w.rows);
-        // SAFETY: tasks cover disjoint row ranges.
-        let o = unsafe { ptr.slice(r0 * n, (r1 - r0) * n) };
-        ROWS.with(|b| {
-            let (f, bytes) = &mut *b.borrow_mut();
-            f.resize((r1 - r0) * k, 0.0);
-            quant::dequantize(ty, &wdata[r0 * rb..r1 * rb], f).expect("whole rows");
-            bytes.clear();
-            bytes.extend(f.iter().flat_map(|v| v.to_le_bytes()));
-            quant::gemm(GgmlType::F32, k, bytes, acts, n, o);
-        });
+    let chunk = chunk_for(w, w.rows.div_ceil(pool.threads() * 4));
+    let o = Buf(out.as_mut_ptr());
+    pool.run(w.rows.div_ceil(chunk), |c| {
+        let (r0, r1) = (c * chunk, ((c + 1) * chunk).min(w.rows));
+        // SAFETY: this task alone writes columns r0..r1 of every output row.
+        unsafe { tile(w, r0, r1, &acts.data, n, o.at(r0), w.rows) };
     });
 }
 
