@@ -6,32 +6,47 @@
 
 use crate::quant;
 
-/// `acc[h] += Σ_j w[j, h] · rows[j]` for heads `h < nq` (`acc`: `[nq, r]`, `w`: `[rows,
-/// nq]`), adding the positions in order with one FMA per element each, on every ISA (so
+/// `acc[h] += Σ_j w[j * ws + h] · rows[j]` for heads `h < nq` (`acc`: `[nq, r]`; `w` holds
+/// one row of `ws >= nq` weights per cache row, of which the first `nq` are used), adding the positions in order with one FMA per element each, on every ISA (so
 /// results never depend on it). Each head's accumulator stays in registers across the
 /// tile's rows, 128 (AVX-512) or 64 (AVX2) latents at a time.
-pub(crate) fn accumulate(acc: &mut [f32], r: usize, w: &[f32], nq: usize, rows: &[&[f32]]) {
+pub(crate) fn accumulate(
+    acc: &mut [f32],
+    r: usize,
+    (w, ws): (&[f32], usize),
+    nq: usize,
+    rows: &[&[f32]],
+) {
+    debug_assert!(ws >= nq && (rows.is_empty() || w.len() >= (rows.len() - 1) * ws + nq));
     #[cfg(target_arch = "x86_64")]
     {
         match quant::Isa::best() {
             // SAFETY: AVX-512 F (and FMA) are present: `Isa::best` checked them.
-            quant::Isa::Avx512 => return unsafe { accumulate_avx512(acc, r, w, nq, rows) },
+            quant::Isa::Avx512 => return unsafe { accumulate_avx512(acc, r, w, ws, nq, rows) },
             // SAFETY: as above, AVX2 and FMA.
-            quant::Isa::Avx2 => return unsafe { accumulate_avx2(acc, r, w, nq, rows) },
+            quant::Isa::Avx2 => return unsafe { accumulate_avx2(acc, r, w, ws, nq, rows) },
             quant::Isa::Scalar => {}
         }
     }
-    accumulate_from(acc, r, w, nq, rows, 0);
+    accumulate_from(acc, r, w, ws, nq, rows, 0);
 }
 
 /// The columns `c0..r` of [`accumulate`], one element at a time.
 #[inline(always)]
-fn accumulate_from(acc: &mut [f32], r: usize, w: &[f32], nq: usize, rows: &[&[f32]], c0: usize) {
+fn accumulate_from(
+    acc: &mut [f32],
+    r: usize,
+    w: &[f32],
+    ws: usize,
+    nq: usize,
+    rows: &[&[f32]],
+    c0: usize,
+) {
     for h in 0..nq {
         for c in c0..r {
             let mut a = acc[h * r + c];
             for (j, row) in rows.iter().enumerate() {
-                a = row[c].mul_add(w[j * nq + h], a);
+                a = row[c].mul_add(w[j * ws + h], a);
             }
             acc[h * r + c] = a;
         }
@@ -42,7 +57,14 @@ fn accumulate_from(acc: &mut [f32], r: usize, w: &[f32], nq: usize, rows: &[&[f3
 #[allow(clippy::needless_range_loop)]
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,avx2,fma")]
-unsafe fn accumulate_avx512(acc: &mut [f32], r: usize, w: &[f32], nq: usize, rows: &[&[f32]]) {
+unsafe fn accumulate_avx512(
+    acc: &mut [f32],
+    r: usize,
+    w: &[f32],
+    ws: usize,
+    nq: usize,
+    rows: &[&[f32]],
+) {
     use std::arch::x86_64::*;
     // 64 latents of up to 4 heads at a time: 16 accumulators, and each row chunk is loaded
     // once for the 4 heads (the tile's rows do not fit in L1).
@@ -62,7 +84,7 @@ unsafe fn accumulate_avx512(acc: &mut [f32], r: usize, w: &[f32], nq: usize, row
                 let p = row.as_ptr().add(c);
                 let kv: [__m512; 4] = std::array::from_fn(|k| _mm512_loadu_ps(p.add(16 * k)));
                 for b in 0..hb {
-                    let wv = _mm512_set1_ps(w[j * nq + h + b]);
+                    let wv = _mm512_set1_ps(w[j * ws + h + b]);
                     for k in 0..4 {
                         v[b][k] = _mm512_fmadd_ps(kv[k], wv, v[b][k]);
                     }
@@ -77,14 +99,21 @@ unsafe fn accumulate_avx512(acc: &mut [f32], r: usize, w: &[f32], nq: usize, row
         }
         h += hb;
     }
-    accumulate_from(acc, r, w, nq, rows, wide);
+    accumulate_from(acc, r, w, ws, nq, rows, wide);
 }
 
 // Parallel arrays of registers (per head / per chunk) are indexed together.
 #[allow(clippy::needless_range_loop)]
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
-unsafe fn accumulate_avx2(acc: &mut [f32], r: usize, w: &[f32], nq: usize, rows: &[&[f32]]) {
+unsafe fn accumulate_avx2(
+    acc: &mut [f32],
+    r: usize,
+    w: &[f32],
+    ws: usize,
+    nq: usize,
+    rows: &[&[f32]],
+) {
     use std::arch::x86_64::*;
     let wide = r / 64 * 64;
     for h in 0..nq {
@@ -95,7 +124,7 @@ unsafe fn accumulate_avx2(acc: &mut [f32], r: usize, w: &[f32], nq: usize, rows:
                 *x = _mm256_loadu_ps(a.add(c + 8 * k));
             }
             for (j, row) in rows.iter().enumerate() {
-                let wv = _mm256_set1_ps(w[j * nq + h]);
+                let wv = _mm256_set1_ps(w[j * ws + h]);
                 let p = row.as_ptr().add(c);
                 for (k, x) in v.iter_mut().enumerate() {
                     *x = _mm256_fmadd_ps(_mm256_loadu_ps(p.add(8 * k)), wv, *x);
@@ -106,7 +135,7 @@ unsafe fn accumulate_avx2(acc: &mut [f32], r: usize, w: &[f32], nq: usize, rows:
             }
         }
     }
-    accumulate_from(acc, r, w, nq, rows, wide);
+    accumulate_from(acc, r, w, ws, nq, rows, wide);
 }
 
 #[cfg(test)]
@@ -117,17 +146,22 @@ mod tests {
     #[test]
     fn every_isa_accumulates_the_portable_sums_bit_for_bit() {
         let mut rng = rand::rngs::StdRng::seed_from_u64(9);
-        for (r, nq, n) in [(512, 16, 64), (32, 4, 7), (200, 5, 13), (16, 1, 1)] {
+        for (r, nq, ws, n) in [
+            (512, 16, 16, 64),
+            (32, 4, 6, 7),
+            (200, 5, 5, 13),
+            (16, 1, 3, 1),
+        ] {
             let data: Vec<Vec<f32>> = (0..n)
                 .map(|_| (0..r + 8).map(|_| rng.random_range(-1.0f32..1.0)).collect())
                 .collect();
             let rows: Vec<&[f32]> = data.iter().map(|x| x.as_slice()).collect();
-            let w: Vec<f32> = (0..n * nq).map(|_| rng.random_range(0.0f32..1.0)).collect();
+            let w: Vec<f32> = (0..n * ws).map(|_| rng.random_range(0.0f32..1.0)).collect();
             let start: Vec<f32> = (0..nq * r)
                 .map(|_| rng.random_range(-1.0f32..1.0))
                 .collect();
             let mut want = start.clone();
-            accumulate_from(&mut want, r, &w, nq, &rows, 0);
+            accumulate_from(&mut want, r, &w, ws, nq, &rows, 0);
             #[cfg(target_arch = "x86_64")]
             for isa in [quant::Isa::Avx2, quant::Isa::Avx512] {
                 if !isa.is_available() {
@@ -138,15 +172,15 @@ mod tests {
                 // SAFETY: the ISA is available.
                 unsafe {
                     match isa {
-                        quant::Isa::Avx2 => accumulate_avx2(&mut got, r, &w, nq, &rows),
-                        _ => accumulate_avx512(&mut got, r, &w, nq, &rows),
+                        quant::Isa::Avx2 => accumulate_avx2(&mut got, r, &w, ws, nq, &rows),
+                        _ => accumulate_avx512(&mut got, r, &w, ws, nq, &rows),
                     }
                 }
                 let same = got
                     .iter()
                     .zip(&want)
                     .all(|(a, b)| a.to_bits() == b.to_bits());
-                assert!(same, "{isa:?} r={r} nq={nq} n={n}");
+                assert!(same, "{isa:?} r={r} nq={nq} ws={ws} n={n}");
             }
         }
     }

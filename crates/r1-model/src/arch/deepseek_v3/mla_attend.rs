@@ -5,10 +5,15 @@
 //! (`kv_lora_rank + qk_rope_head_dim` values).
 //!
 //! * Positions are walked in tiles of [`TILE`]; the scores of a tile come from a
-//!   register-blocked kernel (`mla_scores.rs`: all heads of the task against the tile's cache
-//!   rows, read straight from the cache, no copies for an f32 cache), then an online softmax: the running max, sum and
-//!   latent accumulator are rescaled once per tile, as flash attention does. The cache is
-//!   read once per task, not once per head, and nothing is allocated per position.
+//!   register-blocked kernel (`mla_scores.rs`: all queries of the task against the tile's
+//!   cache rows, read straight from the cache, no copies for an f32 cache), then an online
+//!   softmax: the running max, sum and latent accumulator are rescaled once per tile, as
+//!   flash attention does. Nothing is allocated per position.
+//! * A task's queries are every head of a block of consecutive tokens (up to
+//!   [`BLOCK_QUERIES`] queries), so in a prefill at depth each cache tile is read once per
+//!   block, not once per token per head: the cache traffic of a chunk drops by the block
+//!   size and the work becomes compute-bound. The block's earlier tokens see fewer rows of
+//!   the last tiles (causality); each token takes exactly its own rows.
 //! * Long contexts are cut into segments of [`SEGMENT`] positions, each with its own softmax
 //!   state, folded left to right at the end. When a step has few tokens (decode), segments
 //!   of one token run as separate tasks, so a single sequence's attention at depth uses
@@ -31,6 +36,9 @@ use crate::pool::ThreadPool;
 pub(crate) const TILE: usize = 64;
 /// Positions per independent softmax state (a unit of parallel work at depth).
 pub(crate) const SEGMENT: usize = 1024;
+/// Queries (token × head) that share one pass over the cache in a prefill: each cache tile
+/// is read once per block of `BLOCK_QUERIES / heads` consecutive tokens, not once per token.
+const BLOCK_QUERIES: usize = 128;
 
 /// Softmax state of one head over some positions: running max, sum of weights, and the
 /// weighted sum of latents.
@@ -91,18 +99,27 @@ struct Ctx<'a> {
 }
 
 impl Ctx<'_> {
-    /// Positions `p0..p1` (within one segment) of one token for heads `h0..h1` (queries
-    /// `q`: `[h1 - h0, kw]`), accumulated into fresh per-head states written to
-    /// `ms`, `ls`, `accs` (`[h1 - h0]`, `[h1 - h0]`, `[h1 - h0, r]`).
+    /// Positions from `p0` to the end of its segment, for `ends.len()` consecutive tokens of
+    /// one sequence (token `t` sees the positions below `ends[t]`) with `nh` heads each
+    /// (queries `q`: `[tokens, nh, kw]`), accumulated into fresh per-query states written to
+    /// `ms`, `ls`, `accs` (`[tokens * nh]`, `[tokens * nh]`, `[tokens * nh, r]`).
+    ///
+    /// The tokens share each tile's cache rows (one pass over the cache for all of them);
+    /// each (token, head) still sees exactly its own positions in the same tiles, in the same
+    /// order, as when it runs alone.
     fn segment(
         &self,
         block_table: &[u32],
-        (p0, p1): (usize, usize),
+        (p0, ends): (usize, &[usize]),
+        nh: usize,
         q: &[f32],
         (ms, ls, accs): (&mut [f32], &mut [f32], &mut [f32]),
     ) {
         let (kw, r) = (self.kw, self.r);
         let nq = ms.len();
+        debug_assert_eq!(nq, ends.len() * nh);
+        let last = ends.iter().copied().max().unwrap_or(0);
+        let p1 = (p0 - p0 % SEGMENT + SEGMENT).min(last);
         ms.fill(f32::NEG_INFINITY);
         ls.fill(0.0);
         accs.fill(0.0);
@@ -138,42 +155,64 @@ impl Ctx<'_> {
                 }
                 let rows = &rows[..n];
                 mla_scores::scores(q, nq, kw, rows, &mut sc.scores[..n * nq]);
-                for h in 0..nq {
-                    let mut tmax = f32::NEG_INFINITY;
-                    for j in 0..n {
-                        let s = sc.scores[j * nq + h] * self.scale;
-                        sc.scores[j * nq + h] = s;
-                        tmax = tmax.max(s);
-                    }
-                    let mm = ms[h].max(tmax);
-                    let a = scale_of(ms[h], mm);
-                    if a != 1.0 {
-                        ls[h] *= a;
-                        for x in &mut accs[h * r..(h + 1) * r] {
-                            *x *= a;
+                // Rows of the tile each token sees (a causal prefill's last tile is cut short
+                // for its earlier tokens).
+                let seen = |t: usize| ends[t].saturating_sub(t0).min(n);
+                for (t, _) in ends.iter().enumerate() {
+                    let nv = seen(t);
+                    for h in t * nh..(t + 1) * nh {
+                        if nv == 0 {
+                            break;
+                        }
+                        let mut tmax = f32::NEG_INFINITY;
+                        for j in 0..nv {
+                            let s = sc.scores[j * nq + h] * self.scale;
+                            sc.scores[j * nq + h] = s;
+                            tmax = tmax.max(s);
+                        }
+                        let mm = ms[h].max(tmax);
+                        let a = scale_of(ms[h], mm);
+                        if a != 1.0 {
+                            ls[h] *= a;
+                            for x in &mut accs[h * r..(h + 1) * r] {
+                                *x *= a;
+                            }
+                        }
+                        ms[h] = mm;
+                        for j in 0..nv {
+                            let w = (sc.scores[j * nq + h] - mm).exp();
+                            sc.scores[j * nq + h] = w;
+                            ls[h] += w;
                         }
                     }
-                    ms[h] = mm;
-                    for j in 0..n {
-                        let w = (sc.scores[j * nq + h] - mm).exp();
-                        sc.scores[j * nq + h] = w;
-                        ls[h] += w;
+                }
+                // Accumulate the tile: per query, its latent sum stays in registers across
+                // the tile's rows; all queries at once when every token sees the whole tile.
+                let w = &sc.scores[..n * nq];
+                if (0..ends.len()).all(|t| seen(t) == n) {
+                    accumulate(accs, r, (w, nq), nq, rows);
+                } else {
+                    for t in 0..ends.len() {
+                        let nv = seen(t);
+                        if nv > 0 {
+                            let acc = &mut accs[t * nh * r..(t + 1) * nh * r];
+                            accumulate(acc, r, (&w[t * nh..], nq), nh, &rows[..nv]);
+                        }
                     }
                 }
-                // Accumulate the tile: per head, its latent sum stays in registers across
-                // the tile's rows.
-                accumulate(accs, r, &sc.scores[..n * nq], nq, rows);
                 t0 = t1;
             }
         });
     }
 }
 
-/// A unit of work: one token row, heads `h0..h1`, segments `s0..s1`.
+/// A unit of work: tokens `i..i + tq` of sequence `seq`, heads `h0..h1`, segments `s0..s1`
+/// (split tasks have one token and one segment).
 #[derive(Clone, Copy)]
 struct Task {
     seq: usize,
     i: usize,
+    tq: usize,
     h0: usize,
     h1: usize,
     s0: usize,
@@ -236,22 +275,28 @@ pub(crate) fn attend(
     }
     let target = pool.threads() * 4;
     let n_segs = |(si, i): (usize, usize)| (batch.seqs[si].pos0 + i + 1).div_ceil(SEGMENT);
-    // Enough tokens: one task per token with all heads (each cache row read once). Else
-    // split by segment (partials folded afterwards), then by heads.
+    // Enough tokens: one task per block of consecutive tokens with all heads (each cache
+    // row read once per block). Else split by segment (partials folded afterwards), then
+    // by heads.
     let split = toks.len() < target;
     let mut tasks = Vec::new();
     let mut partial_len = 0;
     if !split {
-        for &(si, i) in &toks {
-            tasks.push(Task {
-                seq: si,
-                i,
-                h0: 0,
-                h1: nh,
-                s0: 0,
-                s1: n_segs((si, i)),
-                partial: None,
-            });
+        let tq = (toks.len() / target).clamp(1, (BLOCK_QUERIES / nh).max(1));
+        for (si, s) in batch.seqs.iter().enumerate() {
+            for i in (0..s.len).step_by(tq) {
+                let tq = tq.min(s.len - i);
+                tasks.push(Task {
+                    seq: si,
+                    i,
+                    tq,
+                    h0: 0,
+                    h1: nh,
+                    s0: 0,
+                    s1: n_segs((si, i + tq - 1)),
+                    partial: None,
+                });
+            }
         }
     } else {
         let units: usize = toks.iter().map(|&t| n_segs(t)).sum();
@@ -266,6 +311,7 @@ pub(crate) fn attend(
                     tasks.push(Task {
                         seq: si,
                         i,
+                        tq: 1,
                         h0,
                         h1: (h0 + hc).min(nh),
                         s0: s,
@@ -284,11 +330,11 @@ pub(crate) fn attend(
         let tk = tasks[ti];
         let s = &batch.seqs[tk.seq];
         let row = s.start + tk.i;
-        let n = s.pos0 + tk.i + 1;
+        let ends: Vec<usize> = (0..tk.tq).map(|t| s.pos0 + tk.i + t + 1).collect();
         let nq = tk.h1 - tk.h0;
-        let qh = &q[(row * nh + tk.h0) * kw..(row * nh + tk.h1) * kw];
         match tk.partial {
             Some(base) => {
+                let qh = &q[(row * nh + tk.h0) * kw..(row * nh + tk.h1) * kw];
                 // SAFETY: each (token, segment, head range) partial is written by one task.
                 let (ms, ls, accs) = unsafe {
                     let p = part_ptr.at(base);
@@ -298,35 +344,47 @@ pub(crate) fn attend(
                         std::slice::from_raw_parts_mut(p.add(2 * nh + tk.h0 * r), nq * r),
                     )
                 };
-                let p0 = tk.s0 * SEGMENT;
                 ctx.segment(
                     &s.block_table,
-                    (p0, (p0 + SEGMENT).min(n)),
+                    (tk.s0 * SEGMENT, &ends),
+                    nq,
                     qh,
                     (ms, ls, accs),
                 );
             }
             None => {
-                // SAFETY: each token's heads h0..h1 are written by this task alone.
-                let out = unsafe {
-                    std::slice::from_raw_parts_mut(out_ptr.at((row * nh + tk.h0) * r), nq * r)
-                };
+                // All heads of tokens row..row + tq.
+                let nq = tk.tq * nh;
+                let qb = &q[row * nh * kw..(row + tk.tq) * nh * kw];
+                // SAFETY: each token's heads are written by this task alone.
+                let out =
+                    unsafe { std::slice::from_raw_parts_mut(out_ptr.at(row * nh * r), nq * r) };
                 let (mut ms, mut ls, mut accs) = (vec![0.0; nq], vec![0.0; nq], vec![0.0; nq * r]);
                 let mut fm = vec![f32::NEG_INFINITY; nq];
                 let mut fl = vec![0.0f32; nq];
                 out.fill(0.0);
                 for seg in tk.s0..tk.s1 {
                     let p0 = seg * SEGMENT;
-                    let p1 = (p0 + SEGMENT).min(n);
-                    ctx.segment(&s.block_table, (p0, p1), qh, (&mut ms, &mut ls, &mut accs));
-                    for h in 0..nq {
-                        let mut st = State {
-                            m: fm[h],
-                            l: fl[h],
-                            acc: &mut out[h * r..(h + 1) * r],
-                        };
-                        st.fold(ms[h], ls[h], &accs[h * r..(h + 1) * r]);
-                        (fm[h], fl[h]) = (st.m, st.l);
+                    ctx.segment(
+                        &s.block_table,
+                        (p0, &ends),
+                        nh,
+                        qb,
+                        (&mut ms, &mut ls, &mut accs),
+                    );
+                    for (t, &end) in ends.iter().enumerate() {
+                        if end <= p0 {
+                            continue;
+                        }
+                        for h in t * nh..(t + 1) * nh {
+                            let mut st = State {
+                                m: fm[h],
+                                l: fl[h],
+                                acc: &mut out[h * r..(h + 1) * r],
+                            };
+                            st.fold(ms[h], ls[h], &accs[h * r..(h + 1) * r]);
+                            (fm[h], fl[h]) = (st.m, st.l);
+                        }
                     }
                 }
                 for h in 0..nq {
@@ -445,35 +503,50 @@ mod tests {
         bt.dedup();
         assert_eq!(bt.len(), blocks);
         let scale = 0.3;
-        let last = 40;
+        // A prefill of 40 tokens across a segment boundary, and each token alone.
+        let (last, pos0) = (40, 2 * SEGMENT - 20);
         let q: Vec<f32> = (0..last * d.heads * kw)
             .map(|_| rng.random_range(-1.0f32..1.0))
             .collect();
-        let q_last = &q[(last - 1) * d.heads * kw..];
-        // Decode: one token at the end (split into segment tasks).
-        let mut dec = Batch::default();
-        dec.push(&[0], n - 1, bt.clone(), true);
-        // Prefill of the last 40 positions (one task per token, segments folded inline).
+        let width = d.heads * d.latent;
         let mut pre = Batch::default();
-        pre.push(&vec![0; last], n - last, bt.clone(), true);
-        let want = naive(&kv, &bt, d, scale, q_last, n);
+        pre.push(&vec![0; last], pos0, bt.clone(), true);
         let mut outs = Vec::new();
+        // 1 and 3 threads block the prefill's tokens 10 and 3 at a time.
         for threads in [1, 3] {
             let pool = ThreadPool::new(threads);
-            let mut o1 = vec![0.0; d.heads * d.latent];
-            attend(&pool, &kv, 0, &dec, d, scale, q_last, &mut o1);
-            let mut o2 = vec![0.0; last * d.heads * d.latent];
-            attend(&pool, &kv, 0, &pre, d, scale, &q, &mut o2);
-            outs.push(o1);
-            outs.push(o2[(last - 1) * d.heads * d.latent..].to_vec());
+            let mut o = vec![0.0; last * width];
+            attend(&pool, &kv, 0, &pre, d, scale, &q, &mut o);
+            outs.push(o);
         }
+        // Each token alone (a decode step: split into segment tasks).
+        let pool = ThreadPool::new(2);
+        let mut alone = vec![0.0; last * width];
+        for t in 0..last {
+            let mut dec = Batch::default();
+            dec.push(&[0], pos0 + t, bt.clone(), true);
+            let qt = &q[t * d.heads * kw..(t + 1) * d.heads * kw];
+            attend(
+                &pool,
+                &kv,
+                0,
+                &dec,
+                d,
+                scale,
+                qt,
+                &mut alone[t * width..(t + 1) * width],
+            );
+        }
+        outs.push(alone);
         for o in &outs {
             assert!(o
                 .iter()
                 .zip(&outs[0])
                 .all(|(a, b)| a.to_bits() == b.to_bits()));
         }
-        let err = outs[0]
+        let q_last = &q[(last - 1) * d.heads * kw..];
+        let want = naive(&kv, &bt, d, scale, q_last, pos0 + last);
+        let err = outs[0][(last - 1) * width..]
             .iter()
             .zip(&want)
             .map(|(&a, &b)| (a as f64 - b).abs())
