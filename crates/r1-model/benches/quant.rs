@@ -54,6 +54,10 @@ fn main() {
         (GgmlType::Q2_K, 896, 4864, "qwen05-IQ2_XXS ffn_down"),
         (GgmlType::IQ1_S, 896, 4864, "ffn_down (IQ1_S)"),
         (GgmlType::IQ1_M, 896, 4864, "ffn_down (IQ1_M)"),
+        // DeepSeek-V2-Lite's expert ffn_gate/up (R1's is 2048x7168), in the types of the
+        // low-bit R1 mixes
+        (GgmlType::IQ3_XXS, 1408, 2048, "v2lite ffn_up (IQ3_XXS)"),
+        (GgmlType::IQ2_XS, 1408, 2048, "v2lite ffn_up (IQ2_XS)"),
         (GgmlType::F32, 576, 576, "f32"),
     ];
     println!("best ISA: {:?}; single thread; best-of timing", Isa::best());

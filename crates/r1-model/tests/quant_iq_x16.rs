@@ -1,5 +1,5 @@
-//! The x16 layouts of the types llama-quantize's IQ files use (IQ4_NL, IQ4_XS, IQ2_XXS, and Q2_K for
-//! some matrices of IQ2 files), `WeightLayout::Interleaved16`: the layout round-trips, every
+//! The x16 layouts of the types llama-quantize's IQ files use (IQ4_NL, IQ4_XS, IQ2_XXS, IQ3_XXS,
+//! IQ2_XS, and Q2_K for some matrices of IQ2 files), `WeightLayout::Interleaved16`: the layout round-trips, every
 //! ISA's x16 kernel equals the portable x16 kernel bit for bit on awkward shapes and token
 //! counts (and for the i-quants, which keep ggml's generic order, the native portable
 //! kernel too), results do not depend on the batch, and they stay within f32 rounding of an
@@ -12,7 +12,7 @@ use rand::{Rng, SeedableRng};
 use GgmlType::*;
 
 /// The types with an interleaved layout tested here.
-const TYPES: [GgmlType; 4] = [IQ4_NL, IQ4_XS, IQ2_XXS, Q2_K];
+const TYPES: [GgmlType; 6] = [IQ4_NL, IQ4_XS, IQ2_XXS, Q2_K, IQ3_XXS, IQ2_XS];
 
 /// Whether the x16 kernels of `ty` keep the native kernels' (ggml's) order.
 fn native_order(ty: GgmlType) -> bool {
@@ -29,10 +29,11 @@ fn scale_offsets(ty: GgmlType) -> &'static [usize] {
 }
 
 fn shapes(ty: GgmlType) -> &'static [usize] {
-    if ty == IQ4_NL {
-        &[32, 96, 256, 896, 2816]
-    } else {
-        &[256, 512, 2816]
+    match ty {
+        IQ4_NL => &[32, 96, 256, 896, 2816],
+        IQ4_XS | IQ2_XXS | Q2_K => &[256, 512, 2816],
+        // 1-3 super-blocks
+        _ => &[256, 512, 768],
     }
 }
 

@@ -180,8 +180,8 @@ pub(crate) fn kernel_for(isa: Isa, layout: super::WeightLayout, ty: GgmlType) ->
             use super::{x16, x16_iq, x16_k, x16_q2k};
             #[cfg(target_arch = "x86_64")]
             use super::{
-                x86_x16 as v, x86_x16_iq as vi, x86_x16_iq2 as vi2, x86_x16_k as vk,
-                x86_x16_q2k as v2,
+                x86_x16 as v, x86_x16_iq as vi, x86_x16_iq2 as vi2, x86_x16_iq2xs as vi2x,
+                x86_x16_iq3 as vi3, x86_x16_k as vk, x86_x16_q2k as v2,
             };
             use GgmlType::*;
             Some(match (isa, ty) {
@@ -193,6 +193,8 @@ pub(crate) fn kernel_for(isa: Isa, layout: super::WeightLayout, ty: GgmlType) ->
                 (Isa::Scalar, IQ4_XS) => x16_iq::gemm_iq4_xs_scalar,
                 (Isa::Scalar, Q2_K) => x16_q2k::gemm_q2_k_scalar,
                 (Isa::Scalar, IQ2_XXS) => x16_iq::gemm_iq2_xxs_scalar,
+                (Isa::Scalar, IQ3_XXS) => x16_iq::gemm_iq3_xxs_scalar,
+                (Isa::Scalar, IQ2_XS) => x16_iq::gemm_iq2_xs_scalar,
                 #[cfg(target_arch = "x86_64")]
                 (Isa::Avx2, Q5_0) => v::gemm_q5_0_avx2,
                 #[cfg(target_arch = "x86_64")]
@@ -211,6 +213,10 @@ pub(crate) fn kernel_for(isa: Isa, layout: super::WeightLayout, ty: GgmlType) ->
                 (Isa::Avx512, Q2_K) => v2::gemm_q2_k_vnni,
                 #[cfg(target_arch = "x86_64")]
                 (Isa::Avx512, IQ2_XXS) => vi2::gemm_iq2_xxs_vnni,
+                #[cfg(target_arch = "x86_64")]
+                (Isa::Avx512, IQ3_XXS) => vi3::gemm_iq3_xxs_vnni,
+                #[cfg(target_arch = "x86_64")]
+                (Isa::Avx512, IQ2_XS) => vi2x::gemm_iq2_xs_vnni,
                 _ => return None,
             })
         }

@@ -1,6 +1,6 @@
-//! IQ4_NL, IQ4_XS and IQ2_XXS weights interleaved 16 rows at a time (see `x16` for why and for the
-//! group rules: a group-block holds the 16 rows' blocks in the same bytes, so a row range
-//! split at multiples of 16 stays a byte range).
+//! i-quant weights (IQ4_NL, IQ4_XS, IQ2_XXS, IQ3_XXS, IQ2_XS) interleaved 16 rows at a time (see `x16`
+//! for why and for the group rules: a group-block holds the 16 rows' blocks in the same bytes,
+//! so a row range split at multiples of 16 stays a byte range).
 //!
 //! # Accumulation order: ggml's generic one, unchanged
 //! Unlike Q5_0/Q8_0/Q4_K/Q6_K, these types need no order of their own: ggml's reference
@@ -28,6 +28,19 @@
 //! `r`'s index of the 8 elements `8l..8l+8` of 32-element sub-block `j` (so one load gives
 //! the 16 rows' indices for a gather); `[544, 1056)` row `r`'s u32 of sub-block `j` (four
 //! 7-bit sign fields and the 4-bit scale) at `544 + 64j + 4r`.
+//!
+//! # Layouts of the other grid types (group-superblock: 16 native blocks)
+//! All open with the 16 rows' f16 `d` at `[0, 32)`. A "byte array" field stores the byte of
+//! sub-block `j` (or index `i`) of row `r` at `off + 16j + r`: one 16-byte load, widened, gives
+//! the 16 rows' lanes; a "u16 array" likewise stores u16 `j` at `off + 32j + 2r`. A "lane
+//! word" field stores row `r`'s 4 bytes of sub-block `j` at `off + 64j + 4r` (one 64-byte
+//! load: the word in lane `r`).
+//! * IQ3_XXS (98-byte blocks, 1568 bytes): grid indices (one per 4 elements) as byte arrays
+//!   at `32 + 16(8j + i)` for the 4 elements `4i..4i+4` of sub-block `j`; the sign/scale u32
+//!   of sub-block `j` as a lane word at `1056`.
+//! * IQ2_XS (74 bytes, 1184): the u16 (9-bit grid index, 7 sign bits) of the 8 elements `8l..`
+//!   of sub-block `j` as a u16 array at `32 + 32(4j + l)`; the scale byte (two nibbles) of
+//!   sub-block `j` as a byte array at `1056`.
 
 use super::gemm::OutPtr;
 use super::GgmlType;
@@ -40,10 +53,25 @@ pub(crate) const IQ4_XS_GB: usize = 16 * 136;
 pub(crate) const IQ2_XXS_GB: usize = 16 * 66;
 pub(crate) const IQ2_XXS_IDX: usize = 32;
 pub(crate) const IQ2_XXS_AUX: usize = 544;
+/// IQ3_XXS: group-superblock bytes, grid indices, sign/scale words.
+pub(crate) const IQ3_XXS_GB: usize = 16 * 98;
+pub(crate) const IQ3_XXS_IDX: usize = 32;
+pub(crate) const IQ3_XXS_AUX: usize = 1056;
+/// IQ2_XS: group-superblock bytes, index/sign u16s, scales.
+pub(crate) const IQ2_XS_GB: usize = 16 * 74;
+pub(crate) const IQ2_XS_QS: usize = 32;
+pub(crate) const IQ2_XS_SC: usize = 1056;
 
 /// Whether `ty` is one of this file's types.
 pub(crate) fn covers(ty: GgmlType) -> bool {
-    matches!(ty, GgmlType::IQ4_NL | GgmlType::IQ4_XS | GgmlType::IQ2_XXS)
+    matches!(
+        ty,
+        GgmlType::IQ4_NL
+            | GgmlType::IQ4_XS
+            | GgmlType::IQ2_XXS
+            | GgmlType::IQ3_XXS
+            | GgmlType::IQ2_XS
+    )
 }
 
 /// For each byte of a native block of row `r`, where it lies in its group-block; `f(native
@@ -53,6 +81,27 @@ fn for_each_byte(ty: GgmlType, r: usize, mut f: impl FnMut(usize, usize)) {
         for p in 0..4 {
             for i in 0..4 {
                 f(nat + 4 * p + i, grp + 64 * p + 4 * r + i);
+            }
+        }
+    };
+    // `n` native bytes from `nat` of sub-block / index `j` as a byte array at `grp`
+    let bytes = |f: &mut dyn FnMut(usize, usize), nat: usize, n: usize, grp: usize| {
+        for j in 0..n {
+            f(nat + j, grp + 16 * j + r);
+        }
+    };
+    // `n` native u16 from `nat` as a u16 array at `grp`
+    let halfs = |f: &mut dyn FnMut(usize, usize), nat: usize, n: usize, grp: usize| {
+        for j in 0..n {
+            f(nat + 2 * j, grp + 32 * j + 2 * r);
+            f(nat + 2 * j + 1, grp + 32 * j + 2 * r + 1);
+        }
+    };
+    // `n` native 4-byte words from `nat` as lane words at `grp`
+    let words = |f: &mut dyn FnMut(usize, usize), nat: usize, n: usize, grp: usize| {
+        for j in 0..n {
+            for i in 0..4 {
+                f(nat + 4 * j + i, grp + 64 * j + 4 * r + i);
             }
         }
     };
@@ -78,7 +127,15 @@ fn for_each_byte(ty: GgmlType, r: usize, mut f: impl FnMut(usize, usize)) {
                 }
             }
         }
-        _ => unreachable!("x16_iq covers IQ4_NL, IQ4_XS and IQ2_XXS"),
+        GgmlType::IQ3_XXS => {
+            bytes(&mut f, 2, 64, IQ3_XXS_IDX);
+            words(&mut f, 66, 8, IQ3_XXS_AUX);
+        }
+        GgmlType::IQ2_XS => {
+            halfs(&mut f, 2, 32, IQ2_XS_QS);
+            bytes(&mut f, 66, 8, IQ2_XS_SC);
+        }
+        _ => unreachable!("x16_iq does not cover {ty}"),
     }
 }
 
@@ -119,7 +176,10 @@ fn gemm_scalar(ty: GgmlType, k: usize, w: &[u8], a: &[u8], n: usize, out: OutPtr
         match ty {
             GgmlType::IQ4_NL => super::iq_dot_scalar::gemm_iq4_nl(k, &native, a, n, out_g),
             GgmlType::IQ4_XS => super::iq_dot_scalar::gemm_iq4_xs(k, &native, a, n, out_g),
-            _ => super::iq_dot_scalar::gemm_iq2_xxs(k, &native, a, n, out_g),
+            GgmlType::IQ2_XXS => super::iq_dot_scalar::gemm_iq2_xxs(k, &native, a, n, out_g),
+            GgmlType::IQ3_XXS => super::iq_dot_scalar::gemm_iq3_xxs(k, &native, a, n, out_g),
+            GgmlType::IQ2_XS => super::iq_dot_scalar::gemm_iq2_xs(k, &native, a, n, out_g),
+            _ => unreachable!("x16_iq does not cover {ty}"),
         }
     }
 }
@@ -134,4 +194,12 @@ pub(crate) fn gemm_iq4_xs_scalar(k: usize, w: &[u8], a: &[u8], n: usize, out: Ou
 
 pub(crate) fn gemm_iq2_xxs_scalar(k: usize, w: &[u8], a: &[u8], n: usize, out: OutPtr) {
     gemm_scalar(GgmlType::IQ2_XXS, k, w, a, n, out)
+}
+
+pub(crate) fn gemm_iq3_xxs_scalar(k: usize, w: &[u8], a: &[u8], n: usize, out: OutPtr) {
+    gemm_scalar(GgmlType::IQ3_XXS, k, w, a, n, out)
+}
+
+pub(crate) fn gemm_iq2_xs_scalar(k: usize, w: &[u8], a: &[u8], n: usize, out: OutPtr) {
+    gemm_scalar(GgmlType::IQ2_XS, k, w, a, n, out)
 }
