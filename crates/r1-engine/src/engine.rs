@@ -24,14 +24,25 @@ use crate::scheduler::{
 use crate::stop::{StopOutcome, StopStrings};
 use crate::tokenizer::Tokenizer;
 
-#[derive(Debug, thiserror::Error)]
+/// Why the engine refused, or could not finish, a request. It crosses into the HTTP layer as
+/// this type (from [`EngineHandle::submit`] and in [`EngineEvent::Error`]); r1-server maps each
+/// variant to a status in one place, so no caller reads the message to classify it.
+#[derive(Clone, Debug, PartialEq, thiserror::Error)]
 pub enum EngineError {
+    /// The scheduler refused the request (longer than the context or the cache, too many
+    /// choices, ...). Its message names no request id: it is meant for the client.
     #[error("{0}")]
     Rejected(#[from] SchedError),
+    /// The request is malformed (sampling parameters, a token outside the vocabulary, `n` or
+    /// `max_tokens` of 0).
     #[error("invalid request: {0}")]
     Invalid(String),
+    /// The engine thread is gone.
     #[error("the engine has stopped")]
     Stopped,
+    /// The server stopped the engine while the request was queued or running.
+    #[error("the server is shutting down")]
+    ShuttingDown,
     #[error("KV cache: {0}")]
     Config(String),
 }
@@ -141,7 +152,7 @@ pub enum EngineEvent {
         text: String,
         completion_tokens: usize,
     },
-    Error(String),
+    Error(EngineError),
 }
 
 /// Receives one request's events; dropping it cancels the request.
@@ -381,8 +392,7 @@ impl EngineLoop {
                     Command::Cancel(id) => self.cancel(id),
                     Command::Shutdown => {
                         for (_, r) in self.requests.drain() {
-                            let _ =
-                                r.tx.send(EngineEvent::Error("the server is shutting down".into()));
+                            let _ = r.tx.send(EngineEvent::Error(EngineError::ShuttingDown));
                         }
                         return;
                     }
@@ -403,25 +413,27 @@ impl EngineLoop {
         arrived: Instant,
     ) {
         let rejected = &mut self.counters.metrics.requests_rejected;
-        let mut reject = |tx: &tmpsc::UnboundedSender<EngineEvent>, m: String| {
+        let mut reject = |tx: &tmpsc::UnboundedSender<EngineEvent>, e: EngineError| {
             *rejected += 1;
-            let _ = tx.send(EngineEvent::Error(m));
+            let _ = tx.send(EngineEvent::Error(e));
         };
         if req.n == 0 || req.max_tokens == 0 {
-            return reject(&tx, "`n` and `max_tokens` must be at least 1".into());
+            let m = "`n` and `max_tokens` must be at least 1";
+            return reject(&tx, EngineError::Invalid(m.into()));
         }
         if let Some(&t) = req
             .prompt
             .iter()
             .find(|&&t| t as usize >= self.model.config().vocab_size)
         {
-            return reject(&tx, format!("token id {t} is outside the vocabulary"));
+            let m = format!("token id {t} is outside the vocabulary");
+            return reject(&tx, EngineError::Invalid(m));
         }
         let sreq = Request::new(id, req.prompt.clone(), req.max_tokens)
             .with_priority(req.priority)
             .with_n(req.n);
         match self.sched.add(sreq) {
-            Err(e) => reject(&tx, e.to_string()),
+            Err(e) => reject(&tx, EngineError::Rejected(e)),
             Ok(ids) => {
                 let mut seqs = HashMap::new();
                 for sid in ids {

@@ -5,9 +5,10 @@ use std::sync::Arc;
 
 use r1_engine::block_pool::KvCacheMem;
 use r1_engine::engine::{
-    spawn_engine, EngineConfig, EngineEvent, EngineHandle, Finish, GenerateRequest,
+    spawn_engine, EngineConfig, EngineError, EngineEvent, EngineHandle, Finish, GenerateRequest,
 };
 use r1_engine::sampler::argmax;
+use r1_engine::scheduler::SchedError;
 use r1_engine::session::Session;
 use r1_engine::tokenizer::Tokenizer;
 use r1_model::testdata;
@@ -286,7 +287,10 @@ fn stop_strings_n2_seeds_and_rejections() {
     let huge = vec![ps[0][0]; e.max_model_len()];
     let mut s = e.submit(GenerateRequest::new(huge, 16)).unwrap();
     match s.blocking_recv() {
-        Some(EngineEvent::Error(m)) => assert!(m.contains(&e.max_model_len().to_string()), "{m}"),
+        Some(EngineEvent::Error(EngineError::Rejected(SchedError::ExceedsModelLen {
+            max_model_len,
+            ..
+        }))) => assert_eq!(max_model_len, e.max_model_len()),
         other => panic!("expected a rejection, got {other:?}"),
     }
 }

@@ -3,6 +3,8 @@
 
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
+use r1_engine::engine::EngineError;
+use r1_engine::scheduler::SchedError;
 use serde::Serialize;
 
 /// An error a request gets back, as OpenAI writes it:
@@ -104,27 +106,30 @@ impl ApiError {
         })
         .unwrap_or_else(|_| r#"{"error":{"message":"internal error"}}"#.to_string())
     }
-
-    /// An error the engine reported for a request (a rejection: too long, too many choices,
-    /// ...). The engine prefixes its messages with `request N: `, which says nothing to a client.
-    pub fn from_engine(message: &str) -> Self {
-        let msg = strip_request_prefix(message);
-        if message.contains("shutting down") || message.contains("has stopped") {
-            return ApiError::unavailable(msg);
-        }
-        ApiError::bad_request(msg, None)
-    }
 }
 
-fn strip_request_prefix(m: &str) -> &str {
-    if let Some(rest) = m.strip_prefix("request ") {
-        if let Some((id, tail)) = rest.split_once(": ") {
-            if id.chars().all(|c| c.is_ascii_digit()) {
-                return tail;
-            }
+/// The one place where engine errors become HTTP answers: the client's mistakes are 400s,
+/// a stopped or stopping engine is 503, anything else is the server's fault (500).
+impl From<EngineError> for ApiError {
+    fn from(e: EngineError) -> Self {
+        match e {
+            EngineError::Rejected(s) => match s {
+                SchedError::ExceedsModelLen { .. } => {
+                    ApiError::bad_request(s.to_string(), None).with_code("context_length_exceeded")
+                }
+                SchedError::EmptyPrompt { .. }
+                | SchedError::ZeroMaxTokens { .. }
+                | SchedError::ZeroN { .. }
+                | SchedError::TooManyChoices { .. }
+                | SchedError::ExceedsCache { .. } => ApiError::bad_request(s.to_string(), None),
+                other => ApiError::internal(format!("the scheduler failed: {other}")),
+            },
+            EngineError::Invalid(m) => ApiError::bad_request(m, None),
+            EngineError::Stopped => ApiError::unavailable("The engine has stopped."),
+            EngineError::ShuttingDown => ApiError::unavailable("The server is shutting down."),
+            EngineError::Config(m) => ApiError::internal(m),
         }
     }
-    m
 }
 
 impl IntoResponse for ApiError {
@@ -232,12 +237,38 @@ mod tests {
     }
 
     #[test]
-    fn engine_prefix_is_stripped() {
-        let e = ApiError::from_engine("request 17: n = 9 exceeds the 4 sequences");
-        assert_eq!(e.message, "n = 9 exceeds the 4 sequences");
+    fn engine_errors_map_by_variant() {
+        let e = ApiError::from(EngineError::Rejected(SchedError::TooManyChoices {
+            id: 17,
+            n: 9,
+            max: 4,
+        }));
         assert_eq!(e.status, StatusCode::BAD_REQUEST);
+        assert_eq!(
+            e.message,
+            "n = 9 exceeds the 4 sequences the server runs at once"
+        );
         let body: serde_json::Value = serde_json::from_str(&e.body_json()).unwrap();
         assert_eq!(body["error"]["type"], "invalid_request_error");
         assert!(body["error"]["param"].is_null());
+        for gone in [EngineError::Stopped, EngineError::ShuttingDown] {
+            let e = ApiError::from(gone);
+            assert_eq!(e.status, StatusCode::SERVICE_UNAVAILABLE);
+            assert_eq!(e.kind, "server_error");
+        }
+        let e = ApiError::from(EngineError::Rejected(SchedError::Internal("x".into())));
+        assert_eq!(e.status, StatusCode::INTERNAL_SERVER_ERROR);
+        let e = ApiError::from(EngineError::Rejected(SchedError::ExceedsModelLen {
+            id: 1,
+            prompt: 10,
+            max_new: 10,
+            total: 20,
+            max_model_len: 16,
+        }));
+        assert_eq!(e.code.as_deref(), Some("context_length_exceeded"));
+        assert_eq!(
+            ApiError::from(EngineError::Invalid("bad".into())).status,
+            StatusCode::BAD_REQUEST
+        );
     }
 }

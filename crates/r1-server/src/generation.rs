@@ -196,12 +196,7 @@ pub fn submit(
             }
         }
         all_hit = false;
-        let s = m.engine.submit(r).map_err(|e| match e {
-            r1_engine::engine::EngineError::Stopped => {
-                ApiError::unavailable("The engine has stopped.")
-            }
-            other => ApiError::from_engine(&other.to_string()),
-        })?;
+        let s = m.engine.submit(r)?;
         sources.push(Source::Live(s, recorder));
     }
     let mut ticket = None;
@@ -395,9 +390,9 @@ impl Generation {
                     self.finished += 1;
                     return Some(GenEvent::Delta(d));
                 }
-                EngineEvent::Error(m) => {
+                EngineEvent::Error(e) => {
                     self.failed = true;
-                    return Some(GenEvent::Error(ApiError::from_engine(&m)));
+                    return Some(GenEvent::Error(e.into()));
                 }
             }
         }

@@ -291,16 +291,16 @@ pub struct BlockUsage {
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum SchedError {
-    #[error("request {id}: the prompt is empty")]
+    #[error("the prompt is empty")]
     EmptyPrompt { id: RequestId },
-    #[error("request {id}: max_tokens must be at least 1")]
+    #[error("max_tokens must be at least 1")]
     ZeroMaxTokens { id: RequestId },
-    #[error("request {id}: n must be at least 1")]
+    #[error("n must be at least 1")]
     ZeroN { id: RequestId },
-    #[error("request {id}: n = {n} exceeds the {max} sequences the server runs at once")]
+    #[error("n = {n} exceeds the {max} sequences the server runs at once")]
     TooManyChoices { id: RequestId, n: usize, max: usize },
     #[error(
-        "request {id}: prompt ({prompt} tokens) + max_tokens ({max_new}) = {total} tokens \
+        "prompt ({prompt} tokens) + max_tokens ({max_new}) = {total} tokens \
          exceeds the model's maximum context length of {max_model_len} tokens"
     )]
     ExceedsModelLen {
@@ -311,7 +311,7 @@ pub enum SchedError {
         max_model_len: usize,
     },
     #[error(
-        "request {id}: prompt ({prompt} tokens) + max_tokens ({max_new}) = {total} tokens \
+        "prompt ({prompt} tokens) + max_tokens ({max_new}) = {total} tokens \
          cannot fit the whole KV cache of {capacity} tokens ({blocks} blocks of {block_size}); \
          lower max_tokens or raise --kv-cache-mem"
     )]

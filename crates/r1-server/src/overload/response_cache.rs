@@ -64,8 +64,7 @@ fn event_bytes(e: &EngineEvent) -> usize {
                 text.len() + logprob.as_ref().map_or(0, |l| 8 + l.top.len() * 8)
             }
             EngineEvent::Finished { text, .. } => text.len(),
-            EngineEvent::Error(m) => m.len(),
-            EngineEvent::Admitted { .. } => 0,
+            EngineEvent::Error(_) | EngineEvent::Admitted { .. } => 0,
         }
 }
 
