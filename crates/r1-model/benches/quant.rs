@@ -58,6 +58,8 @@ fn main() {
         // low-bit R1 mixes
         (GgmlType::IQ3_XXS, 1408, 2048, "v2lite ffn_up (IQ3_XXS)"),
         (GgmlType::IQ2_XS, 1408, 2048, "v2lite ffn_up (IQ2_XS)"),
+        (GgmlType::IQ3_S, 1408, 2048, "v2lite ffn_up (IQ3_S)"),
+        (GgmlType::IQ2_S, 1408, 2048, "v2lite ffn_up (IQ2_S)"),
         (GgmlType::F32, 576, 576, "f32"),
     ];
     println!("best ISA: {:?}; single thread; best-of timing", Isa::best());

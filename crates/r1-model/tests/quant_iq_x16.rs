@@ -1,5 +1,5 @@
 //! The x16 layouts of the types llama-quantize's IQ files use (IQ4_NL, IQ4_XS, IQ2_XXS, IQ3_XXS,
-//! IQ2_XS, and Q2_K for some matrices of IQ2 files), `WeightLayout::Interleaved16`: the layout round-trips, every
+//! IQ2_XS, IQ3_S, IQ2_S, and Q2_K for some matrices of IQ2 files), `WeightLayout::Interleaved16`: the layout round-trips, every
 //! ISA's x16 kernel equals the portable x16 kernel bit for bit on awkward shapes and token
 //! counts (and for the i-quants, which keep ggml's generic order, the native portable
 //! kernel too), results do not depend on the batch, and they stay within f32 rounding of an
@@ -12,7 +12,7 @@ use rand::{Rng, SeedableRng};
 use GgmlType::*;
 
 /// The types with an interleaved layout tested here.
-const TYPES: [GgmlType; 6] = [IQ4_NL, IQ4_XS, IQ2_XXS, Q2_K, IQ3_XXS, IQ2_XS];
+const TYPES: [GgmlType; 8] = [IQ4_NL, IQ4_XS, IQ2_XXS, Q2_K, IQ3_XXS, IQ2_XS, IQ3_S, IQ2_S];
 
 /// Whether the x16 kernels of `ty` keep the native kernels' (ggml's) order.
 fn native_order(ty: GgmlType) -> bool {

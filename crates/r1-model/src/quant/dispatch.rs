@@ -195,6 +195,8 @@ pub(crate) fn kernel_for(isa: Isa, layout: super::WeightLayout, ty: GgmlType) ->
                 (Isa::Scalar, IQ2_XXS) => x16_iq::gemm_iq2_xxs_scalar,
                 (Isa::Scalar, IQ3_XXS) => x16_iq::gemm_iq3_xxs_scalar,
                 (Isa::Scalar, IQ2_XS) => x16_iq::gemm_iq2_xs_scalar,
+                (Isa::Scalar, IQ3_S) => x16_iq::gemm_iq3_s_scalar,
+                (Isa::Scalar, IQ2_S) => x16_iq::gemm_iq2_s_scalar,
                 #[cfg(target_arch = "x86_64")]
                 (Isa::Avx2, Q5_0) => v::gemm_q5_0_avx2,
                 #[cfg(target_arch = "x86_64")]
@@ -217,6 +219,10 @@ pub(crate) fn kernel_for(isa: Isa, layout: super::WeightLayout, ty: GgmlType) ->
                 (Isa::Avx512, IQ3_XXS) => vi3::gemm_iq3_xxs_vnni,
                 #[cfg(target_arch = "x86_64")]
                 (Isa::Avx512, IQ2_XS) => vi2x::gemm_iq2_xs_vnni,
+                #[cfg(target_arch = "x86_64")]
+                (Isa::Avx512, IQ3_S) => vi3::gemm_iq3_s_vnni,
+                #[cfg(target_arch = "x86_64")]
+                (Isa::Avx512, IQ2_S) => vi2x::gemm_iq2_s_vnni,
                 _ => return None,
             })
         }

@@ -1,4 +1,4 @@
-//! i-quant weights (IQ4_NL, IQ4_XS, IQ2_XXS, IQ3_XXS, IQ2_XS) interleaved 16 rows at a time (see `x16`
+//! i-quant weights (IQ4_NL, IQ4_XS, IQ2_XXS, IQ3_XXS, IQ2_XS, IQ3_S, IQ2_S) interleaved 16 rows at a time (see `x16`
 //! for why and for the group rules: a group-block holds the 16 rows' blocks in the same bytes,
 //! so a row range split at multiples of 16 stays a byte range).
 //!
@@ -41,6 +41,14 @@
 //! * IQ2_XS (74 bytes, 1184): the u16 (9-bit grid index, 7 sign bits) of the 8 elements `8l..`
 //!   of sub-block `j` as a u16 array at `32 + 32(4j + l)`; the scale byte (two nibbles) of
 //!   sub-block `j` as a byte array at `1056`.
+//! * IQ3_S (110 bytes, 1760): the grid index low bytes as IQ3_XXS's at `32`; the 9th bits
+//!   (`qh`, bit `i` for index `i`) of sub-block `j` as a byte array at `1056`; its 4 sign bytes
+//!   (byte `l`: the 8 elements `8l..`) as a lane word at `1184`; the scale bytes (two
+//!   sub-blocks' nibbles each) as a byte array at `1696`.
+//! * IQ2_S (82 bytes, 1312): the grid index low bytes of the 8 elements `8l..` of sub-block
+//!   `j` as a byte array at `32 + 16(4j + l)`; its 4 sign bytes as a lane word at `544`; the
+//!   2 high index bits per 8 elements (`qh`) and the scale byte as byte arrays at `1056` and
+//!   `1184`.
 
 use super::gemm::OutPtr;
 use super::GgmlType;
@@ -61,6 +69,18 @@ pub(crate) const IQ3_XXS_AUX: usize = 1056;
 pub(crate) const IQ2_XS_GB: usize = 16 * 74;
 pub(crate) const IQ2_XS_QS: usize = 32;
 pub(crate) const IQ2_XS_SC: usize = 1056;
+/// IQ3_S: group-superblock bytes, index low bytes, 9th bits, signs, scales.
+pub(crate) const IQ3_S_GB: usize = 16 * 110;
+pub(crate) const IQ3_S_IDX: usize = 32;
+pub(crate) const IQ3_S_QH: usize = 1056;
+pub(crate) const IQ3_S_SGN: usize = 1184;
+pub(crate) const IQ3_S_SC: usize = 1696;
+/// IQ2_S: group-superblock bytes, index low bytes, signs, high index bits, scales.
+pub(crate) const IQ2_S_GB: usize = 16 * 82;
+pub(crate) const IQ2_S_IDX: usize = 32;
+pub(crate) const IQ2_S_SGN: usize = 544;
+pub(crate) const IQ2_S_QH: usize = 1056;
+pub(crate) const IQ2_S_SC: usize = 1184;
 
 /// Whether `ty` is one of this file's types.
 pub(crate) fn covers(ty: GgmlType) -> bool {
@@ -71,6 +91,8 @@ pub(crate) fn covers(ty: GgmlType) -> bool {
             | GgmlType::IQ2_XXS
             | GgmlType::IQ3_XXS
             | GgmlType::IQ2_XS
+            | GgmlType::IQ3_S
+            | GgmlType::IQ2_S
     )
 }
 
@@ -135,6 +157,18 @@ fn for_each_byte(ty: GgmlType, r: usize, mut f: impl FnMut(usize, usize)) {
             halfs(&mut f, 2, 32, IQ2_XS_QS);
             bytes(&mut f, 66, 8, IQ2_XS_SC);
         }
+        GgmlType::IQ3_S => {
+            bytes(&mut f, 2, 64, IQ3_S_IDX);
+            bytes(&mut f, 66, 8, IQ3_S_QH);
+            words(&mut f, 74, 8, IQ3_S_SGN);
+            bytes(&mut f, 106, 4, IQ3_S_SC);
+        }
+        GgmlType::IQ2_S => {
+            bytes(&mut f, 2, 32, IQ2_S_IDX);
+            words(&mut f, 34, 8, IQ2_S_SGN);
+            bytes(&mut f, 66, 8, IQ2_S_QH);
+            bytes(&mut f, 74, 8, IQ2_S_SC);
+        }
         _ => unreachable!("x16_iq does not cover {ty}"),
     }
 }
@@ -179,6 +213,8 @@ fn gemm_scalar(ty: GgmlType, k: usize, w: &[u8], a: &[u8], n: usize, out: OutPtr
             GgmlType::IQ2_XXS => super::iq_dot_scalar::gemm_iq2_xxs(k, &native, a, n, out_g),
             GgmlType::IQ3_XXS => super::iq_dot_scalar::gemm_iq3_xxs(k, &native, a, n, out_g),
             GgmlType::IQ2_XS => super::iq_dot_scalar::gemm_iq2_xs(k, &native, a, n, out_g),
+            GgmlType::IQ3_S => super::iq_dot_scalar::gemm_iq3_s(k, &native, a, n, out_g),
+            GgmlType::IQ2_S => super::iq_dot_scalar::gemm_iq2_s(k, &native, a, n, out_g),
             _ => unreachable!("x16_iq does not cover {ty}"),
         }
     }
@@ -202,4 +238,12 @@ pub(crate) fn gemm_iq3_xxs_scalar(k: usize, w: &[u8], a: &[u8], n: usize, out: O
 
 pub(crate) fn gemm_iq2_xs_scalar(k: usize, w: &[u8], a: &[u8], n: usize, out: OutPtr) {
     gemm_scalar(GgmlType::IQ2_XS, k, w, a, n, out)
+}
+
+pub(crate) fn gemm_iq3_s_scalar(k: usize, w: &[u8], a: &[u8], n: usize, out: OutPtr) {
+    gemm_scalar(GgmlType::IQ3_S, k, w, a, n, out)
+}
+
+pub(crate) fn gemm_iq2_s_scalar(k: usize, w: &[u8], a: &[u8], n: usize, out: OutPtr) {
+    gemm_scalar(GgmlType::IQ2_S, k, w, a, n, out)
 }

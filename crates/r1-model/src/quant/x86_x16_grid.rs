@@ -210,29 +210,17 @@ pub(super) unsafe fn ksigns(s7: __m512i) -> __m512i {
     )
 }
 
-/// Byte masks of the sign byte `L` of each lane (bit `e` negates element `e` of 8): for the
+/// Byte masks of the sign byte `l` of each lane (bit `e` negates element `e` of 8): for the
 /// slice of elements 0..4 and the one of 4..8.
 #[inline(always)]
-pub(super) unsafe fn sign_masks<const L: i32>(signs: __m512i) -> (__mmask64, __mmask64) {
-    // byte L of each lane copied to all four bytes of it
-    let b = |i: i32| 0x0101_0101 * (4 * i + L);
-    let spread = _mm512_set_epi32(
-        b(3),
-        b(2),
-        b(1),
-        b(0),
-        b(3),
-        b(2),
-        b(1),
-        b(0),
-        b(3),
-        b(2),
-        b(1),
-        b(0),
-        b(3),
-        b(2),
-        b(1),
-        b(0),
+pub(super) unsafe fn sign_masks(signs: __m512i, l: usize) -> (__mmask64, __mmask64) {
+    // byte l of each lane copied to all four bytes of it
+    let (b0, b1, b2, b3) = (0, 0x0404_0404, 0x0808_0808, 0x0C0C_0C0C);
+    let spread = _mm512_add_epi8(
+        _mm512_set_epi32(
+            b3, b2, b1, b0, b3, b2, b1, b0, b3, b2, b1, b0, b3, b2, b1, b0,
+        ),
+        _mm512_set1_epi8(l as i8),
     );
     let sb = _mm512_shuffle_epi8(signs, spread);
     (
