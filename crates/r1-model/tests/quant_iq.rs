@@ -1,6 +1,9 @@
 //! llama.cpp's i-quants (IQ1_S .. IQ4_XS): type sizes, dequantization bit for bit against
-//! gguf-py (`tests/data/iq-dequant.*`, written by `scripts/gen-iq-fixtures.py`), and the dot
-//! kernels against an f64 dot of the dequantized operands, per-row `vec_dot`, and every ISA.
+//! gguf-py on random blocks (`tests/data/iq-dequant.*`, written by
+//! `scripts/gen-iq-fixtures.py`) and on blocks of real tensors that llama-quantize made with an
+//! importance matrix (`tests/data/iq-dequant-real.*`, `scripts/make-iq-real-fixtures.sh`), and
+//! the dot kernels against an f64 dot of the dequantized operands, per-row `vec_dot`, and every
+//! ISA.
 
 use std::path::PathBuf;
 
@@ -44,32 +47,92 @@ fn fixture_path(name: &str) -> PathBuf {
         .join(name)
 }
 
-#[test]
-fn dequantize_matches_gguf_py_bit_for_bit() {
-    let bytes = std::fs::read(fixture_path("iq-dequant.safetensors")).unwrap();
+/// Each type's fixture blocks and gguf-py's dequantization of them.
+fn gguf_py_fixture(name: &str) -> Vec<(GgmlType, Vec<u8>, Vec<f32>)> {
+    let path = fixture_path(name);
+    let bytes = std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     let st = SafeTensors::deserialize(&bytes).unwrap();
-    for ty in IQ_TYPES {
-        let blocks = st.tensor(&format!("{ty}.blocks")).unwrap();
-        let want = st.tensor(&format!("{ty}.dequant")).unwrap();
-        let want: Vec<f32> = want
-            .data()
-            .chunks_exact(4)
-            .map(|b| f32::from_le_bytes(b.try_into().unwrap()))
-            .collect();
-        assert_eq!(blocks.shape()[1], ty.type_size(), "{ty}");
+    IQ_TYPES
+        .iter()
+        .map(|&ty| {
+            let blocks = st.tensor(&format!("{ty}.blocks")).unwrap();
+            assert_eq!(blocks.shape()[1], ty.type_size(), "{ty}");
+            let want = st.tensor(&format!("{ty}.dequant")).unwrap();
+            let want: Vec<f32> = want
+                .data()
+                .chunks_exact(4)
+                .map(|b| f32::from_le_bytes(b.try_into().unwrap()))
+                .collect();
+            (ty, blocks.data().to_vec(), want)
+        })
+        .collect()
+}
+
+fn assert_dequantizes_like_gguf_py(name: &str) {
+    for (ty, blocks, want) in gguf_py_fixture(name) {
         let mut got = vec![0f32; want.len()];
-        quant::dequantize(ty, blocks.data(), &mut got).unwrap();
+        quant::dequantize(ty, &blocks, &mut got).unwrap();
         let bad = got
             .iter()
             .zip(&want)
             .position(|(g, w)| g.to_bits() != w.to_bits());
         if let Some(i) = bad {
             panic!(
-                "{ty}: element {i} (block {}): got {} want {}",
+                "{name} {ty}: element {i} (block {}): got {} want {}",
                 i / ty.block_size(),
                 got[i],
                 want[i]
             );
+        }
+    }
+}
+
+#[test]
+fn dequantize_matches_gguf_py_bit_for_bit() {
+    assert_dequantizes_like_gguf_py("iq-dequant.safetensors");
+}
+
+#[test]
+fn dequantize_matches_gguf_py_on_llama_quantize_tensors() {
+    assert_dequantizes_like_gguf_py("iq-dequant-real.safetensors");
+}
+
+/// The real blocks as a 256-wide weight matrix: every ISA's kernel equals the scalar one bit
+/// for bit, and both equal an f64 dot of the dequantized operands within f32 rounding.
+#[test]
+fn kernels_on_llama_quantize_tensors_match_the_dequantized_dot() {
+    let mut rng = StdRng::seed_from_u64(11);
+    let k = 256;
+    for (ty, w, wdq) in gguf_py_fixture("iq-dequant-real.safetensors") {
+        let m = wdq.len() / k;
+        let n = 5;
+        let (a, adq) = activations(&mut rng, ty, k, n);
+        let mut scalar = vec![0f32; m * n];
+        quant::try_gemm_isa(Isa::Scalar, ty, k, &w, &a, n, &mut scalar).unwrap();
+        for r in 0..m {
+            for t in 0..n {
+                let (x, y) = (&wdq[r * k..(r + 1) * k], &adq[t * k..(t + 1) * k]);
+                let exact: f64 = x.iter().zip(y).map(|(&p, &q)| p as f64 * q as f64).sum();
+                let mag: f64 = x
+                    .iter()
+                    .zip(y)
+                    .map(|(&p, &q)| (p as f64 * q as f64).abs())
+                    .sum();
+                let got = scalar[r * n + t] as f64;
+                assert!(
+                    (got - exact).abs() <= 2e-6 * mag + 1e-30,
+                    "{ty} row {r} token {t}: {got} vs {exact} (mag {mag})"
+                );
+            }
+        }
+        for isa in Isa::available() {
+            let mut out = vec![0f32; m * n];
+            quant::try_gemm_isa(isa, ty, k, &w, &a, n, &mut out).unwrap();
+            let same = out
+                .iter()
+                .zip(&scalar)
+                .all(|(x, y)| x.to_bits() == y.to_bits());
+            assert!(same, "{ty} {isa:?} differs from scalar on real blocks");
         }
     }
 }
