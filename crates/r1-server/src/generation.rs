@@ -14,8 +14,9 @@ use crate::error::ApiError;
 use crate::openai_types::{CommonParams, Usage};
 use crate::overload::admission::Ticket;
 use crate::overload::response_cache::{CacheKey, Recorder, Source};
+use crate::overload::RequestContext;
 use crate::reasoning::{ReasoningParser, ReasoningStream};
-use crate::security::output_filter::{self, OutputFilter};
+use crate::security::output_filter::{OutputFilter, RequestGuard};
 use crate::state::{AppState, ModelState};
 
 /// Most choices one request may ask for.
@@ -76,7 +77,6 @@ pub fn engine_request(
         .unwrap_or_default();
     req.stop_ids = c.stop_token_ids.clone().unwrap_or_default();
     req.ignore_eos = c.ignore_eos;
-    req.priority = c.priority.unwrap_or(0);
     req.logprobs = c.logprobs.map(|k| k as usize);
     req.skip_special_tokens = c.skip_special_tokens.unwrap_or(true);
     Ok(req)
@@ -164,23 +164,26 @@ pub fn sampling_params(c: &CommonParams, vocab: usize) -> Result<SamplingParams,
     Ok(p)
 }
 
-/// Submit the requests (one per prompt) and wrap their event streams. Under the overload
-/// layer (see [`crate::overload`]) deterministic requests are answered from the response
-/// cache when they can be, the rest are recorded into it, and the queue ticket and the
-/// class's latency target travel with the generation.
+/// Submit the requests (one per prompt) and wrap their event streams. With the admission
+/// context (see [`crate::overload::admit`]) deterministic requests are answered from the
+/// response cache when they can be, the rest are recorded into it, and the queue ticket and
+/// the class's priority and latency target travel with the generation. `output` filters
+/// what is generated (sensitive data) and reports to the audit record.
 pub fn submit(
     m: &ModelState,
     reqs: Vec<GenerateRequest>,
     parser: Option<ReasoningParser>,
+    ctx: Option<&RequestContext>,
+    output: Option<RequestGuard>,
 ) -> Result<Generation, ApiError> {
-    let ctx = crate::overload::context();
     let n = reqs.first().map_or(1, |r| r.n);
     let prompt_tokens = reqs.iter().map(|r| r.prompt.len()).sum();
     let mut sources = Vec::with_capacity(reqs.len());
     let mut all_hit = true;
     for mut r in reqs {
         let mut recorder = None;
-        if let Some(c) = &ctx {
+        if let Some(c) = ctx {
+            r.priority = c.priority;
             r.target_itl = c.target_itl;
             if let Some(key) = c
                 .cache
@@ -200,7 +203,7 @@ pub fn submit(
         sources.push(Source::Live(s, recorder));
     }
     let mut ticket = None;
-    if let Some(c) = &ctx {
+    if let Some(c) = ctx {
         if c.cache.enabled() {
             *c.cache_status.lock().unwrap_or_else(|e| e.into_inner()) = Some(all_hit);
         }
@@ -212,7 +215,7 @@ pub fn submit(
             }
         }
     }
-    let mut g = Generation::new(sources, n, prompt_tokens, parser);
+    let mut g = Generation::new(sources, n, prompt_tokens, parser, output);
     g.ticket = ticket;
     Ok(g)
 }
@@ -272,6 +275,7 @@ impl Generation {
         n: usize,
         prompt_tokens: usize,
         parser: Option<ReasoningParser>,
+        output: Option<RequestGuard>,
     ) -> Self {
         let choices = streams.len() * n;
         let events = streams
@@ -291,7 +295,7 @@ impl Generation {
             cached_tokens: 0,
             ticket: None,
             created: Instant::now(),
-            filter: output_filter::current().map(|g| OutputFilter::new(g, choices)),
+            filter: output.map(|g| OutputFilter::new(g, choices)),
         }
     }
 

@@ -7,6 +7,7 @@
 
 pub mod caller;
 pub mod error;
+pub mod extract;
 pub mod generation;
 pub mod metrics;
 pub mod openai_types;

@@ -91,6 +91,21 @@ pub struct ChatMessageIn {
     pub tool_call_id: Option<String>,
 }
 
+impl ChatMessageIn {
+    /// Bytes of text in the message (for the tokens-per-minute estimate).
+    pub fn text_len(&self) -> usize {
+        match &self.content {
+            None => 0,
+            Some(MessageContent::Text(s)) => s.len(),
+            Some(MessageContent::Parts(p)) => p
+                .iter()
+                .filter_map(|p| p.text.as_ref())
+                .map(String::len)
+                .sum(),
+        }
+    }
+}
+
 /// Sampling and limit fields shared by both generation endpoints.
 #[derive(Clone, Debug, Default)]
 pub struct CommonParams {
@@ -109,7 +124,6 @@ pub struct CommonParams {
     pub top_k: Option<i64>,
     pub min_p: Option<f32>,
     pub repetition_penalty: Option<f32>,
-    pub priority: Option<i32>,
     pub ignore_eos: bool,
     pub skip_special_tokens: Option<bool>,
     pub stop_token_ids: Option<Vec<u32>>,
@@ -139,7 +153,8 @@ pub struct ChatCompletionRequest {
     pub top_k: Option<i64>,
     pub min_p: Option<f32>,
     pub repetition_penalty: Option<f32>,
-    pub priority: Option<i32>,
+    /// A priority class name or number; admission control resolves it to a class.
+    pub priority: Option<Value>,
     pub ignore_eos: Option<bool>,
     pub skip_special_tokens: Option<bool>,
     pub stop_token_ids: Option<Vec<u32>>,
@@ -207,6 +222,16 @@ impl<'de> Deserialize<'de> for PromptInput {
     }
 }
 
+impl PromptInput {
+    /// Bytes of prompt text, a token id counting as 4 (for the tokens-per-minute estimate).
+    pub fn text_len(&self) -> usize {
+        match self {
+            PromptInput::Texts(t) => t.iter().map(String::len).sum(),
+            PromptInput::Tokens(t) => t.iter().map(|p| 4 * p.len()).sum(),
+        }
+    }
+}
+
 #[derive(Clone, Debug, Deserialize)]
 pub struct CompletionRequest {
     pub model: Option<String>,
@@ -228,7 +253,8 @@ pub struct CompletionRequest {
     pub top_k: Option<i64>,
     pub min_p: Option<f32>,
     pub repetition_penalty: Option<f32>,
-    pub priority: Option<i32>,
+    /// A priority class name or number; admission control resolves it to a class.
+    pub priority: Option<Value>,
     pub ignore_eos: Option<bool>,
     pub skip_special_tokens: Option<bool>,
     pub stop_token_ids: Option<Vec<u32>>,
@@ -256,7 +282,6 @@ macro_rules! common_from {
             top_k: $r.top_k,
             min_p: $r.min_p,
             repetition_penalty: $r.repetition_penalty,
-            priority: $r.priority,
             ignore_eos: $r.ignore_eos.unwrap_or(false),
             skip_special_tokens: $r.skip_special_tokens,
             stop_token_ids: $r.stop_token_ids.clone(),

@@ -4,10 +4,12 @@
 //! response cache for deterministic requests. Adaptive batching lives in the engine; the
 //! class's latency target reaches it through the request.
 //!
-//! [`guard`] is a route layer. It reads the body once to learn the class, rewrites the
-//! body's `priority` to the class's scheduler priority (so a client can only claim a class the
-//! configuration lets it claim), and runs the handler inside a task-local [`RequestContext`]
-//! that `generation::submit` uses for the queue ticket, the cache and the latency target.
+//! [`admit`] runs once a handler has parsed its typed request (see `crate::extract`): the
+//! class (from the API key's tier or the request's `priority`; its scheduler priority is what
+//! the engine request carries, so a client can only claim a class the configuration lets it
+//! claim), the rate limit, a place in the class queue, then the rest of the handler with a
+//! [`RequestContext`] value that `generation::submit` uses for the queue ticket, the cache
+//! and the latency target.
 
 pub mod admission;
 pub mod classes;
@@ -18,10 +20,9 @@ mod wait;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use axum::body::{Body, Bytes};
-use axum::extract::{Request, State};
+use std::future::Future;
+
 use axum::http::{HeaderName, HeaderValue, StatusCode};
-use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use serde_json::Value;
 
@@ -179,27 +180,6 @@ impl Overload {
     }
 }
 
-/// What the handler of one request sees of the overload layer.
-pub struct RequestContext {
-    /// The queue place, taken by `generation::submit` (dropped with the context otherwise).
-    pub ticket: Mutex<Option<Arc<Ticket>>>,
-    pub cache: Arc<ResponseCache>,
-    /// The served model's name (part of the cache key).
-    pub model: String,
-    pub target_itl: Option<Duration>,
-    /// Set by `generation::submit`: whether the answer came from the cache.
-    pub cache_status: Mutex<Option<bool>>,
-}
-
-tokio::task_local! {
-    static CONTEXT: Arc<RequestContext>;
-}
-
-/// The overload context of the request being handled, if it came through [`guard`].
-pub fn context() -> Option<Arc<RequestContext>> {
-    CONTEXT.try_with(|c| c.clone()).ok()
-}
-
 /// 429 in OpenAI's shape (`type` says which limit: "requests" or "tokens").
 fn too_many(message: String, kind: &'static str, code: &str, retry_after: u64) -> Response {
     let e = ApiError {
@@ -219,31 +199,44 @@ fn too_many(message: String, kind: &'static str, code: &str, retry_after: u64) -
 
 /// Tokens a request may use, for the tokens-per-minute limit: about a quarter of the
 /// prompt's bytes plus `max_tokens` (or [`DEFAULT_MAX_TOKENS_ESTIMATE`]) per choice.
-pub fn estimate_tokens(body: &Value) -> u64 {
-    fn text_len(v: &Value) -> usize {
-        match v {
-            Value::String(s) => s.len(),
-            Value::Array(a) => a.iter().map(text_len).sum(),
-            Value::Object(o) => o.get("content").or(o.get("text")).map_or(0, text_len),
-            Value::Number(_) => 4, // a token id
-            _ => 0,
-        }
-    }
-    let prompt = body
-        .get("messages")
-        .or(body.get("prompt"))
-        .map_or(0, text_len) as u64;
-    let max_out = body
-        .get("max_completion_tokens")
-        .or(body.get("max_tokens"))
-        .and_then(Value::as_u64)
-        .unwrap_or(DEFAULT_MAX_TOKENS_ESTIMATE);
-    let n = body.get("n").and_then(Value::as_u64).unwrap_or(1).max(1);
-    prompt.div_ceil(4) + max_out.saturating_mul(n)
+pub fn estimate_tokens(prompt_bytes: usize, max_tokens: Option<u32>, n: Option<u32>) -> u64 {
+    let max_out = max_tokens.map_or(DEFAULT_MAX_TOKENS_ESTIMATE, u64::from);
+    let n = u64::from(n.unwrap_or(1).max(1));
+    (prompt_bytes as u64).div_ceil(4) + max_out.saturating_mul(n)
 }
 
-/// The route layer of the generation endpoints.
-pub async fn guard(State(st): State<Arc<AppState>>, req: Request, next: Next) -> Response {
+/// What the handler of one request sees of admission control.
+pub struct RequestContext {
+    /// The queue place, taken by `generation::submit` (dropped with the context otherwise).
+    pub ticket: Mutex<Option<Arc<Ticket>>>,
+    pub cache: Arc<ResponseCache>,
+    /// The served model's name (part of the cache key).
+    pub model: String,
+    /// The scheduler priority of the request's class (what the engine request carries).
+    pub priority: i32,
+    pub target_itl: Option<Duration>,
+    /// Set by `generation::submit`: whether the answer came from the cache.
+    pub cache_status: Mutex<Option<bool>>,
+}
+
+/// What admission needs to know about a generation request, taken from its typed body.
+pub struct Admission {
+    pub caller: Caller,
+    /// The request's `priority` field: a class name or a number (see [`Classes::resolve`]).
+    pub priority: Option<Value>,
+    pub stream: bool,
+    /// Tokens it may use, for the tokens-per-minute limit (see [`estimate_tokens`]).
+    pub tokens: u64,
+}
+
+/// Admission control for one generation request: 503 while loading or draining, the class,
+/// the rate limit, a place in the class queue (429 when full, or wait mode), then `handler`
+/// with the request's [`RequestContext`]; the cache and class headers go on its answer.
+pub async fn admit<F, Fut>(st: &Arc<AppState>, a: Admission, handler: F) -> Response
+where
+    F: FnOnce(Arc<RequestContext>) -> Fut + Send + 'static,
+    Fut: Future<Output = Response> + Send + 'static,
+{
     let ov = &st.overload;
     if st.is_draining() {
         return unavailable("The server is shutting down.", 5);
@@ -251,48 +244,19 @@ pub async fn guard(State(st): State<Arc<AppState>>, req: Request, next: Next) ->
     if st.model_state().is_none() {
         return unavailable("The model is still loading; retry shortly.", 1);
     }
-    let (parts, body) = req.into_parts();
-    let mut bytes = match axum::body::to_bytes(body, crate::routes::MAX_BODY_BYTES).await {
-        Ok(b) => b,
-        Err(_) => {
-            let mut e = ApiError::bad_request("The request body is too large or unreadable.", None);
-            e.status = StatusCode::PAYLOAD_TOO_LARGE;
-            return e.into_response();
-        }
-    };
-    let mut json: Option<Value> = serde_json::from_slice(&bytes).ok().filter(Value::is_object);
-    let caller = parts
-        .extensions
-        .get::<Caller>()
-        .cloned()
-        .unwrap_or_default();
-    let class_idx = match ov.classes.resolve(
-        caller.tier.as_deref(),
-        json.as_ref().and_then(|j| j.get("priority")),
-    ) {
+    let class_idx = match ov
+        .classes
+        .resolve(a.caller.tier.as_deref(), a.priority.as_ref())
+    {
         Ok(i) => i,
         Err(e) => return e.into_response(),
     };
     let class = &ov.classes.all()[class_idx];
-    if let Some(Value::Object(map)) = &mut json {
-        map.insert("priority".into(), Value::from(class.priority));
-        if let Ok(b) = serde_json::to_vec(map) {
-            bytes = Bytes::from(b);
-        }
-    }
-    let streaming = json
-        .as_ref()
-        .and_then(|j| j.get("stream"))
-        .and_then(Value::as_bool)
-        .unwrap_or(false);
-    let tokens = json
-        .as_ref()
-        .map_or(DEFAULT_MAX_TOKENS_ESTIMATE, estimate_tokens);
     let decision = ov.limiter.check(
-        &caller.limit_key(),
-        caller.requests_per_min,
-        caller.tokens_per_min,
-        tokens,
+        &a.caller.limit_key(),
+        a.caller.requests_per_min,
+        a.caller.tokens_per_min,
+        a.tokens,
         Instant::now(),
     );
     let add_limit_headers = |resp: &mut Response| {
@@ -320,30 +284,30 @@ pub async fn guard(State(st): State<Arc<AppState>>, req: Request, next: Next) ->
     let queue = ov.queues[class_idx].clone();
     let arrival = Instant::now();
     let deadline = class.max_queue_wait.map(|w| arrival + w);
-    let req = Request::from_parts(parts, Body::from(bytes));
-    let ctx = |ticket| {
-        Arc::new(RequestContext {
-            ticket: Mutex::new(Some(ticket)),
-            cache: ov.cache.clone(),
-            model: st.config.served_model_name.clone(),
-            target_itl: class.target_itl,
-            cache_status: Mutex::new(None),
-        })
-    };
+    let ctx = Arc::new(RequestContext {
+        ticket: Mutex::new(None),
+        cache: ov.cache.clone(),
+        model: st.config.served_model_name.clone(),
+        priority: class.priority,
+        target_itl: class.target_itl,
+        cache_status: Mutex::new(None),
+    });
     let mut resp = match queue.try_enter(deadline) {
         Some(ticket) => {
-            let c = ctx(ticket);
-            let resp = CONTEXT.scope(c.clone(), next.run(req)).await;
-            finish(resp, &c, &queue)
+            *ctx.ticket.lock().unwrap_or_else(|e| e.into_inner()) = Some(ticket);
+            let resp = handler(ctx.clone()).await;
+            finish(resp, &ctx, &queue)
         }
         None if class.wait_mode => {
             let limit = deadline.unwrap_or(arrival + DEFAULT_WAIT_MODE_LIMIT);
-            let c = ctx_waiting(
-                ov.cache.clone(),
-                st.config.served_model_name.clone(),
-                class.target_itl,
-            );
-            wait::wait_for_place(queue.clone(), limit, deadline, streaming, c, req, next, &st).await
+            let keep_alive = st.config.keep_alive_interval;
+            let w = wait::Waiting {
+                queue: queue.clone(),
+                limit,
+                deadline,
+                keep_alive,
+            };
+            w.run(a.stream, ctx, handler).await
         }
         None => {
             queue
@@ -364,20 +328,6 @@ pub async fn guard(State(st): State<Arc<AppState>>, req: Request, next: Next) ->
     };
     add_limit_headers(&mut resp);
     resp
-}
-
-fn ctx_waiting(
-    cache: Arc<ResponseCache>,
-    model: String,
-    target_itl: Option<Duration>,
-) -> Arc<RequestContext> {
-    Arc::new(RequestContext {
-        ticket: Mutex::new(None),
-        cache,
-        model,
-        target_itl,
-        cache_status: Mutex::new(None),
-    })
 }
 
 /// After the handler: the cache header, and a drain-based Retry-After on a 503 (a request
@@ -420,17 +370,17 @@ pub fn queue_timeout(class: &str, waited: Duration) -> ApiError {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serde_json::json;
 
     #[test]
     fn token_estimates() {
-        let chat = json!({"messages": [{"role": "user", "content": "abcdefgh"}], "max_tokens": 10});
-        assert_eq!(estimate_tokens(&chat), 2 + 10);
-        let comp = json!({"prompt": ["abcd", "efgh"], "n": 2});
-        assert_eq!(estimate_tokens(&comp), 2 + 2 * DEFAULT_MAX_TOKENS_ESTIMATE);
-        let ids = json!({"prompt": [1, 2, 3, 4], "max_tokens": 1});
-        assert_eq!(estimate_tokens(&ids), 4 + 1);
-        let parts = json!({"messages": [{"role": "user", "content": [{"type": "text", "text": "abcd"}]}], "max_completion_tokens": 3});
-        assert_eq!(estimate_tokens(&parts), 1 + 3);
+        // 8 bytes of prompt, 10 new tokens.
+        assert_eq!(estimate_tokens(8, Some(10), None), 2 + 10);
+        // No max_tokens: the default per choice.
+        assert_eq!(
+            estimate_tokens(8, None, Some(2)),
+            2 + 2 * DEFAULT_MAX_TOKENS_ESTIMATE
+        );
+        // n = 0 counts as one choice; bytes round up.
+        assert_eq!(estimate_tokens(5, Some(3), Some(0)), 2 + 3);
     }
 }

@@ -5,20 +5,18 @@
 //! the stream carries the 503 error object and ends. A non-streaming request just holds the
 //! connection and gets a real 503 status.
 
+use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::body::{Body, Bytes};
-use axum::extract::Request;
 use axum::http::{header, HeaderValue, StatusCode};
-use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use futures_util::StreamExt;
 
 use super::admission::{ClassQueue, Ticket};
-use super::{finish, queue_timeout, RequestContext, CONTEXT};
+use super::{finish, queue_timeout, RequestContext};
 use crate::sse::{event_stream_response, is_event_stream, DONE, KEEP_ALIVE};
-use crate::state::AppState;
 
 /// How often a waiting request looks for a free place.
 const POLL: Duration = Duration::from_millis(10);
@@ -49,83 +47,101 @@ impl Drop for AbortOnDrop {
     }
 }
 
-#[allow(clippy::too_many_arguments)]
-pub(super) async fn wait_for_place(
-    queue: Arc<ClassQueue>,
-    limit: Instant,
-    deadline: Option<Instant>,
-    streaming: bool,
-    ctx: Arc<RequestContext>,
-    req: Request,
-    next: Next,
-    st: &AppState,
-) -> Response {
-    let arrival = Instant::now();
-    if !streaming {
-        return match acquire(&queue, limit, deadline, || false).await {
-            Some(t) => {
-                *ctx.ticket.lock().unwrap_or_else(|e| e.into_inner()) = Some(t);
-                let resp = CONTEXT.scope(ctx.clone(), next.run(req)).await;
-                finish(resp, &ctx, &queue)
-            }
-            None => {
-                queue
-                    .timed_out
-                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                let mut r = queue_timeout(&queue.name, arrival.elapsed()).into_response();
-                r.headers_mut()
-                    .insert(header::RETRY_AFTER, HeaderValue::from(queue.retry_after()));
-                r
-            }
-        };
-    }
-    let keep_alive = st.config.keep_alive_interval;
-    let (tx, rx) = tokio::sync::mpsc::channel::<Bytes>(16);
-    let task = tokio::spawn(async move {
-        let Some(ticket) = acquire(&queue, limit, deadline, || tx.is_closed()).await else {
-            if !tx.is_closed() {
-                queue
-                    .timed_out
-                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                let e = queue_timeout(&queue.name, arrival.elapsed());
+/// A request that found its class queue full and waits for a place.
+pub(super) struct Waiting {
+    pub queue: Arc<ClassQueue>,
+    /// When it stops waiting.
+    pub limit: Instant,
+    /// The class's `max_queue_wait` deadline, carried by the ticket.
+    pub deadline: Option<Instant>,
+    pub keep_alive: Duration,
+}
+
+impl Waiting {
+    /// Wait for a place, then run `handler`; see the module doc for what each kind of
+    /// request gets meanwhile.
+    pub(super) async fn run<F, Fut>(
+        self,
+        streaming: bool,
+        ctx: Arc<RequestContext>,
+        handler: F,
+    ) -> Response
+    where
+        F: FnOnce(Arc<RequestContext>) -> Fut + Send + 'static,
+        Fut: Future<Output = Response> + Send + 'static,
+    {
+        let Waiting {
+            queue,
+            limit,
+            deadline,
+            keep_alive,
+        } = self;
+        let arrival = Instant::now();
+        if !streaming {
+            return match acquire(&queue, limit, deadline, || false).await {
+                Some(t) => {
+                    *ctx.ticket.lock().unwrap_or_else(|e| e.into_inner()) = Some(t);
+                    let resp = handler(ctx.clone()).await;
+                    finish(resp, &ctx, &queue)
+                }
+                None => {
+                    queue
+                        .timed_out
+                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    let mut r = queue_timeout(&queue.name, arrival.elapsed()).into_response();
+                    r.headers_mut()
+                        .insert(header::RETRY_AFTER, HeaderValue::from(queue.retry_after()));
+                    r
+                }
+            };
+        }
+        let (tx, rx) = tokio::sync::mpsc::channel::<Bytes>(16);
+        let task = tokio::spawn(async move {
+            let Some(ticket) = acquire(&queue, limit, deadline, || tx.is_closed()).await else {
+                if !tx.is_closed() {
+                    queue
+                        .timed_out
+                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    let e = queue_timeout(&queue.name, arrival.elapsed());
+                    let _ = tx
+                        .send(Bytes::from(format!("data: {}\n\n", e.body_json())))
+                        .await;
+                    let _ = tx.send(Bytes::from_static(DONE.as_bytes())).await;
+                }
+                return;
+            };
+            *ctx.ticket.lock().unwrap_or_else(|e| e.into_inner()) = Some(ticket);
+            let resp = handler(ctx.clone()).await;
+            let is_sse = is_event_stream(&resp);
+            if resp.status() == StatusCode::OK && is_sse {
+                let mut body = resp.into_body().into_data_stream();
+                while let Some(Ok(chunk)) = body.next().await {
+                    if tx.send(chunk).await.is_err() {
+                        return;
+                    }
+                }
+            } else {
+                // An error answer (400, 503, ...): its JSON body becomes the stream's error event.
+                let b = axum::body::to_bytes(resp.into_body(), 1 << 20)
+                    .await
+                    .unwrap_or_default();
                 let _ = tx
-                    .send(Bytes::from(format!("data: {}\n\n", e.body_json())))
+                    .send(Bytes::from(format!(
+                        "data: {}\n\n",
+                        String::from_utf8_lossy(&b)
+                    )))
                     .await;
                 let _ = tx.send(Bytes::from_static(DONE.as_bytes())).await;
             }
-            return;
-        };
-        *ctx.ticket.lock().unwrap_or_else(|e| e.into_inner()) = Some(ticket);
-        let resp = CONTEXT.scope(ctx.clone(), next.run(req)).await;
-        let is_sse = is_event_stream(&resp);
-        if resp.status() == StatusCode::OK && is_sse {
-            let mut body = resp.into_body().into_data_stream();
-            while let Some(Ok(chunk)) = body.next().await {
-                if tx.send(chunk).await.is_err() {
-                    return;
-                }
-            }
-        } else {
-            // An error answer (400, 503, ...): its JSON body becomes the stream's error event.
-            let b = axum::body::to_bytes(resp.into_body(), 1 << 20)
-                .await
-                .unwrap_or_default();
-            let _ = tx
-                .send(Bytes::from(format!(
-                    "data: {}\n\n",
-                    String::from_utf8_lossy(&b)
-                )))
-                .await;
-            let _ = tx.send(Bytes::from_static(DONE.as_bytes())).await;
-        }
-    });
-    let guard = AbortOnDrop(task);
-    let body = futures_util::stream::unfold((rx, guard), move |(mut rx, g)| async move {
-        let frame = match tokio::time::timeout(keep_alive, rx.recv()).await {
-            Err(_) => Bytes::from_static(KEEP_ALIVE.as_bytes()),
-            Ok(b) => b?,
-        };
-        Some((Ok::<_, std::convert::Infallible>(frame), (rx, g)))
-    });
-    event_stream_response(Body::from_stream(body))
+        });
+        let guard = AbortOnDrop(task);
+        let body = futures_util::stream::unfold((rx, guard), move |(mut rx, g)| async move {
+            let frame = match tokio::time::timeout(keep_alive, rx.recv()).await {
+                Err(_) => Bytes::from_static(KEEP_ALIVE.as_bytes()),
+                Ok(b) => b?,
+            };
+            Some((Ok::<_, std::convert::Infallible>(frame), (rx, g)))
+        });
+        event_stream_response(Body::from_stream(body))
+    }
 }

@@ -2,7 +2,6 @@
 
 use std::sync::Arc;
 
-use axum::body::Bytes;
 use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
@@ -11,26 +10,52 @@ use r1_engine::engine::TokenLogprob;
 use r1_engine::tokenizer::Tokenizer;
 use serde_json::{json, Value};
 
-use crate::error::{parse_json, ApiError};
+use crate::error::ApiError;
+use crate::extract::{ApiJson, RequestCtx};
 use crate::generation::{self, finish_reason, token_bytes, token_text, Delta};
 use crate::openai_types::{
     ChatChoice, ChatChunkChoice, ChatCompletionRequest, ChatCompletionResponse, ChatDelta,
     ChatLogprobs, ChatMessageIn, ChatMessageOut, ChatTokenLogprob, Chunk, MessageContent,
     TopLogprob, Usage,
 };
+use crate::overload::{self, estimate_tokens, Admission, RequestContext};
 use crate::reasoning::ReasoningParser;
 use crate::sse::{self, data_line, ChunkFormat};
 use crate::state::{system_fingerprint, unix_now, AppState, ModelState};
 
-pub async fn chat_completions(State(st): State<Arc<AppState>>, body: Bytes) -> Response {
-    match handle(st, body).await {
-        Ok(r) => r,
-        Err(e) => e.into_response(),
-    }
+/// The body is read and parsed once ([`ApiJson`]); admission control runs on the typed
+/// request, then [`handle`] with the request's admission context.
+pub async fn chat_completions(
+    State(st): State<Arc<AppState>>,
+    rc: RequestCtx,
+    ApiJson(req): ApiJson<ChatCompletionRequest>,
+) -> Response {
+    let prompt_bytes = req.messages.iter().map(ChatMessageIn::text_len).sum();
+    let admission = Admission {
+        caller: rc.caller.clone(),
+        priority: req.priority.clone(),
+        stream: req.stream.unwrap_or(false),
+        tokens: estimate_tokens(
+            prompt_bytes,
+            req.max_completion_tokens.or(req.max_tokens),
+            req.n,
+        ),
+    };
+    let st2 = st.clone();
+    overload::admit(&st, admission, move |ctx| async move {
+        handle(st2, rc, req, ctx)
+            .await
+            .unwrap_or_else(IntoResponse::into_response)
+    })
+    .await
 }
 
-async fn handle(st: Arc<AppState>, body: Bytes) -> Result<Response, ApiError> {
-    let req: ChatCompletionRequest = parse_json(&body)?;
+async fn handle(
+    st: Arc<AppState>,
+    rc: RequestCtx,
+    req: ChatCompletionRequest,
+    ctx: Arc<RequestContext>,
+) -> Result<Response, ApiError> {
     let m = generation::model_for(&st, req.model.as_deref())?;
     if req.top_logprobs.is_some() && req.logprobs != Some(true) {
         return Err(ApiError::bad_request(
@@ -55,7 +80,7 @@ async fn handle(st: Arc<AppState>, body: Bytes) -> Result<Response, ApiError> {
         stream = common.stream,
         "chat completion"
     );
-    let mut gen = generation::submit(m, vec![ereq], parser)?;
+    let mut gen = generation::submit(m, vec![ereq], parser, Some(&ctx), rc.output)?;
     let id = st.new_id("chatcmpl");
     let created = unix_now();
     let model = st.config.served_model_name.clone();

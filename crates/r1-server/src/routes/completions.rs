@@ -3,19 +3,20 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use axum::body::Bytes;
 use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use r1_engine::engine::TokenLogprob;
 use r1_engine::tokenizer::Tokenizer;
 
-use crate::error::{parse_json, ApiError};
+use crate::error::ApiError;
+use crate::extract::{ApiJson, RequestCtx};
 use crate::generation::{self, finish_reason, token_text, Delta};
 use crate::openai_types::{
     Chunk, CompletionChoice, CompletionLogprobs, CompletionRequest, CompletionResponse,
     PromptInput, Usage,
 };
+use crate::overload::{self, estimate_tokens, Admission, RequestContext};
 use crate::routes::chat::FIRST_EVENT_WAIT;
 use crate::sse::{self, data_line, ChunkFormat};
 use crate::state::{system_fingerprint, unix_now, AppState};
@@ -23,15 +24,34 @@ use crate::state::{system_fingerprint, unix_now, AppState};
 /// Most prompts one request may batch.
 const MAX_PROMPTS: usize = 64;
 
-pub async fn completions(State(st): State<Arc<AppState>>, body: Bytes) -> Response {
-    match handle(st, body).await {
-        Ok(r) => r,
-        Err(e) => e.into_response(),
-    }
+/// The body is read and parsed once ([`ApiJson`]); admission control runs on the typed
+/// request, then [`handle`] with the request's admission context.
+pub async fn completions(
+    State(st): State<Arc<AppState>>,
+    rc: RequestCtx,
+    ApiJson(req): ApiJson<CompletionRequest>,
+) -> Response {
+    let admission = Admission {
+        caller: rc.caller.clone(),
+        priority: req.priority.clone(),
+        stream: req.stream.unwrap_or(false),
+        tokens: estimate_tokens(req.prompt.text_len(), req.max_tokens, req.n),
+    };
+    let st2 = st.clone();
+    overload::admit(&st, admission, move |ctx| async move {
+        handle(st2, rc, req, ctx)
+            .await
+            .unwrap_or_else(IntoResponse::into_response)
+    })
+    .await
 }
 
-async fn handle(st: Arc<AppState>, body: Bytes) -> Result<Response, ApiError> {
-    let req: CompletionRequest = parse_json(&body)?;
+async fn handle(
+    st: Arc<AppState>,
+    rc: RequestCtx,
+    req: CompletionRequest,
+    ctx: Arc<RequestContext>,
+) -> Result<Response, ApiError> {
     let m = generation::model_for(&st, req.model.as_deref())?;
     let prompts: Vec<Vec<u32>> = match &req.prompt {
         PromptInput::Texts(texts) => texts
@@ -58,7 +78,10 @@ async fn handle(st: Arc<AppState>, body: Bytes) -> Result<Response, ApiError> {
         };
         // Echoed text is output too: the same sensitive-data filter applies.
         let filter = crate::security::output_filter::filter_whole;
-        texts.into_iter().map(filter).collect()
+        texts
+            .into_iter()
+            .map(|t| filter(rc.output.as_ref(), t))
+            .collect()
     } else {
         vec![String::new(); prompts.len()]
     };
@@ -75,7 +98,7 @@ async fn handle(st: Arc<AppState>, body: Bytes) -> Result<Response, ApiError> {
         stream = common.stream,
         "completion"
     );
-    let mut gen = generation::submit(m, reqs, None)?;
+    let mut gen = generation::submit(m, reqs, None, Some(&ctx), rc.output)?;
     let id = st.new_id("cmpl");
     let created = unix_now();
     let model = st.config.served_model_name.clone();

@@ -2,14 +2,14 @@
 
 use std::sync::Arc;
 
-use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde_json::{json, Value};
 
-use crate::error::{parse_json, ApiError};
+use crate::error::ApiError;
+use crate::extract::ApiJson;
 use crate::generation;
 use crate::openai_types::{
     DetokenizeRequest, DetokenizeResponse, TokenizeRequest, TokenizeResponse,
@@ -91,9 +91,11 @@ pub async fn engine_stats(State(st): State<Arc<AppState>>) -> Response {
 }
 
 /// `POST /tokenize` (vLLM's): `{"prompt": ...}` or `{"messages": [...]}`.
-pub async fn tokenize(State(st): State<Arc<AppState>>, body: Bytes) -> Response {
+pub async fn tokenize(
+    State(st): State<Arc<AppState>>,
+    ApiJson(req): ApiJson<TokenizeRequest>,
+) -> Response {
     let run = || -> Result<TokenizeResponse, ApiError> {
-        let req: TokenizeRequest = parse_json(&body)?;
         let m = generation::model_for(&st, req.model.as_deref())?;
         let tokens = match (&req.prompt, &req.messages) {
             (Some(p), None) => m
@@ -138,9 +140,11 @@ pub async fn tokenize(State(st): State<Arc<AppState>>, body: Bytes) -> Response 
 }
 
 /// `POST /detokenize` (vLLM's): `{"tokens": [...]}` → `{"prompt": "..."}`.
-pub async fn detokenize(State(st): State<Arc<AppState>>, body: Bytes) -> Response {
+pub async fn detokenize(
+    State(st): State<Arc<AppState>>,
+    ApiJson(req): ApiJson<DetokenizeRequest>,
+) -> Response {
     let run = || -> Result<DetokenizeResponse, ApiError> {
-        let req: DetokenizeRequest = parse_json(&body)?;
         let m = generation::model_for(&st, req.model.as_deref())?;
         let vocab = m.tokenizer.vocab_size();
         if let Some(&t) = req.tokens.iter().find(|&&t| t as usize >= vocab) {

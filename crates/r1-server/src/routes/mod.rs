@@ -13,26 +13,19 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::Router;
+use tower_http::limit::RequestBodyLimitLayer;
 
 use crate::error::ApiError;
 use crate::security;
 use crate::state::AppState;
 
-/// Largest request body (long prompts are large).
+/// The default of `--max-body-bytes` (long prompts are large).
 pub const MAX_BODY_BYTES: usize = 64 << 20;
 
 pub fn router(state: Arc<AppState>) -> Router {
-    // Classes, queues, rate limits and the response cache in front of generation.
-    let guard = || middleware::from_fn_with_state(state.clone(), crate::overload::guard);
     Router::new()
-        .route(
-            "/v1/chat/completions",
-            post(chat::chat_completions).layer(guard()),
-        )
-        .route(
-            "/v1/completions",
-            post(completions::completions).layer(guard()),
-        )
+        .route("/v1/chat/completions", post(chat::chat_completions))
+        .route("/v1/completions", post(completions::completions))
         .route("/v1/overload/stats", get(misc_overload_stats))
         .route("/v1/models", get(misc::list_models))
         .route("/v1/models/{id}", get(misc::get_model))
@@ -45,7 +38,13 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/v1/scaling", get(crate::scaling::get_scaling))
         .merge(crate::security::admin::routes())
         .fallback(not_found)
-        .layer(DefaultBodyLimit::max(state.security.config.max_body_bytes))
+        // The one body limit (`--max-body-bytes`): a declared length over it is refused here
+        // for every route; the extractor (`crate::extract::ApiJson`) reads under the same
+        // limit, so a chunked body cannot pass it either.
+        .layer(RequestBodyLimitLayer::new(
+            state.security.config.max_body_bytes,
+        ))
+        .layer(DefaultBodyLimit::disable())
         .layer(middleware::from_fn(access_log))
         .layer(middleware::from_fn_with_state(
             state.clone(),

@@ -2,7 +2,7 @@
 //! rejection is recorded too), hashes the body, lets the generation code report token counts
 //! and sensitivity findings through an [`AuditSlot`], and writes one record when the answer
 //! is complete: at once for plain answers, when the stream ends (or the client leaves) for
-//! SSE. It also sets up the output filter for the request and enforces the body size limit.
+//! SSE. It also puts the request's output filter ([`RequestGuard`]) in its extensions.
 
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
@@ -21,7 +21,7 @@ use r1_security::{AuditRecord, Category, RedactMode};
 
 use crate::caller::{Caller, RequestId};
 use crate::error::ApiError;
-use crate::security::output_filter::{self, RequestGuard};
+use crate::security::output_filter::RequestGuard;
 use crate::state::AppState;
 
 /// What the layers and the generation learn about a request while it runs.
@@ -192,12 +192,12 @@ pub async fn layer(State(st): State<Arc<AppState>>, req: Request, next: Next) ->
     }
     let mut req = Request::from_parts(parts, Body::from(bytes));
     req.extensions_mut().insert(slot.clone());
-    let guard = RequestGuard {
+    req.extensions_mut().insert(RequestGuard {
         mode: sec.config.redact,
         slot: slot.clone(),
         keep_text: auditing && sec.config.audit_include_text,
-    };
-    let mut resp = output_filter::scope(guard, next.run(req)).await;
+    });
+    let mut resp = next.run(req).await;
     let streaming = crate::sse::is_event_stream(&resp);
     let generated = slot.with(|f| f.prompt_tokens.is_some());
     if !streaming && sec.config.sensitivity_header && filtering && generated {

@@ -1,11 +1,9 @@
-//! Sensitive-data detection on generated text. The audit layer runs each request inside
-//! [`scope`]; the generation code picks the request's [`RequestGuard`] up when it submits
-//! work (a task-local, so the handlers need no new parameters) and passes every piece of
-//! output through an [`OutputFilter`]: per choice, one streaming redactor for the answer and
-//! one for the reasoning text, so streamed and non-streamed answers are treated alike.
+//! Sensitive-data detection on generated text. The audit layer puts the request's
+//! [`RequestGuard`] in its extensions; the handler takes it with `crate::extract::RequestCtx`
+//! and hands it to `generation::submit`, which passes every piece of output through an
+//! [`OutputFilter`]: per choice, one streaming redactor for the answer and one for the
+//! reasoning text, so streamed and non-streamed answers are treated alike.
 //! Findings, token counts and (with `--audit-include-text`) the output go to the audit slot.
-
-use std::future::Future;
 
 use r1_security::{Detector, RedactMode, StreamRedactor};
 
@@ -17,20 +15,6 @@ pub struct RequestGuard {
     pub slot: AuditSlot,
     /// Keep the output text for the audit record.
     pub keep_text: bool,
-}
-
-tokio::task_local! {
-    static GUARD: RequestGuard;
-}
-
-/// Run a request's handler with its guard in reach.
-pub async fn scope<F: Future>(guard: RequestGuard, f: F) -> F::Output {
-    GUARD.scope(guard, f).await
-}
-
-/// The guard of the request being handled, if the audit layer set one up.
-pub fn current() -> Option<RequestGuard> {
-    GUARD.try_with(|g| g.clone()).ok()
 }
 
 /// One request's output filter (owned by its `Generation`).
@@ -114,8 +98,8 @@ impl OutputFilter {
 
 /// Text that goes out without passing through a generation (`echo` of the prompt): redacted
 /// whole, findings recorded.
-pub fn filter_whole(text: String) -> String {
-    let Some(g) = current() else {
+pub fn filter_whole(guard: Option<&RequestGuard>, text: String) -> String {
+    let Some(g) = guard else {
         return text;
     };
     if g.mode == RedactMode::Off {
