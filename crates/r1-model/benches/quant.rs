@@ -60,6 +60,8 @@ fn main() {
         (GgmlType::IQ2_XS, 1408, 2048, "v2lite ffn_up (IQ2_XS)"),
         (GgmlType::IQ3_S, 1408, 2048, "v2lite ffn_up (IQ3_S)"),
         (GgmlType::IQ2_S, 1408, 2048, "v2lite ffn_up (IQ2_S)"),
+        (GgmlType::IQ1_S, 1408, 2048, "v2lite ffn_up (IQ1_S)"),
+        (GgmlType::IQ1_M, 1408, 2048, "v2lite ffn_up (IQ1_M)"),
         (GgmlType::F32, 576, 576, "f32"),
     ];
     println!("best ISA: {:?}; single thread; best-of timing", Isa::best());

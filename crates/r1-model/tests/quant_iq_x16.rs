@@ -1,5 +1,5 @@
-//! The x16 layouts of the types llama-quantize's IQ files use (IQ4_NL, IQ4_XS, IQ2_XXS, IQ3_XXS,
-//! IQ2_XS, IQ3_S, IQ2_S, and Q2_K for some matrices of IQ2 files), `WeightLayout::Interleaved16`: the layout round-trips, every
+//! The x16 layouts of the types llama-quantize's IQ files use (IQ4_NL, IQ4_XS, the grid types
+//! IQ2_XXS, IQ2_XS, IQ2_S, IQ3_XXS, IQ3_S, IQ1_S, IQ1_M, and Q2_K for some matrices of IQ2 files), `WeightLayout::Interleaved16`: the layout round-trips, every
 //! ISA's x16 kernel equals the portable x16 kernel bit for bit on awkward shapes and token
 //! counts (and for the i-quants, which keep ggml's generic order, the native portable
 //! kernel too), results do not depend on the batch, and they stay within f32 rounding of an
@@ -12,19 +12,21 @@ use rand::{Rng, SeedableRng};
 use GgmlType::*;
 
 /// The types with an interleaved layout tested here.
-const TYPES: [GgmlType; 8] = [IQ4_NL, IQ4_XS, IQ2_XXS, Q2_K, IQ3_XXS, IQ2_XS, IQ3_S, IQ2_S];
+const TYPES: [GgmlType; 10] = [
+    IQ4_NL, IQ4_XS, IQ2_XXS, Q2_K, IQ3_XXS, IQ2_XS, IQ3_S, IQ2_S, IQ1_S, IQ1_M,
+];
 
 /// Whether the x16 kernels of `ty` keep the native kernels' (ggml's) order.
 fn native_order(ty: GgmlType) -> bool {
     ty != Q2_K
 }
 
-/// Offsets of a block's f16 scales.
+/// Offsets of a block's f16 scales (IQ1_M: none, see `weights`).
 fn scale_offsets(ty: GgmlType) -> &'static [usize] {
-    if ty == Q2_K {
-        &[80, 82]
-    } else {
-        &[0]
+    match ty {
+        Q2_K => &[80, 82],
+        IQ1_M => &[],
+        _ => &[0],
     }
 }
 
@@ -45,6 +47,17 @@ fn weights(rng: &mut StdRng, ty: GgmlType, k: usize, m: usize) -> Vec<u8> {
         for &o in scale_offsets(ty) {
             let d = rng.random_range(1e-4..0.05f32) * if rng.random() { 1.0 } else { -1.0 };
             blk[o..o + 2].copy_from_slice(&half::f16::from_f32(d).to_bits().to_le_bytes());
+        }
+        if ty == IQ1_M {
+            // the f16 scale is spread over the top nibbles of the 4 u16 scale words @48
+            let d = rng.random_range(1e-4..0.05f32) * if rng.random() { 1.0 } else { -1.0 };
+            let bits = half::f16::from_f32(d).to_bits();
+            for i in 0..4 {
+                let off = 48 + 2 * i;
+                let word = u16::from_le_bytes([blk[off], blk[off + 1]]);
+                let word = (word & 0x0FFF) | (((bits >> (4 * i)) & 0xF) << 12);
+                blk[off..off + 2].copy_from_slice(&word.to_le_bytes());
+            }
         }
     }
     w

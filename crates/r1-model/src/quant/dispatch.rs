@@ -180,8 +180,8 @@ pub(crate) fn kernel_for(isa: Isa, layout: super::WeightLayout, ty: GgmlType) ->
             use super::{x16, x16_iq, x16_k, x16_q2k};
             #[cfg(target_arch = "x86_64")]
             use super::{
-                x86_x16 as v, x86_x16_iq as vi, x86_x16_iq2 as vi2, x86_x16_iq2xs as vi2x,
-                x86_x16_iq3 as vi3, x86_x16_k as vk, x86_x16_q2k as v2,
+                x86_x16 as v, x86_x16_iq as vi, x86_x16_iq1 as vi1, x86_x16_iq2 as vi2,
+                x86_x16_iq2xs as vi2x, x86_x16_iq3 as vi3, x86_x16_k as vk, x86_x16_q2k as v2,
             };
             use GgmlType::*;
             Some(match (isa, ty) {
@@ -197,6 +197,8 @@ pub(crate) fn kernel_for(isa: Isa, layout: super::WeightLayout, ty: GgmlType) ->
                 (Isa::Scalar, IQ2_XS) => x16_iq::gemm_iq2_xs_scalar,
                 (Isa::Scalar, IQ3_S) => x16_iq::gemm_iq3_s_scalar,
                 (Isa::Scalar, IQ2_S) => x16_iq::gemm_iq2_s_scalar,
+                (Isa::Scalar, IQ1_S) => x16_iq::gemm_iq1_s_scalar,
+                (Isa::Scalar, IQ1_M) => x16_iq::gemm_iq1_m_scalar,
                 #[cfg(target_arch = "x86_64")]
                 (Isa::Avx2, Q5_0) => v::gemm_q5_0_avx2,
                 #[cfg(target_arch = "x86_64")]
@@ -223,6 +225,10 @@ pub(crate) fn kernel_for(isa: Isa, layout: super::WeightLayout, ty: GgmlType) ->
                 (Isa::Avx512, IQ3_S) => vi3::gemm_iq3_s_vnni,
                 #[cfg(target_arch = "x86_64")]
                 (Isa::Avx512, IQ2_S) => vi2x::gemm_iq2_s_vnni,
+                #[cfg(target_arch = "x86_64")]
+                (Isa::Avx512, IQ1_S) => vi1::gemm_iq1_s_vnni,
+                #[cfg(target_arch = "x86_64")]
+                (Isa::Avx512, IQ1_M) => vi1::gemm_iq1_m_vnni,
                 _ => return None,
             })
         }

@@ -55,7 +55,7 @@
 //! tests hold them to the margin rule) but keep the rule above: one order per (row, token),
 //! whatever the ISA or the batch. `R1SERVE_REPACK=0` keeps the native layout and ggml's order.
 //! Q2_K (`x16_q2k.rs`) takes Q4_K's x16 order. IQ4_NL, IQ4_XS and the grid i-quants
-//! (IQ2_XXS, IQ2_XS, IQ2_S, IQ3_XXS, IQ3_S) are interleaved too (`x16_iq.rs`; the grid types' VNNI loop is `x86_x16_grid.rs`), but their
+//! (IQ2_XXS, IQ2_XS, IQ2_S, IQ3_XXS, IQ3_S, IQ1_S, IQ1_M) are interleaved too (`x16_iq.rs`; the grid types' VNNI loop is `x86_x16_grid.rs`), but their
 //! kernels keep ggml's generic order (one exact integer sum per 32 elements or per super-block,
 //! folded in a scalar chain that a SIMD lane runs as well), so they equal the native kernels
 //! bit for bit.
@@ -95,6 +95,8 @@ mod x86_x16;
 mod x86_x16_grid;
 #[cfg(target_arch = "x86_64")]
 mod x86_x16_iq;
+#[cfg(target_arch = "x86_64")]
+mod x86_x16_iq1;
 #[cfg(target_arch = "x86_64")]
 mod x86_x16_iq2;
 #[cfg(target_arch = "x86_64")]

@@ -1,14 +1,16 @@
-//! i-quant weights (IQ4_NL, IQ4_XS, IQ2_XXS, IQ3_XXS, IQ2_XS, IQ3_S, IQ2_S) interleaved 16 rows at a time (see `x16`
-//! for why and for the group rules: a group-block holds the 16 rows' blocks in the same bytes,
-//! so a row range split at multiples of 16 stays a byte range).
+//! i-quant weights (IQ4_NL, IQ4_XS, and the grid types IQ2_XXS, IQ2_XS, IQ2_S, IQ3_XXS, IQ3_S,
+//! IQ1_S, IQ1_M) interleaved 16 rows at a time (see `x16` for why and for the group rules: a
+//! group-block holds the 16 rows' blocks in the same bytes, so a row range split at multiples
+//! of 16 stays a byte range).
 //!
 //! # Accumulation order: ggml's generic one, unchanged
 //! Unlike Q5_0/Q8_0/Q4_K/Q6_K, these types need no order of their own: ggml's reference
 //! kernels (`iq_dot_scalar`) already fold one exact integer sum per block (IQ4_NL: 32
 //! elements, `acc = fma(dx*dy, Σ v*q, acc)`) or per 32-element sub-block (IQ4_XS:
 //! `acc = fma((dx*dy)*(ls-32), Σ v*q, acc)`; IQ2_XXS: per super-block
-//! `acc = fma(dx*dy, Σ (2s+1) v*q, acc)`, result `acc / 8`) into a scalar chain, and that chain runs
-//! per row in a SIMD lane as well as in a scalar. So the interleaved kernels equal the native
+//! `acc = fma(dx*dy, Σ (2s+1) v*q, acc)`, result `acc / 8`; the other grid types likewise, see
+//! `iq_dot_scalar`) into a scalar chain, and that chain runs per row in a SIMD lane as well as
+//! in a scalar. So the interleaved kernels equal the native
 //! ones bit for bit, whatever the ISA or batch; the portable reference here simply puts each
 //! group back in the native layout and runs the native portable kernel.
 //!
@@ -30,7 +32,7 @@
 //! 7-bit sign fields and the 4-bit scale) at `544 + 64j + 4r`.
 //!
 //! # Layouts of the other grid types (group-superblock: 16 native blocks)
-//! All open with the 16 rows' f16 `d` at `[0, 32)`. A "byte array" field stores the byte of
+//! All but IQ1_M open with the 16 rows' f16 `d` at `[0, 32)`. A "byte array" field stores the byte of
 //! sub-block `j` (or index `i`) of row `r` at `off + 16j + r`: one 16-byte load, widened, gives
 //! the 16 rows' lanes; a "u16 array" likewise stores u16 `j` at `off + 32j + 2r`. A "lane
 //! word" field stores row `r`'s 4 bytes of sub-block `j` at `off + 64j + 4r` (one 64-byte
@@ -49,6 +51,13 @@
 //!   `j` as a byte array at `32 + 16(4j + l)`; its 4 sign bytes as a lane word at `544`; the
 //!   2 high index bits per 8 elements (`qh`) and the scale byte as byte arrays at `1056` and
 //!   `1184`.
+//! * IQ1_S (50 bytes, 800): the grid index low bytes as IQ2_S's at `32`; the u16 `qh` of
+//!   sub-block `j` (3 high index bits per 8 elements, the scale, the offset sign) as a u16
+//!   array at `544`.
+//! * IQ1_M (56 bytes, 896; its f16 `d` is spread over the top nibbles of its 4 scale words,
+//!   so it has no `d` field): the grid index low bytes at `0 + 16(4j + l)`; the 2 `qh` bytes
+//!   of sub-block `j` (a nibble per 8 elements) as a u16 array at `512`; the 4 scale words as
+//!   a u16 array at `768`.
 
 use super::gemm::OutPtr;
 use super::GgmlType;
@@ -81,6 +90,15 @@ pub(crate) const IQ2_S_IDX: usize = 32;
 pub(crate) const IQ2_S_SGN: usize = 544;
 pub(crate) const IQ2_S_QH: usize = 1056;
 pub(crate) const IQ2_S_SC: usize = 1184;
+/// IQ1_S: group-superblock bytes, index low bytes, `qh` words.
+pub(crate) const IQ1_S_GB: usize = 16 * 50;
+pub(crate) const IQ1_S_IDX: usize = 32;
+pub(crate) const IQ1_S_QH: usize = 544;
+/// IQ1_M: group-superblock bytes, index low bytes, `qh`, scale words.
+pub(crate) const IQ1_M_GB: usize = 16 * 56;
+pub(crate) const IQ1_M_IDX: usize = 0;
+pub(crate) const IQ1_M_QH: usize = 512;
+pub(crate) const IQ1_M_SC: usize = 768;
 
 /// Whether `ty` is one of this file's types.
 pub(crate) fn covers(ty: GgmlType) -> bool {
@@ -93,6 +111,8 @@ pub(crate) fn covers(ty: GgmlType) -> bool {
             | GgmlType::IQ2_XS
             | GgmlType::IQ3_S
             | GgmlType::IQ2_S
+            | GgmlType::IQ1_S
+            | GgmlType::IQ1_M
     )
 }
 
@@ -127,8 +147,10 @@ fn for_each_byte(ty: GgmlType, r: usize, mut f: impl FnMut(usize, usize)) {
             }
         }
     };
-    f(0, 2 * r);
-    f(1, 2 * r + 1);
+    if ty != GgmlType::IQ1_M {
+        f(0, 2 * r);
+        f(1, 2 * r + 1);
+    }
     match ty {
         GgmlType::IQ4_NL => chunks(&mut f, 2, 32),
         GgmlType::IQ4_XS => {
@@ -168,6 +190,15 @@ fn for_each_byte(ty: GgmlType, r: usize, mut f: impl FnMut(usize, usize)) {
             words(&mut f, 34, 8, IQ2_S_SGN);
             bytes(&mut f, 66, 8, IQ2_S_QH);
             bytes(&mut f, 74, 8, IQ2_S_SC);
+        }
+        GgmlType::IQ1_S => {
+            bytes(&mut f, 2, 32, IQ1_S_IDX);
+            halfs(&mut f, 34, 8, IQ1_S_QH);
+        }
+        GgmlType::IQ1_M => {
+            bytes(&mut f, 0, 32, IQ1_M_IDX);
+            halfs(&mut f, 32, 8, IQ1_M_QH);
+            halfs(&mut f, 48, 4, IQ1_M_SC);
         }
         _ => unreachable!("x16_iq does not cover {ty}"),
     }
@@ -215,6 +246,8 @@ fn gemm_scalar(ty: GgmlType, k: usize, w: &[u8], a: &[u8], n: usize, out: OutPtr
             GgmlType::IQ2_XS => super::iq_dot_scalar::gemm_iq2_xs(k, &native, a, n, out_g),
             GgmlType::IQ3_S => super::iq_dot_scalar::gemm_iq3_s(k, &native, a, n, out_g),
             GgmlType::IQ2_S => super::iq_dot_scalar::gemm_iq2_s(k, &native, a, n, out_g),
+            GgmlType::IQ1_S => super::iq_dot_scalar::gemm_iq1_s(k, &native, a, n, out_g),
+            GgmlType::IQ1_M => super::iq_dot_scalar::gemm_iq1_m(k, &native, a, n, out_g),
             _ => unreachable!("x16_iq does not cover {ty}"),
         }
     }
@@ -246,4 +279,12 @@ pub(crate) fn gemm_iq3_s_scalar(k: usize, w: &[u8], a: &[u8], n: usize, out: Out
 
 pub(crate) fn gemm_iq2_s_scalar(k: usize, w: &[u8], a: &[u8], n: usize, out: OutPtr) {
     gemm_scalar(GgmlType::IQ2_S, k, w, a, n, out)
+}
+
+pub(crate) fn gemm_iq1_s_scalar(k: usize, w: &[u8], a: &[u8], n: usize, out: OutPtr) {
+    gemm_scalar(GgmlType::IQ1_S, k, w, a, n, out)
+}
+
+pub(crate) fn gemm_iq1_m_scalar(k: usize, w: &[u8], a: &[u8], n: usize, out: OutPtr) {
+    gemm_scalar(GgmlType::IQ1_M, k, w, a, n, out)
 }
