@@ -8,6 +8,8 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use tokio::sync::Notify;
+
 /// Admissions older than this do not count toward the drain rate.
 pub const DRAIN_WINDOW: Duration = Duration::from_secs(30);
 /// Retry-After when no drain has been measured yet.
@@ -85,6 +87,8 @@ pub struct ClassQueue {
     /// Requests that waited longer than the class's `max_queue_wait`.
     pub timed_out: AtomicU64,
     pub admitted: AtomicU64,
+    /// Woken whenever a place is given back (wait-mode requests wait on it).
+    pub freed: Notify,
 }
 
 impl ClassQueue {
@@ -97,11 +101,18 @@ impl ClassQueue {
             refused: AtomicU64::new(0),
             timed_out: AtomicU64::new(0),
             admitted: AtomicU64::new(0),
+            freed: Notify::new(),
         })
     }
 
     pub fn queued(&self) -> usize {
         self.queued.load(Ordering::SeqCst)
+    }
+
+    /// Give a place back and wake the requests waiting for one.
+    fn release(&self) {
+        self.queued.fetch_sub(1, Ordering::SeqCst);
+        self.freed.notify_waiters();
     }
 
     /// Take a place in the queue, or `None` when it is full.
@@ -156,7 +167,7 @@ impl Ticket {
     /// The engine admitted the request: leave the queue and count toward the drain rate.
     pub fn admitted(&self) {
         if !self.released.swap(true, Ordering::SeqCst) {
-            self.queue.queued.fetch_sub(1, Ordering::SeqCst);
+            self.queue.release();
             self.queue.admitted.fetch_add(1, Ordering::Relaxed);
             self.queue
                 .drain
@@ -183,7 +194,7 @@ impl Ticket {
 impl Drop for Ticket {
     fn drop(&mut self) {
         if !self.released.swap(true, Ordering::SeqCst) {
-            self.queue.queued.fetch_sub(1, Ordering::SeqCst);
+            self.queue.release();
         }
     }
 }

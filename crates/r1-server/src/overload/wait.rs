@@ -3,7 +3,7 @@
 //! request gets its `200` and SSE headers at once and `: keep-alive` comments while it waits,
 //! as DeepSeek's API does, so proxies and clients keep the connection; if the wait runs out
 //! the stream carries the 503 error object and ends. A non-streaming request just holds the
-//! connection and gets a real 503 status.
+//! connection and gets a real 503 status. Waiting is on the queue's `Notify` (no polling).
 
 use std::future::Future;
 use std::sync::Arc;
@@ -18,23 +18,30 @@ use super::admission::{ClassQueue, Ticket};
 use super::{finish, queue_timeout, RequestContext};
 use crate::sse::{event_stream_response, is_event_stream, DONE, KEEP_ALIVE};
 
-/// How often a waiting request looks for a free place.
-const POLL: Duration = Duration::from_millis(10);
-
-async fn acquire(
+/// Wait for a place in `queue` until `limit`, or until `gone` completes (the client left).
+/// No polling: the queue's [`tokio::sync::Notify`] wakes the waiters whenever a place is
+/// given back, and they race for it with `try_enter` (the queue's cap is never exceeded).
+pub(super) async fn acquire(
     queue: &Arc<ClassQueue>,
     limit: Instant,
     deadline: Option<Instant>,
-    gone: impl Fn() -> bool,
+    gone: impl Future<Output = ()>,
 ) -> Option<Arc<Ticket>> {
+    let limit = tokio::time::Instant::from_std(limit);
+    tokio::pin!(gone);
     loop {
+        // Registered before looking, so a place freed in between is not missed.
+        let freed = queue.freed.notified();
+        tokio::pin!(freed);
+        freed.as_mut().enable();
         if let Some(t) = queue.try_enter(deadline) {
             return Some(t);
         }
-        if Instant::now() >= limit || gone() {
-            return None;
+        tokio::select! {
+            _ = &mut freed => {}
+            _ = tokio::time::sleep_until(limit) => return None,
+            _ = &mut gone => return None,
         }
-        tokio::time::sleep(POLL).await;
     }
 }
 
@@ -78,7 +85,7 @@ impl Waiting {
         } = self;
         let arrival = Instant::now();
         if !streaming {
-            return match acquire(&queue, limit, deadline, || false).await {
+            return match acquire(&queue, limit, deadline, std::future::pending()).await {
                 Some(t) => {
                     *ctx.ticket.lock().unwrap_or_else(|e| e.into_inner()) = Some(t);
                     let resp = handler(ctx.clone()).await;
@@ -97,7 +104,7 @@ impl Waiting {
         }
         let (tx, rx) = tokio::sync::mpsc::channel::<Bytes>(16);
         let task = tokio::spawn(async move {
-            let Some(ticket) = acquire(&queue, limit, deadline, || tx.is_closed()).await else {
+            let Some(ticket) = acquire(&queue, limit, deadline, tx.closed()).await else {
                 if !tx.is_closed() {
                     queue
                         .timed_out
@@ -143,5 +150,53 @@ impl Waiting {
             Some((Ok::<_, std::convert::Infallible>(frame), (rx, g)))
         });
         event_stream_response(Body::from_stream(body))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    // The clock is paused: a waiter that polled on a timer would move it; one woken by the
+    // queue does not.
+    #[tokio::test(start_paused = true)]
+    async fn a_waiter_gets_a_freed_place_without_polling() {
+        let q = ClassQueue::new("normal", Some(1));
+        let held = q.try_enter(None).unwrap();
+        let t0 = tokio::time::Instant::now();
+        let limit = Instant::now() + Duration::from_secs(30);
+        let waiter = tokio::spawn({
+            let q = q.clone();
+            async move { acquire(&q, limit, None, std::future::pending()).await }
+        });
+        tokio::task::yield_now().await;
+        assert!(!waiter.is_finished());
+        drop(held);
+        let got = waiter.await.unwrap();
+        assert!(got.is_some());
+        assert_eq!(q.queued(), 1);
+        assert_eq!(
+            tokio::time::Instant::now(),
+            t0,
+            "the waiter slept on a timer"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_waiter_gives_up_at_its_limit_or_when_the_client_leaves() {
+        let q = ClassQueue::new("normal", Some(1));
+        let _held = q.try_enter(None).unwrap();
+        let t0 = tokio::time::Instant::now();
+        let limit = Instant::now() + Duration::from_secs(2);
+        assert!(acquire(&q, limit, None, std::future::pending())
+            .await
+            .is_none());
+        let waited = tokio::time::Instant::now() - t0;
+        assert!(waited >= Duration::from_secs(2) && waited < Duration::from_millis(2100));
+        let far = Instant::now() + Duration::from_secs(3600);
+        assert!(acquire(&q, far, None, std::future::ready(()))
+            .await
+            .is_none());
+        assert_eq!(q.queued(), 1);
     }
 }
