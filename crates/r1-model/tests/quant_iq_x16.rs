@@ -254,3 +254,58 @@ fn x16_results_match_an_f64_dot_of_the_dequantized_operands() {
         }
     }
 }
+
+/// Real tensors that llama-quantize made (every `*.gguf` in `$R1SERVE_IQ_GGUF_DIR`, e.g. the
+/// small1 IQ1_S ... IQ4_XS files; skipped where it is unset): the loader interleaves each
+/// tensor whose type has an x16 kernel on this CPU, and on the first 64 rows of each, for 1,
+/// 3 and 17 tokens, the x16 kernel equals the native portable kernel bit for bit.
+#[test]
+fn real_llama_quantize_tensors_interleaved_equal_the_native_kernel() {
+    use r1_model::gguf::GgufFile;
+    let Some(dir) = std::env::var_os("R1SERVE_IQ_GGUF_DIR") else {
+        eprintln!("skipping: set R1SERVE_IQ_GGUF_DIR to a folder of llama-quantize IQ files");
+        return;
+    };
+    let mut files: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "gguf"))
+        .collect();
+    files.sort();
+    let mut rng = StdRng::seed_from_u64(4);
+    let mut checked = std::collections::BTreeMap::<String, usize>::new();
+    for path in &files {
+        let native = GgufFile::open(path).unwrap();
+        let mut file = GgufFile::open_resident(path).unwrap();
+        file.interleave_weights(|_| true);
+        for t in file.tensors() {
+            // the i-quants (the K-quants' x16 kernels have an order of their own)
+            let iq = TYPES.contains(&t.ty) && native_order(t.ty);
+            if t.layout != WeightLayout::Interleaved16 || !iq {
+                continue;
+            }
+            let fastest = *x16_isas(t.ty).last().unwrap();
+            let k = t.row_len();
+            let rb = quant::row_bytes(t.ty, k).unwrap();
+            let rows = t.n_rows().min(64);
+            let w16 = &file.tensor_data(t)[..rows * rb];
+            let wn = &native.tensor_data(native.tensor(&t.name).unwrap())[..rows * rb];
+            assert_ne!(w16, wn, "{}: not interleaved", t.name);
+            for n in [1, 3, 17] {
+                let (a, _) = activations(&mut rng, t.ty, k, n);
+                let want = gemm(Isa::Scalar, WeightLayout::Native, t.ty, k, wn, &a, n);
+                let got = gemm(fastest, WeightLayout::Interleaved16, t.ty, k, w16, &a, n);
+                let p = path.display();
+                assert_eq!(
+                    same_bits(&got, &want),
+                    None,
+                    "{p} {} {} n={n}",
+                    t.name,
+                    t.ty
+                );
+            }
+            *checked.entry(format!("{} {fastest:?}", t.ty)).or_default() += 1;
+        }
+    }
+    eprintln!("real tensors checked, per type and ISA: {checked:?}");
+}
