@@ -60,10 +60,15 @@ pub fn supported(ty: GgmlType) -> bool {
 }
 
 /// Whether this CPU's best ISA has an x16 kernel for `ty`: only then is it worth
-/// interleaving (Q4_K / Q6_K have AVX-512 VNNI kernels only).
+/// interleaving (Q4_K / Q6_K have AVX-512 VNNI kernels only). The i-quants' portable x16
+/// kernel puts each group back in the native layout and runs the native kernel (same bits,
+/// slower), so without a SIMD one they stay native.
 pub fn available(ty: GgmlType) -> bool {
-    super::dispatch::kernel_for(super::Isa::best(), super::WeightLayout::Interleaved16, ty)
-        .is_some()
+    let best = super::Isa::best();
+    if best == super::Isa::Scalar && super::x16_iq::covers(ty) {
+        return false;
+    }
+    super::dispatch::kernel_for(best, super::WeightLayout::Interleaved16, ty).is_some()
 }
 
 /// Interleave `rows` (whole groups of 16 native rows of `k` elements) in place.
