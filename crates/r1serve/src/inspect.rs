@@ -19,6 +19,10 @@ pub struct InspectArgs {
     /// Print every metadata key (arrays abbreviated).
     #[arg(long)]
     pub metadata: bool,
+    /// Report the KV cache in this element type (f32 or f16), as `run --kv-dtype` would
+    /// allocate it.
+    #[arg(long, value_name = "TYPE")]
+    pub kv_dtype: Option<r1_model::KvDtype>,
 }
 
 pub fn run(args: &InspectArgs) -> anyhow::Result<()> {
@@ -85,9 +89,9 @@ pub fn run(args: &InspectArgs) -> anyhow::Result<()> {
         cfg.rms_eps,
         if cfg.qkv_bias { " | q/k/v bias" } else { "" }
     );
-    let (loaded, model) = r1_model::load_gguf(&args.path, 1, &mut |_, _| {})
+    let (loaded, mut model) = r1_model::load_gguf(&args.path, 1, &mut |_, _| {})
         .with_context(|| format!("loading {}", args.path.display()))?;
-    print_kv(model.as_ref());
+    print_kv(args, model.as_mut())?;
     // Per type: tensors, bytes, and of those how many the loader interleaved (x16 layout).
     let mut hist: BTreeMap<&str, (GgmlType, usize, u64, usize)> = BTreeMap::new();
     for t in loaded.tensors() {
@@ -166,13 +170,19 @@ fn short(v: &GgufValue) -> String {
     }
 }
 
-/// The KV cache the engine allocates for this model, per token and for the full context.
-fn print_kv(model: &dyn r1_model::Model) {
+/// The KV cache the engine allocates for this model (in `--kv-dtype`'s type, where given),
+/// per token and for the full context; for a DeepSeek model also what the full R1 needs.
+fn print_kv(args: &InspectArgs, model: &mut dyn r1_model::Model) -> anyhow::Result<()> {
+    if let Some(dtype) = args.kv_dtype {
+        model
+            .set_kv_dtype(dtype)
+            .with_context(|| format!("--kv-dtype {dtype}"))?;
+    }
     let layout = model.kv_layout();
     let dtype = model.kv_dtype();
     let per_token = layout.bytes_per_token(dtype.bytes());
     println!(
-        "KV cache:       {} bytes/token ({} layers x ({} + {}) values, {:?}); {:.1} MiB for the full context of {}",
+        "KV cache:       {} bytes/token ({} layers x ({} + {}) values, {}); {:.1} MiB for the full context of {}",
         per_token,
         layout.n_layers,
         layout.k_width,
@@ -181,11 +191,20 @@ fn print_kv(model: &dyn r1_model::Model) {
         (per_token * model.config().context_length) as f64 / (1 << 20) as f64,
         model.config().context_length
     );
+    if model.config().arch.starts_with("deepseek") {
+        // Sizing help for the real thing: R1/V3 keep 61 layers of kv_lora_rank 512 + rope 64.
+        let r1 = 61 * (512 + 64) * dtype.bytes();
+        println!(
+            "                DeepSeek-R1 (61 layers x (512 + 64) values, {dtype}): {r1} bytes/token, {:.1} GiB at 128k context",
+            (r1 * 131_072) as f64 / (1u64 << 30) as f64
+        );
+    }
+    Ok(())
 }
 
 /// A Hugging Face model directory: what the loaded model reports.
 fn run_hf_dir(args: &InspectArgs) -> anyhow::Result<()> {
-    let model = r1_model::load_hf_dir(&args.path, 1)
+    let mut model = r1_model::load_hf_dir(&args.path, 1)
         .with_context(|| format!("loading {}", args.path.display()))?;
     let c = model.config();
     println!("directory:      {} (Hugging Face)", args.path.display());
@@ -201,7 +220,7 @@ fn run_hf_dir(args: &InspectArgs) -> anyhow::Result<()> {
         "layers {} | hidden {} | heads {} (kv {}) | vocab {}",
         c.n_layers, c.hidden, c.n_heads, c.n_kv_heads, c.vocab_size
     );
-    print_kv(model.as_ref());
+    print_kv(args, model.as_mut())?;
     match Tokenizer::from_hf_dir(&args.path) {
         Ok(tok) => {
             println!(

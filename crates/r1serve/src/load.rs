@@ -23,6 +23,11 @@ pub struct ModelArgs {
     /// `ulimit -l` at least the model size, or CAP_IPC_LOCK).
     #[arg(long)]
     pub mlock: bool,
+    /// KV-cache element type: f32 or f16 (default: the model's own; f32 for DeepSeek, whose
+    /// latents then stay exact; f16 for llama and qwen2). f16 halves a DeepSeek latent
+    /// cache and the bytes its attention reads per token.
+    #[arg(long, env = "R1SERVE_KV_DTYPE", value_name = "TYPE")]
+    pub kv_dtype: Option<r1_model::KvDtype>,
 }
 
 impl ModelArgs {
@@ -64,12 +69,13 @@ pub fn load(args: &ModelArgs) -> anyhow::Result<Loaded> {
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_default(),
     );
-    let (file, model) = r1_model::load_gguf(path, args.threads(), &mut |done, total| {
+    let (file, mut model) = r1_model::load_gguf(path, args.threads(), &mut |done, total| {
         bar.set_length(total);
         bar.set_position(done);
     })
     .with_context(|| format!("loading {}", path.display()))?;
     bar.finish_and_clear();
+    set_kv_dtype(args, model.as_mut(), path)?;
     if args.mlock {
         file.mlock().context("--mlock")?;
         tracing::info!(bytes = file.file_size(), "weights locked in RAM");
@@ -90,6 +96,17 @@ pub fn load(args: &ModelArgs) -> anyhow::Result<Loaded> {
     })
 }
 
+/// Apply `--kv-dtype`, where given.
+fn set_kv_dtype(args: &ModelArgs, model: &mut dyn Model, path: &Path) -> anyhow::Result<()> {
+    if let Some(dtype) = args.kv_dtype {
+        model
+            .set_kv_dtype(dtype)
+            .with_context(|| format!("--kv-dtype {dtype} for {}", path.display()))?;
+    }
+    tracing::info!(kv_dtype = %model.kv_dtype(), "KV cache type");
+    Ok(())
+}
+
 /// A Hugging Face model directory: safetensors weights, tokenizer.json and its config.
 fn load_hf(args: &ModelArgs, dir: &Path) -> anyhow::Result<Loaded> {
     if args.mlock {
@@ -99,8 +116,9 @@ fn load_hf(args: &ModelArgs, dir: &Path) -> anyhow::Result<Loaded> {
         );
     }
     let start = Instant::now();
-    let model = r1_model::load_hf_dir(dir, args.threads())
+    let mut model = r1_model::load_hf_dir(dir, args.threads())
         .with_context(|| format!("loading {}", dir.display()))?;
+    set_kv_dtype(args, model.as_mut(), dir)?;
     let tokenizer = Tokenizer::from_hf_dir(dir)
         .with_context(|| format!("building the tokenizer of {}", dir.display()))?;
     let size_bytes = std::fs::read_dir(dir)

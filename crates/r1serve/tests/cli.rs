@@ -148,3 +148,73 @@ fn inspect_and_run_a_split_model() {
     };
     assert_eq!(gen(first), gen(model.to_str().unwrap()));
 }
+
+/// `--kv-dtype f16` halves DeepSeek's latent cache (inspect says so, and run still follows
+/// HF's greedy text on the tiny fixture); an architecture with one cache type refuses the
+/// other by name, and an unknown type is a usage error.
+#[test]
+fn kv_dtype_option_halves_the_latent_cache_or_is_refused_clearly() {
+    let Some(dir) = testdata::fixture("tiny-deepseek-v3") else {
+        return;
+    };
+    let d = dir.to_str().unwrap();
+    let out = r1serve(&["inspect", "--kv-dtype", "f16", d]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(text.contains("KV cache:       144 bytes/token"), "{text}");
+    let reference: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("reference.json")).unwrap())
+            .unwrap();
+    let p = &reference["prompts"][0];
+    let out = r1serve(&[
+        "run",
+        "--model",
+        d,
+        "--kv-dtype",
+        "f16",
+        "--raw",
+        "--temperature",
+        "0",
+        "-n",
+        "16",
+        p["text"].as_str().unwrap(),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        String::from_utf8(out.stdout)
+            .unwrap()
+            .trim_end_matches('\n'),
+        p["greedy"]["text"].as_str().unwrap()
+    );
+
+    let out = r1serve(&["run", "-m", d, "--kv-dtype", "q4", "hi"]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("unknown KV-cache type `q4`"), "{err}");
+
+    let Some(smollm2) = testdata::model("smollm2") else {
+        return;
+    };
+    let out = r1serve(&[
+        "run",
+        "-m",
+        smollm2.to_str().unwrap(),
+        "--kv-dtype",
+        "f32",
+        "hi",
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("--kv-dtype f32") && err.contains("keeps its KV cache in f16"),
+        "{err}"
+    );
+}

@@ -54,6 +54,19 @@ pub trait Model: Send + Sync {
     fn kv_dtype(&self) -> KvDtype {
         KvDtype::F16
     }
+    /// Keep the KV cache in `dtype` from now on (the engine sizes and allocates it from
+    /// [`Model::kv_dtype`]). An architecture that reads only one type refuses the others.
+    fn set_kv_dtype(&mut self, dtype: KvDtype) -> Result<(), ModelError> {
+        if dtype == self.kv_dtype() {
+            Ok(())
+        } else {
+            Err(ModelError::Unsupported(format!(
+                "the {} architecture keeps its KV cache in {} (asked for {dtype})",
+                self.config().arch,
+                self.kv_dtype()
+            )))
+        }
+    }
 }
 
 /// Whether to interleave weights for the x16 kernels (faster GEMM, not llama.cpp's float
