@@ -37,6 +37,8 @@ pub struct ServerConfig {
     pub overload: crate::overload::OverloadConfig,
     /// API keys, audit log, sensitive-data detection, TLS, connection limits.
     pub security: SecurityConfig,
+    /// Extra metric names on `/metrics` (`--metrics-compat vllm`).
+    pub metrics_compat: crate::metrics::MetricsCompat,
 }
 
 impl Default for ServerConfig {
@@ -52,6 +54,7 @@ impl Default for ServerConfig {
             scaling: ScalingConfig::default(),
             overload: Default::default(),
             security: SecurityConfig::default(),
+            metrics_compat: Default::default(),
         }
     }
 }

@@ -59,6 +59,11 @@ pub struct ServeArgs {
     /// Seconds of silence after which a stream gets a `: keep-alive` comment.
     #[arg(long, default_value_t = 5.0)]
     pub keep_alive_interval: f64,
+    /// Also export another server's metric names: `vllm` adds vllm:num_requests_waiting,
+    /// vllm:num_requests_running and vllm:kv_cache_usage_perc (for the Gateway API Inference
+    /// Extension's endpoint picker and llm-d).
+    #[arg(long, default_value = "none")]
+    pub metrics_compat: r1_server::metrics::MetricsCompat,
     #[command(flatten)]
     pub scaling: ScalingArgs,
     #[command(flatten)]
@@ -106,6 +111,7 @@ pub fn run(args: &ServeArgs) -> anyhow::Result<()> {
         scaling: args.scaling.config()?,
         overload: args.overload.config()?,
         security: args.security.config()?,
+        metrics_compat: args.metrics_compat,
     };
     let engine_cfg = EngineConfig {
         kv_cache_mem: args.kv_cache_mem,

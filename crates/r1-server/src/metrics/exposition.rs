@@ -9,7 +9,7 @@ use axum::http::header;
 use axum::response::{IntoResponse, Response};
 
 use super::text_format::{Kind, TextEncoder, CONTENT_TYPE};
-use super::{class_label, process};
+use super::{class_label, process, MetricsCompat};
 use crate::scaling::advisor::Decision;
 use crate::state::AppState;
 
@@ -61,6 +61,9 @@ fn engine_series(st: &AppState, e: &mut TextEncoder) {
         "Sequences queued in the engine waiting for a slot, by priority class.",
         classes.iter().map(|(c, _, w)| (c.as_str(), *w as f64)),
     );
+    if st.config.metrics_compat == MetricsCompat::Vllm {
+        vllm_series(e, &s);
+    }
     e.single(
         "r1serve_kv_cache_usage_ratio",
         Kind::Gauge,
@@ -187,6 +190,31 @@ fn engine_series(st: &AppState, e: &mut TextEncoder) {
     ];
     for (name, help, h) in histograms {
         e.histogram(name, help, h);
+    }
+}
+
+/// vLLM's names for queue depth, running requests and KV-cache use (`--metrics-compat vllm`),
+/// with vLLM's meaning: engine sequences, and a 0-to-1 fraction despite `perc`.
+fn vllm_series(e: &mut TextEncoder, s: &r1_engine::engine::EngineStats) {
+    e.single(
+        "vllm:num_requests_running",
+        Kind::Gauge,
+        "Number of requests in model execution batches (r1serve_num_requests_running summed).",
+        s.running as f64,
+    );
+    e.single(
+        "vllm:num_requests_waiting",
+        Kind::Gauge,
+        "Number of requests waiting to be processed (r1serve_num_requests_waiting summed).",
+        s.waiting as f64,
+    );
+    for name in ["vllm:kv_cache_usage_perc", "vllm:gpu_cache_usage_perc"] {
+        e.single(
+            name,
+            Kind::Gauge,
+            "KV-cache usage, 1 means 100 percent (r1serve_kv_cache_usage_ratio).",
+            s.kv_usage,
+        );
     }
 }
 

@@ -60,6 +60,29 @@ impl ServerMetrics {
     }
 }
 
+/// Extra metric names exported for tools built around another server (`--metrics-compat`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum MetricsCompat {
+    /// Only r1serve's own `r1serve_*` names.
+    #[default]
+    None,
+    /// Also vLLM's `vllm:num_requests_waiting`, `vllm:num_requests_running`,
+    /// `vllm:kv_cache_usage_perc` (and its older name `vllm:gpu_cache_usage_perc`), which the
+    /// Gateway API Inference Extension's endpoint picker (and llm-d) read to route requests.
+    Vllm,
+}
+
+impl std::str::FromStr for MetricsCompat {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "none" => Ok(MetricsCompat::None),
+            "vllm" => Ok(MetricsCompat::Vllm),
+            other => Err(format!("`{other}`: expected `none` or `vllm`")),
+        }
+    }
+}
+
 /// The `class` label of a scheduler priority: the name of the priority class with that value
 /// (`vip`, `normal`, `batch` by default; see `--priority-classes`), else `priority_N` for a
 /// number no class uses.
@@ -74,6 +97,13 @@ pub fn class_label(classes: &[crate::overload::classes::ClassConfig], priority: 
 mod tests {
     use super::*;
     use crate::overload::classes::default_classes;
+
+    #[test]
+    fn metrics_compat_parses() {
+        assert_eq!("vllm".parse(), Ok(MetricsCompat::Vllm));
+        assert_eq!("none".parse(), Ok(MetricsCompat::None));
+        assert!("tgi".parse::<MetricsCompat>().is_err());
+    }
 
     #[test]
     fn class_labels_use_the_class_names() {
