@@ -80,6 +80,7 @@ pub fn load(args: &ModelArgs) -> anyhow::Result<Loaded> {
         file.mlock().context("--mlock")?;
         tracing::info!(bytes = file.file_size(), "weights locked in RAM");
     }
+    log_kernels(&file);
     let tokenizer = Tokenizer::from_gguf(&file)
         .with_context(|| format!("building the tokenizer of {}", path.display()))?;
     tracing::info!(
@@ -94,6 +95,30 @@ pub fn load(args: &ModelArgs) -> anyhow::Result<Loaded> {
         model: Arc::from(model),
         tokenizer: Arc::new(tokenizer),
     })
+}
+
+/// One log line per weight type: how many tensors, and which kernel family runs them on this
+/// CPU (ISA, and whether the loader interleaved them for the x16 kernels).
+fn log_kernels(file: &r1_model::gguf::GgufFile) {
+    use r1_model::quant::{kernel_isa, WeightLayout};
+    use std::collections::BTreeMap;
+    let mut types: BTreeMap<(&str, bool), (r1_model::quant::GgmlType, WeightLayout, usize)> =
+        BTreeMap::new();
+    for t in file.tensors() {
+        let x16 = t.layout == WeightLayout::Interleaved16;
+        types
+            .entry((t.ty.name(), x16))
+            .or_insert((t.ty, t.layout, 0))
+            .2 += 1;
+    }
+    for ((name, _), (ty, layout, n)) in types {
+        let family = match kernel_isa(layout, ty) {
+            Some(isa) if layout == WeightLayout::Interleaved16 => format!("{isa:?} x16"),
+            Some(isa) => format!("{isa:?}"),
+            None => "none (dequantized or not a matmul weight)".into(),
+        };
+        tracing::info!(ty = name, tensors = n, kernel = %family, "weight type");
+    }
 }
 
 /// Apply `--kv-dtype`, where given.

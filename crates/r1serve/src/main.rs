@@ -28,6 +28,43 @@ struct Cli {
     /// Log line format on stderr: text, or json (one object per line, with request ids).
     #[arg(long, global = true, value_enum, default_value = "text")]
     log_format: observability::LogFormat,
+    /// Highest instruction set the kernels may use (default: the best this CPU has). Results
+    /// are the same at every level; lower ones are slower (for tests and comparisons).
+    #[arg(long, global = true, value_enum, env = "R1SERVE_ISA")]
+    isa: Option<IsaCap>,
+}
+
+/// The `--isa` levels, named as `R1SERVE_ISA` takes them.
+#[derive(Clone, Copy, Debug, clap::ValueEnum)]
+enum IsaCap {
+    Scalar,
+    Avx2,
+    Avx512,
+}
+
+/// Cap the kernels' ISA before anything asks for it (the kernels read `R1SERVE_ISA` once),
+/// and say which one runs.
+fn apply_isa_cap(cap: Option<IsaCap>) {
+    use r1_model::quant::Isa;
+    if let Some(cap) = cap {
+        let name = match cap {
+            IsaCap::Scalar => "scalar",
+            IsaCap::Avx2 => "avx2",
+            IsaCap::Avx512 => "avx512",
+        };
+        // Single-threaded here: no thread has started yet.
+        std::env::set_var("R1SERVE_ISA", name);
+    }
+    let best = Isa::best();
+    tracing::debug!(isa = ?best, available = ?Isa::available(), "kernel instruction set");
+    let asked = match cap {
+        Some(IsaCap::Avx512) => Some(Isa::Avx512),
+        Some(IsaCap::Avx2) => Some(Isa::Avx2),
+        _ => None,
+    };
+    if let Some(asked) = asked.filter(|&a| a != best) {
+        tracing::warn!(asked = ?asked, running = ?best, "--isa: this CPU lacks the asked instruction set");
+    }
 }
 
 #[derive(Subcommand)]
@@ -66,6 +103,7 @@ fn main() {
     }
     let cli = Cli::parse();
     observability::init_logging(cli.log_format);
+    apply_isa_cap(cli.isa);
     if !matches!(cli.command, Command::Serve(_)) {
         // Terminal commands end quietly when their output pipe closes (`| head`), as Unix
         // tools do; Rust ignores SIGPIPE by default and println! would panic instead.
