@@ -1,7 +1,8 @@
 //! Server-sent events exactly as OpenAI sends them: `data: {json}\n\n` per chunk, then
-//! `data: [DONE]\n\n`. While a stream is silent (the request waits in the queue, or a long
-//! prompt is being read) a `: keep-alive\n\n` comment goes out every interval, as DeepSeek's
-//! API does, so proxies keep the connection.
+//! `data: [DONE]\n\n`, written by axum's [`Sse`]. While a stream is silent (the request waits
+//! in the queue, or a long prompt is being read) axum's [`KeepAlive`] sends a
+//! `: keep-alive\n\n` comment every interval, as DeepSeek's API does, so proxies keep the
+//! connection.
 //!
 //! The response body owns the [`Generation`]: when the client goes away, hyper drops the body,
 //! which drops the engine's request streams, which cancels the request.
@@ -10,8 +11,10 @@ use std::collections::VecDeque;
 use std::convert::Infallible;
 use std::time::Duration;
 
-use axum::body::{Body, Bytes};
+use axum::body::Body;
 use axum::http::{header, HeaderValue, StatusCode};
+pub use axum::response::sse::Event;
+use axum::response::sse::{KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 
@@ -19,36 +22,38 @@ use crate::error::ApiError;
 use crate::generation::{Delta, GenEvent, Generation};
 use crate::openai_types::Usage;
 
+/// The keep-alive comment (also sent by the wait-mode stream, see `overload::wait`).
 pub const KEEP_ALIVE: &str = ": keep-alive\n\n";
 pub const DONE: &str = "data: [DONE]\n\n";
 
-/// Turns generation events into the endpoint's chunk JSON.
+/// Turns generation events into the endpoint's chunk events.
 pub trait ChunkFormat: Send + 'static {
     /// Chunks sent when the request is admitted (chat: the `role` chunk of each choice).
-    fn admitted(&mut self) -> Vec<String>;
+    fn admitted(&mut self) -> Vec<Event>;
     /// Chunks for one choice's delta (may be none, e.g. for text held back).
-    fn delta(&mut self, d: Delta) -> Vec<String>;
+    fn delta(&mut self, d: Delta) -> Vec<Event>;
     /// The final usage chunk (`choices: []`).
-    fn usage(&mut self, u: Usage) -> String;
+    fn usage(&mut self, u: Usage) -> Event;
     /// Whether the client asked for `stream_options.include_usage`.
     fn include_usage(&self) -> bool;
 }
 
-pub fn data_line<T: Serialize>(v: &T) -> String {
-    match serde_json::to_string(v) {
-        Ok(j) => format!("data: {j}\n\n"),
-        Err(e) => format!(
-            "data: {}\n\n",
-            ApiError::internal(format!("serializing a chunk failed: {e}")).body_json()
-        ),
-    }
+/// One `data:` event carrying `v` as JSON (serialized straight into the event's buffer).
+pub fn data_line<T: Serialize>(v: &T) -> Event {
+    Event::default().json_data(v).unwrap_or_else(|e| {
+        let e = ApiError::internal(format!("serializing a chunk failed: {e}"));
+        Event::default().data(e.body_json())
+    })
+}
+
+fn done() -> Event {
+    Event::default().data("[DONE]")
 }
 
 struct SseState<F: ChunkFormat> {
     gen: Generation,
     fmt: F,
-    queue: VecDeque<String>,
-    keep_alive: Duration,
+    queue: VecDeque<Event>,
     done: bool,
 }
 
@@ -64,14 +69,14 @@ impl<F: ChunkFormat> SseState<F> {
                 self.queue.extend(chunks);
             }
             GenEvent::Error(e) => {
-                self.queue.push_back(format!("data: {}\n\n", e.body_json()));
-                self.queue.push_back(DONE.to_string());
+                self.queue.push_back(Event::default().data(e.body_json()));
+                self.queue.push_back(done());
                 self.done = true;
             }
         }
     }
 
-    async fn next_frame(&mut self) -> Option<String> {
+    async fn next_event(&mut self) -> Option<Event> {
         loop {
             if let Some(f) = self.queue.pop_front() {
                 return Some(f);
@@ -79,15 +84,14 @@ impl<F: ChunkFormat> SseState<F> {
             if self.done {
                 return None;
             }
-            match tokio::time::timeout(self.keep_alive, self.gen.next()).await {
-                Err(_) => return Some(KEEP_ALIVE.to_string()),
-                Ok(Some(ev)) => self.push_event(ev),
-                Ok(None) => {
+            match self.gen.next().await {
+                Some(ev) => self.push_event(ev),
+                None => {
                     if self.fmt.include_usage() {
                         let u = self.fmt.usage(self.gen.usage());
                         self.queue.push_back(u);
                     }
-                    self.queue.push_back(DONE.to_string());
+                    self.queue.push_back(done());
                     self.done = true;
                 }
             }
@@ -106,23 +110,27 @@ pub fn response<F: ChunkFormat>(
         gen,
         fmt,
         queue: VecDeque::new(),
-        keep_alive,
         done: false,
     };
     if let Some(ev) = first {
         st.push_event(ev);
     }
-    let body = futures_util::stream::unfold(st, |mut st| async move {
-        let frame = st.next_frame().await?;
-        Some((Ok::<_, Infallible>(Bytes::from(frame)), st))
+    let events = futures_util::stream::unfold(st, |mut st| async move {
+        let ev = st.next_event().await?;
+        Some((Ok::<_, Infallible>(ev), st))
     });
-    event_stream_response(Body::from_stream(body))
+    let sse = Sse::new(events).keep_alive(KeepAlive::new().interval(keep_alive).text("keep-alive"));
+    with_stream_headers(sse.into_response())
 }
 
-/// A `200` carrying `body` as server-sent events: the content type, no caching, and no
-/// proxy buffering (nginx's `x-accel-buffering`), so every frame reaches the client at once.
+/// A `200` carrying `body` (already SSE-framed) as server-sent events.
 pub fn event_stream_response(body: Body) -> Response {
-    let mut resp = (StatusCode::OK, body).into_response();
+    with_stream_headers((StatusCode::OK, body).into_response())
+}
+
+/// The headers of every stream: the content type, no caching, and no proxy buffering
+/// (nginx's `x-accel-buffering`), so every frame reaches the client at once.
+fn with_stream_headers(mut resp: Response) -> Response {
     let h = resp.headers_mut();
     h.insert(
         header::CONTENT_TYPE,

@@ -20,7 +20,7 @@ use crate::openai_types::{
 };
 use crate::overload::{self, estimate_tokens, Admission, RequestContext};
 use crate::reasoning::ReasoningParser;
-use crate::sse::{self, data_line, ChunkFormat};
+use crate::sse::{self, data_line, ChunkFormat, Event};
 use crate::state::{system_fingerprint, unix_now, AppState, ModelState};
 
 /// The body is read and parsed once ([`ApiJson`]); admission control runs on the typed
@@ -270,7 +270,7 @@ struct ChatFormat {
 }
 
 impl ChatFormat {
-    fn chunk(&self, choices: Vec<ChatChunkChoice>) -> String {
+    fn chunk(&self, choices: Vec<ChatChunkChoice>) -> Event {
         data_line(&Chunk {
             id: self.id.clone(),
             object: "chat.completion.chunk",
@@ -284,7 +284,7 @@ impl ChatFormat {
 }
 
 impl ChunkFormat for ChatFormat {
-    fn admitted(&mut self) -> Vec<String> {
+    fn admitted(&mut self) -> Vec<Event> {
         (0..self.n)
             .map(|i| {
                 self.chunk(vec![ChatChunkChoice {
@@ -301,7 +301,7 @@ impl ChunkFormat for ChatFormat {
             .collect()
     }
 
-    fn delta(&mut self, d: Delta) -> Vec<String> {
+    fn delta(&mut self, d: Delta) -> Vec<Event> {
         let mut out = Vec::new();
         if !d.content.is_empty() || !d.reasoning.is_empty() || !d.logprobs.is_empty() {
             let delta = ChatDelta {
@@ -329,7 +329,7 @@ impl ChunkFormat for ChatFormat {
         out
     }
 
-    fn usage(&mut self, u: Usage) -> String {
+    fn usage(&mut self, u: Usage) -> Event {
         data_line(&Chunk::<ChatChunkChoice> {
             id: self.id.clone(),
             object: "chat.completion.chunk",

@@ -18,7 +18,7 @@ use crate::openai_types::{
 };
 use crate::overload::{self, estimate_tokens, Admission, RequestContext};
 use crate::routes::chat::FIRST_EVENT_WAIT;
-use crate::sse::{self, data_line, ChunkFormat};
+use crate::sse::{self, data_line, ChunkFormat, Event};
 use crate::state::{system_fingerprint, unix_now, AppState};
 
 /// Most prompts one request may batch.
@@ -188,7 +188,7 @@ struct CompletionFormat {
 }
 
 impl CompletionFormat {
-    fn chunk(&self, choices: Vec<CompletionChoice>, usage: Option<Option<Usage>>) -> String {
+    fn chunk(&self, choices: Vec<CompletionChoice>, usage: Option<Option<Usage>>) -> Event {
         data_line(&Chunk {
             id: self.id.clone(),
             object: "text_completion",
@@ -202,7 +202,7 @@ impl CompletionFormat {
 }
 
 impl ChunkFormat for CompletionFormat {
-    fn admitted(&mut self) -> Vec<String> {
+    fn admitted(&mut self) -> Vec<Event> {
         let echoes = std::mem::take(&mut self.echoes);
         let usage = self.include_usage.then_some(None);
         echoes
@@ -222,7 +222,7 @@ impl ChunkFormat for CompletionFormat {
             .collect()
     }
 
-    fn delta(&mut self, d: Delta) -> Vec<String> {
+    fn delta(&mut self, d: Delta) -> Vec<Event> {
         if d.content.is_empty() && d.logprobs.is_empty() && d.finish.is_none() {
             return Vec::new();
         }
@@ -241,7 +241,7 @@ impl ChunkFormat for CompletionFormat {
         vec![self.chunk(vec![choice], self.include_usage.then_some(None))]
     }
 
-    fn usage(&mut self, u: Usage) -> String {
+    fn usage(&mut self, u: Usage) -> Event {
         self.chunk(Vec::new(), Some(Some(u)))
     }
 
