@@ -2,8 +2,43 @@
 //!
 //! Routes: `POST /v1/chat/completions`, `POST /v1/completions`, `GET /v1/models`,
 //! `GET /v1/models/{id}`, `GET /health`, `GET /ready`, `POST /tokenize`, `POST /detokenize`,
-//! `GET /v1/engine/stats`, `GET /metrics` (Prometheus), `GET /v1/scaling` (scaling advice). [`run_blocking`] starts listening at once (`/ready` answers 503),
-//! loads the model on a blocking thread, serves, and drains on SIGTERM/SIGINT.
+//! `GET /v1/engine/stats`, `GET /metrics` (Prometheus), `GET /v1/scaling` (scaling advice),
+//! `/admin/*`. [`run_blocking`] starts listening at once (`/ready` answers 503), loads the
+//! model on a blocking thread, serves, and drains on SIGTERM/SIGINT.
+//!
+//! # The path of one chat request, top to bottom
+//!
+//! 1. **Connection** (`security/listener.rs`): our hyper accept loop: TLS, the connection
+//!    cap (one 429 to extra connections), header size and read-time limits.
+//! 2. **Layers** (`routes/mod.rs`, outer to inner): `caller.rs` (request id, anonymous
+//!    `Caller` with the peer IP) → `metrics/http.rs` (counters, span) →
+//!    `security/audit_layer.rs` (body hash, one audit record per request; puts the output
+//!    filter's `RequestGuard` in the request's extensions) → `security/auth.rs` (API key →
+//!    `Caller`, route permission, 401/403) → access log → tower-http's body limit
+//!    (`--max-body-bytes` on a declared length, every route).
+//! 3. **Typed request** (`extract.rs`): `ApiJson` reads the body once under the same limit
+//!    (413) and parses it once into `openai_types.rs`'s `ChatCompletionRequest` (400 naming
+//!    the field); `RequestCtx` takes the caller and output filter from the extensions.
+//! 4. **Admission** (`overload/mod.rs` `admit`, from the handler in `routes/chat.rs`): 503
+//!    while loading or draining; the class (`overload/classes.rs`, key tier or `priority`);
+//!    the rate limit (`overload/rate_limit.rs`); a place in the class queue
+//!    (`overload/admission.rs`: 429 + Retry-After when full, or wait mode in
+//!    `overload/wait.rs`, woken by a tokio `Notify`). The rest of the handler runs with the
+//!    request's `RequestContext` (ticket, class priority, latency target, response cache).
+//! 5. **Prompt** (`routes/chat.rs`): chat template (`r1_engine::chat_template`), tokenize,
+//!    `generation::engine_request` checks every field into a `GenerateRequest`.
+//! 6. **Engine** (`generation.rs` `submit`): the response cache
+//!    (`overload/response_cache.rs`) or `EngineHandle::submit`; the engine's typed
+//!    `EngineError` becomes an HTTP error in one place (`error.rs`, `From<EngineError>`).
+//! 7. **Events → deltas** (`generation.rs` `Generation::next`): the `<think>` split
+//!    (`reasoning.rs`), redaction (`security/output_filter.rs`), the ticket released at
+//!    admission, the class's max queue wait.
+//! 8. **Writer**: one JSON body (`generation::collect`) or SSE (`sse.rs`, axum `Sse` with
+//!    `KeepAlive`; routes implement `ChunkFormat`). The audit record is written when the
+//!    answer (or the stream) ends; a client that leaves drops the body, which cancels the
+//!    request in the engine.
+//!
+//! `/metrics` is `metrics/exposition.rs` (`--metrics-compat vllm` adds vLLM's gauge names).
 
 pub mod caller;
 pub mod error;

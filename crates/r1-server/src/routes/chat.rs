@@ -24,7 +24,7 @@ use crate::sse::{self, data_line, ChunkFormat, Event};
 use crate::state::{system_fingerprint, unix_now, AppState, ModelState};
 
 /// The body is read and parsed once ([`ApiJson`]); admission control runs on the typed
-/// request, then [`handle`] with the request's admission context.
+/// request, then `handle` with the request's admission context.
 pub async fn chat_completions(
     State(st): State<Arc<AppState>>,
     rc: RequestCtx,

@@ -25,7 +25,7 @@ use crate::state::{system_fingerprint, unix_now, AppState};
 const MAX_PROMPTS: usize = 64;
 
 /// The body is read and parsed once ([`ApiJson`]); admission control runs on the typed
-/// request, then [`handle`] with the request's admission context.
+/// request, then `handle` with the request's admission context.
 pub async fn completions(
     State(st): State<Arc<AppState>>,
     rc: RequestCtx,

@@ -1,5 +1,7 @@
-//! The router: every route, the OpenAI-style 404, body limits, an access log, and the
-//! security layers (request id → audit → authentication → handlers).
+//! The router: every route, the OpenAI-style 404, the body limit, an access log, and the
+//! layers in front of the handlers (request id → metrics → audit → authentication → access
+//! log → body limit → handlers). Generation routes do admission control in the handler, on
+//! the typed request (see `crate::overload::admit`).
 
 pub mod chat;
 pub mod completions;
