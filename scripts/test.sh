@@ -18,6 +18,23 @@ echo "== cargo clippy -D warnings"
 cargo clippy --workspace --all-targets --release -- -D warnings
 echo "== cargo test --release"
 cargo test --workspace --release -- --test-threads="${TEST_THREADS:-2}"
+# Kernels and models again at each lower instruction set this CPU allows (same binaries,
+# capped by R1SERVE_ISA): results must not depend on the ISA, and AVX2-only or SIMD-less
+# machines must be green too. R1SERVE_TEST_ISA_CAPS overrides the list ("" skips).
+if [ -z "${R1SERVE_TEST_ISA_CAPS+x}" ]; then
+  flags="$(grep -m1 '^flags' /proc/cpuinfo 2>/dev/null || true)"
+  has() { [[ " $flags " == *" $1 "* ]]; }
+  R1SERVE_TEST_ISA_CAPS=""
+  if has avx512f && has avx512bw && has avx512vl && has avx512_vnni && has avx2; then
+    R1SERVE_TEST_ISA_CAPS="avx2 scalar"
+  elif has avx2 && has fma && has f16c; then
+    R1SERVE_TEST_ISA_CAPS="scalar"
+  fi
+fi
+for cap in $R1SERVE_TEST_ISA_CAPS; do
+  echo "== cargo test --release -p r1-model at R1SERVE_ISA=$cap"
+  R1SERVE_ISA="$cap" cargo test --release -p r1-model -- --test-threads="${TEST_THREADS:-2}"
+done
 echo "== deploy: alert rules, Kubernetes manifests and chart, Dockerfile lint"
 scripts/test-deploy.sh
 echo "== python: the openai SDK against a live server"
