@@ -132,14 +132,12 @@ impl Ctx<'_> {
                 let n = t1 - t0;
                 // The tile's cache rows: straight from an f32 cache, widened from an f16 one.
                 if let Store::F16(k) = self.store {
-                    let table = f16::table();
-                    sc.wide.clear();
+                    sc.wide.resize(n * kw, 0.0);
                     for j in 0..n {
                         let slot = self.kv.slot(block_table, t0 + j);
-                        sc.wide.extend(
-                            k[slot * kw..(slot + 1) * kw]
-                                .iter()
-                                .map(|&b| table[b as usize]),
+                        f16::widen(
+                            &k[slot * kw..(slot + 1) * kw],
+                            &mut sc.wide[j * kw..(j + 1) * kw],
                         );
                     }
                 }
