@@ -2,15 +2,17 @@
 //! event stream of a finished request, keyed by an exact match on the model, the prompt's
 //! token ids and every parameter that shapes the output. A hit replays the events, so
 //! streaming and non-streaming answers (and both endpoints) come out as the engine made them.
-//! LRU, bounded in bytes, with a time to live.
+//! LRU, bounded in bytes, with a time to live: a `moka` cache.
 
-use std::collections::{BTreeMap, HashMap};
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::sync::Arc;
+use std::time::Duration;
 
 use futures_util::stream::{self, Stream};
+use moka::notification::RemovalCause;
+use moka::policy::EvictionPolicy;
+use moka::sync::Cache;
 use r1_engine::engine::{EngineEvent, Finish, GenerateRequest, RequestStream};
 
 /// Bytes charged per cached event beyond its text (enum, vectors, bookkeeping).
@@ -68,29 +70,10 @@ fn event_bytes(e: &EngineEvent) -> usize {
         }
 }
 
+/// A cached response: the events and what they are charged.
 struct Entry {
     events: Arc<Vec<EngineEvent>>,
     bytes: usize,
-    inserted: Instant,
-    tick: u64,
-}
-
-#[derive(Default)]
-struct Inner {
-    map: HashMap<Arc<CacheKey>, Entry>,
-    /// Least recently used first.
-    lru: BTreeMap<u64, Arc<CacheKey>>,
-    bytes: usize,
-    tick: u64,
-}
-
-impl Inner {
-    fn remove(&mut self, key: &CacheKey) -> Option<Entry> {
-        let e = self.map.remove(key)?;
-        self.lru.remove(&e.tick);
-        self.bytes -= e.bytes;
-        Some(e)
-    }
 }
 
 /// Counters and sizes of the response cache.
@@ -109,10 +92,8 @@ pub struct ResponseCacheStats {
     pub capacity_bytes: usize,
 }
 
-pub struct ResponseCache {
-    capacity: usize,
-    ttl: Duration,
-    inner: Mutex<Inner>,
+#[derive(Default)]
+struct Counters {
     hits: AtomicU64,
     misses: AtomicU64,
     inserts: AtomicU64,
@@ -121,19 +102,37 @@ pub struct ResponseCache {
     hit_bytes: AtomicU64,
 }
 
+/// A moka cache: least recently used first out when the bytes run over the capacity, and a
+/// time to live per entry; our counters come from its eviction listener.
+pub struct ResponseCache {
+    capacity: usize,
+    cache: Cache<CacheKey, Arc<Entry>>,
+    counters: Arc<Counters>,
+}
+
 impl ResponseCache {
     /// `capacity` bytes (0 turns the cache off); entries live `ttl`.
     pub fn new(capacity: usize, ttl: Duration) -> Self {
+        let counters = Arc::new(Counters::default());
+        let listen = counters.clone();
+        let cache = Cache::builder()
+            .max_capacity(capacity as u64)
+            .weigher(|_, e: &Arc<Entry>| e.bytes.try_into().unwrap_or(u32::MAX))
+            .time_to_live(ttl)
+            .eviction_policy(EvictionPolicy::lru())
+            .eviction_listener(move |_, _, cause| {
+                let c = match cause {
+                    RemovalCause::Size => &listen.evictions,
+                    RemovalCause::Expired => &listen.expired,
+                    RemovalCause::Explicit | RemovalCause::Replaced => return,
+                };
+                c.fetch_add(1, Ordering::Relaxed);
+            })
+            .build();
         ResponseCache {
             capacity,
-            ttl,
-            inner: Mutex::new(Inner::default()),
-            hits: AtomicU64::new(0),
-            misses: AtomicU64::new(0),
-            inserts: AtomicU64::new(0),
-            evictions: AtomicU64::new(0),
-            expired: AtomicU64::new(0),
-            hit_bytes: AtomicU64::new(0),
+            cache,
+            counters,
         }
     }
 
@@ -141,57 +140,25 @@ impl ResponseCache {
         self.capacity > 0
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
-        self.inner.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
     pub fn get(&self, key: &CacheKey) -> Option<Arc<Vec<EngineEvent>>> {
-        self.get_at(key, Instant::now())
-    }
-
-    fn get_at(&self, key: &CacheKey, now: Instant) -> Option<Arc<Vec<EngineEvent>>> {
         if !self.enabled() {
             return None;
         }
-        let mut inner = self.lock();
-        let fresh = inner
-            .map
-            .get(key)
-            .map(|e| now.saturating_duration_since(e.inserted) <= self.ttl);
-        match fresh {
-            Some(true) => {
-                inner.tick += 1;
-                let tick = inner.tick;
-                let Inner { map, lru, .. } = &mut *inner;
-                let (k, e) = map.get_key_value(key)?;
-                let k = k.clone();
-                let e_tick = e.tick;
-                lru.remove(&e_tick);
-                lru.insert(tick, k);
-                let e = map.get_mut(key)?;
-                e.tick = tick;
-                self.hits.fetch_add(1, Ordering::Relaxed);
-                self.hit_bytes.fetch_add(e.bytes as u64, Ordering::Relaxed);
+        let c = &self.counters;
+        match self.cache.get(key) {
+            Some(e) => {
+                c.hits.fetch_add(1, Ordering::Relaxed);
+                c.hit_bytes.fetch_add(e.bytes as u64, Ordering::Relaxed);
                 Some(e.events.clone())
             }
-            Some(false) => {
-                inner.remove(key);
-                self.expired.fetch_add(1, Ordering::Relaxed);
-                self.misses.fetch_add(1, Ordering::Relaxed);
-                None
-            }
             None => {
-                self.misses.fetch_add(1, Ordering::Relaxed);
+                c.misses.fetch_add(1, Ordering::Relaxed);
                 None
             }
         }
     }
 
     pub fn insert(&self, key: CacheKey, events: Vec<EngineEvent>) {
-        self.insert_at(key, events, Instant::now())
-    }
-
-    fn insert_at(&self, key: CacheKey, events: Vec<EngineEvent>, now: Instant) {
         if !self.enabled() {
             return;
         }
@@ -200,57 +167,35 @@ impl ResponseCache {
         if bytes > self.capacity {
             return;
         }
-        let mut inner = self.lock();
-        inner.remove(&key);
-        while inner.bytes + bytes > self.capacity {
-            let Some((_, victim)) = inner.lru.pop_first() else {
-                break;
-            };
-            if let Some(e) = inner.map.remove(&victim) {
-                inner.bytes -= e.bytes;
-                self.evictions.fetch_add(1, Ordering::Relaxed);
-            }
-        }
-        inner.tick += 1;
-        let tick = inner.tick;
-        let key = Arc::new(key);
-        inner.lru.insert(tick, key.clone());
-        inner.map.insert(
-            key,
-            Entry {
-                events: Arc::new(events),
-                bytes,
-                inserted: now,
-                tick,
-            },
-        );
-        inner.bytes += bytes;
-        self.inserts.fetch_add(1, Ordering::Relaxed);
+        let events = Arc::new(events);
+        self.cache.insert(key, Arc::new(Entry { events, bytes }));
+        // Evict now rather than on a later call, so the bytes never stay over the capacity.
+        self.cache.run_pending_tasks();
+        self.counters.inserts.fetch_add(1, Ordering::Relaxed);
     }
 
     /// Drop every entry; returns how many there were.
     pub fn flush(&self) -> usize {
-        let mut inner = self.lock();
-        let n = inner.map.len();
-        *inner = Inner {
-            tick: inner.tick,
-            ..Inner::default()
-        };
+        self.cache.run_pending_tasks();
+        let n = self.cache.entry_count() as usize;
+        self.cache.invalidate_all();
+        self.cache.run_pending_tasks();
         n
     }
 
     pub fn stats(&self) -> ResponseCacheStats {
-        let inner = self.lock();
+        self.cache.run_pending_tasks();
+        let c = &self.counters;
         ResponseCacheStats {
             enabled: self.enabled(),
-            hits: self.hits.load(Ordering::Relaxed),
-            misses: self.misses.load(Ordering::Relaxed),
-            inserts: self.inserts.load(Ordering::Relaxed),
-            evictions: self.evictions.load(Ordering::Relaxed),
-            expired: self.expired.load(Ordering::Relaxed),
-            hit_bytes: self.hit_bytes.load(Ordering::Relaxed),
-            entries: inner.map.len(),
-            bytes: inner.bytes,
+            hits: c.hits.load(Ordering::Relaxed),
+            misses: c.misses.load(Ordering::Relaxed),
+            inserts: c.inserts.load(Ordering::Relaxed),
+            evictions: c.evictions.load(Ordering::Relaxed),
+            expired: c.expired.load(Ordering::Relaxed),
+            hit_bytes: c.hit_bytes.load(Ordering::Relaxed),
+            entries: self.cache.entry_count() as usize,
+            bytes: self.cache.weighted_size() as usize,
             capacity_bytes: self.capacity,
         }
     }
@@ -410,14 +355,14 @@ mod tests {
 
     #[test]
     fn entries_expire_and_a_disabled_cache_stores_nothing() {
-        let c = ResponseCache::new(1 << 20, Duration::from_secs(10));
+        let c = ResponseCache::new(1 << 20, Duration::from_millis(300));
         let k = key(vec![7], 0.0, None).unwrap();
-        let t0 = Instant::now();
-        c.insert_at(k.clone(), events("a"), t0);
-        assert!(c.get_at(&k, t0 + Duration::from_secs(9)).is_some());
-        assert!(c.get_at(&k, t0 + Duration::from_secs(11)).is_none());
-        assert_eq!(c.stats().expired, 1);
-        assert_eq!(c.stats().entries, 0);
+        c.insert(k.clone(), events("a"));
+        assert!(c.get(&k).is_some());
+        std::thread::sleep(Duration::from_millis(400));
+        assert!(c.get(&k).is_none());
+        let s = c.stats();
+        assert_eq!((s.expired, s.entries, s.bytes), (1, 0, 0));
         let off = ResponseCache::new(0, Duration::from_secs(10));
         off.insert(k.clone(), events("a"));
         assert!(off.get(&k).is_none());
