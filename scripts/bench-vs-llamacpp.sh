@@ -2,7 +2,7 @@
 # r1serve against llama.cpp on the same GGUF files, same machine, same thread count, in one run.
 #
 #   scripts/bench-vs-llamacpp.sh [--threads T] [--reps N] [--models "smollm2 qwen05"]
-#                                [--models-dir DIR] [--loaded] [--peer-only]
+#                                [--models-dir DIR] [--loaded] [--peer-only] [--isa avx2]
 #
 #   --threads T     threads for both engines (default: the number of physical cores)
 #   --reps N        runs per engine and model; the best run counts (default 3). The two engines
@@ -12,6 +12,9 @@
 #   --loaded        also measure tg128 with one competing busy thread on the machine (best of N;
 #                   slow: llama.cpp falls to ~1-2 t/s under load, ~8 extra minutes on 2 cores)
 #   --peer-only     measure llama.cpp (and the bandwidth ceiling) only, no r1serve
+#   --isa avx2      both engines without AVX-512, as on most home CPUs, runnable on an AVX-512
+#                   machine: r1serve with --isa avx2, llama.cpp from build-llamacpp.sh --isa avx2
+#                   (GGML_NATIVE=OFF, AVX/AVX2/FMA/F16C on, every AVX-512 option off)
 #
 # Steps: builds the peer once (scripts/build-llamacpp.sh: llama.cpp 0c1e570 from the
 # llama-cpp-python==0.3.36 sdist, cached in ${R1SERVE_PEER_CACHE:-~/.cache/r1serve}), builds
@@ -46,6 +49,7 @@ MODELS="smollm2 qwen05"
 MODELS_DIR="models"
 LOADED=0
 PEER_ONLY=0
+ISA=""
 while [ $# -gt 0 ]; do
   case "$1" in
     --threads) [ $# -ge 2 ] || die "--threads needs a value"; THREADS="$2"; shift 2 ;;
@@ -58,6 +62,8 @@ while [ $# -gt 0 ]; do
     --models-dir=*) MODELS_DIR="${1#*=}"; shift ;;
     --loaded) LOADED=1; shift ;;
     --peer-only) PEER_ONLY=1; shift ;;
+    --isa) [ $# -ge 2 ] || die "--isa needs a value"; ISA="$2"; shift 2 ;;
+    --isa=*) ISA="${1#*=}"; shift ;;
     -h|--help) sed -n '2,25p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) die "unknown argument $1 (see --help)" ;;
   esac
@@ -66,6 +72,11 @@ done
 [[ "$THREADS" =~ ^[1-9][0-9]*$ ]] || die "--threads must be a positive integer, got '$THREADS'"
 [[ "$REPS" =~ ^[1-9][0-9]*$ ]] || die "--reps must be a positive integer, got '$REPS'"
 [ -n "${MODELS// /}" ] || die "--models is empty"
+case "$ISA" in
+  "") PEER_ARGS=(); R1_ISA=() ;;
+  avx2) PEER_ARGS=(--isa avx2); R1_ISA=(--isa avx2) ;;
+  *) die "--isa takes avx2 (got '$ISA'); without it both engines use everything the CPU has" ;;
+esac
 
 command -v python3 >/dev/null 2>&1 || die "python3 is needed to read JSON and GGUF headers (apt-get install python3)"
 command -v gcc >/dev/null 2>&1 || die "gcc is needed for the bandwidth probe (apt-get install build-essential)"
@@ -83,7 +94,7 @@ cleanup() {
 trap cleanup EXIT
 
 # --- the peer --------------------------------------------------------------------------------
-PEER_BIN="$("$ROOT/scripts/build-llamacpp.sh")" || die "building llama.cpp failed (see above)"
+PEER_BIN="$("$ROOT/scripts/build-llamacpp.sh" "${PEER_ARGS[@]}")" || die "building llama.cpp failed (see above)"
 LLAMA_BENCH="$PEER_BIN/llama-bench"
 [ -x "$LLAMA_BENCH" ] || die "$LLAMA_BENCH is missing after the build"
 PEER_INFO="$(cat "$PEER_BIN/BUILD_INFO" 2>/dev/null || echo "llama.cpp 0c1e570")"
@@ -311,7 +322,7 @@ run_llama() {
 }
 run_r1() {
   local m="$1" out="$2" rc=0
-  "$R1" bench --model "$MODELS_DIR/$m.gguf" -p 512 -n 128 --threads "$THREADS" --json \
+  "$R1" "${R1_ISA[@]}" bench --model "$MODELS_DIR/$m.gguf" -p 512 -n 128 --threads "$THREADS" --json \
     >"$out" 2>"$out.err" || rc=$?
   if [ "$rc" != 0 ]; then
     die "r1serve bench failed on $m (exit $rc): $(tail -n 5 "$out.err")
@@ -373,6 +384,7 @@ echo
 echo "- date: $(date -u '+%Y-%m-%d %H:%M UTC')"
 echo "- machine: $CPU, $(nproc) CPUs ($(physical_cores) physical cores), ${FEATS:-no AVX2/AVX-512}"
 echo "- threads: $THREADS for both engines; best of $REPS runs each, alternating engines"
+echo "- instruction sets: ${ISA:+$ISA only (r1serve --isa $ISA; llama.cpp built for it)}${ISA:-everything the CPU has}"
 echo "- peer: $PEER_INFO; llama-bench -t $THREADS -p 512 -n 128 -r 1"
 echo "- read bandwidth (C probe, ${BW_MIB} MiB buffer): $BW1 GB/s on 1 thread, $BWT GB/s on $THREADS threads"
 echo

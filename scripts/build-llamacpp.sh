@@ -20,25 +20,48 @@
 # given through CMAKE_{C,CXX}_FLAGS.) AVX-512/VNNI/BF16 stay on.
 # R1SERVE_PEER_CFLAGS overrides those flags (e.g. "-march=native" to try AMX anyway).
 #
+# `--isa avx2` builds a second peer for x86-64 CPUs without AVX-512 (the ISA issue's
+# comparison, runnable on an AVX-512 machine): GGML_NATIVE=OFF with
+# -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_AVX512=OFF -DGGML_AVX512_VNNI=OFF
+# (and no -march=native), only llama-bench and llama-batched-bench, cached in
+# llama.cpp-0c1e570-avx2/.
+#
 # Environment: R1SERVE_PEER_CACHE (cache root), R1SERVE_PEER_JOBS (make -j, default nproc).
 set -euo pipefail
+
+PEER_ISA=native
+case "${1:-}" in
+  "") ;;
+  --isa) PEER_ISA="${2:-}" ;;
+  --isa=*) PEER_ISA="${1#*=}" ;;
+  *) echo "build-llamacpp: unknown argument $1 (usage: build-llamacpp.sh [--isa avx2])" >&2; exit 2 ;;
+esac
+case "$PEER_ISA" in native|avx2) ;; *) echo "build-llamacpp: --isa takes avx2 (got '$PEER_ISA')" >&2; exit 2 ;; esac
 
 LLAMA_PY_VERSION=0.3.36
 LLAMA_COMMIT=0c1e570
 CACHE_ROOT="${R1SERVE_PEER_CACHE:-$HOME/.cache/r1serve}"
 PEER_DIR="$CACHE_ROOT/llama.cpp-$LLAMA_COMMIT"
+[ "$PEER_ISA" = avx2 ] && PEER_DIR="$PEER_DIR-avx2"
 SRC="$PEER_DIR/src"
 BUILD="$PEER_DIR/build"
 BIN="$PEER_DIR/bin"
 JOBS="${R1SERVE_PEER_JOBS:-$(nproc)}"
 TARGETS="llama-bench llama-server llama-batched-bench llama-quantize llama-imatrix llama-gguf-split"
+[ "$PEER_ISA" = avx2 ] && TARGETS="llama-bench llama-batched-bench"
 
 die() { echo "build-llamacpp: $*" >&2; exit 1; }
 log() { echo "build-llamacpp: $*" >&2; }
 
 # --- compiler flags (before the cache check: a change of flags means a rebuild) ---------------
 cc_accepts() { echo 'int main(void){return 0;}' | "${CC:-gcc}" "$@" -x c - -o /dev/null >/dev/null 2>&1; }
-if [ -n "${R1SERVE_PEER_CFLAGS:-}" ]; then
+ISA_CMAKE=()
+if [ "$PEER_ISA" = avx2 ]; then
+  # ggml adds -mavx2 -mfma -mf16c from these; nothing AVX-512 is compiled in.
+  CFLAGS_PEER="-mtune=native"
+  ISA_CMAKE=(-DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_AVX512=OFF
+    -DGGML_AVX512_VBMI=OFF -DGGML_AVX512_VNNI=OFF -DGGML_AVX512_BF16=OFF -DGGML_AVX_VNNI=OFF)
+elif [ -n "${R1SERVE_PEER_CFLAGS:-}" ]; then
   CFLAGS_PEER="$R1SERVE_PEER_CFLAGS"
 elif [ "$(uname -m)" = x86_64 ]; then
   CFLAGS_PEER="-march=native -mtune=native"
@@ -48,7 +71,7 @@ elif [ "$(uname -m)" = x86_64 ]; then
 else
   CFLAGS_PEER="-mcpu=native"
 fi
-STAMP="llama.cpp $LLAMA_COMMIT (llama-cpp-python $LLAMA_PY_VERSION) cflags: $CFLAGS_PEER targets: $TARGETS"
+STAMP="llama.cpp $LLAMA_COMMIT (llama-cpp-python $LLAMA_PY_VERSION) cflags: $CFLAGS_PEER${ISA_CMAKE[*]:+ ${ISA_CMAKE[*]}} targets: $TARGETS"
 
 all_built=1
 for b in $TARGETS; do [ -x "$BIN/$b" ] || all_built=0; done
@@ -116,7 +139,7 @@ cmake -S "$SRC" -B "$BUILD" \
   -DBUILD_SHARED_LIBS=OFF \
   -DGGML_NATIVE=OFF \
   -DCMAKE_C_FLAGS="$CFLAGS_PEER" -DCMAKE_CXX_FLAGS="$CFLAGS_PEER" \
-  -DGGML_AMX_TILE=OFF -DGGML_AMX_INT8=OFF -DGGML_AMX_BF16=OFF \
+  -DGGML_AMX_TILE=OFF -DGGML_AMX_INT8=OFF -DGGML_AMX_BF16=OFF "${ISA_CMAKE[@]}" \
   -DGGML_CUDA=OFF -DGGML_METAL=OFF -DGGML_VULKAN=OFF -DGGML_HIP=OFF -DGGML_SYCL=OFF \
   -DGGML_OPENCL=OFF -DGGML_BLAS=OFF -DGGML_RPC=OFF \
   -DLLAMA_CURL=OFF -DLLAMA_OPENSSL=OFF -DLLAMA_LLGUIDANCE=OFF \
