@@ -13,7 +13,8 @@
 #   SOAK_SECS=120 scripts/soak.sh   # a shorter run (RSS compared from 20% of it)
 #
 # Capacity is the engine's sequence slots (SOAK_SEQS, default 4): 3x as many clients send
-# back to back, so the class queues stay full and the bounded ones answer 429.
+# back to back, so the class queues stay full and the bounded ones answer 429; every class
+# has a max queue wait (vip 90 s, normal 60 s, batch 30 s), after which a request gets 503.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -32,7 +33,7 @@ LOG="$(mktemp)"
   --kv-cache-mem "${SOAK_KV:-32MiB}" --max-num-seqs "$SEQS" --keep-alive-interval 1 \
   --max-body-bytes 65536 \
   --max-queue "normal=$((2 * SEQS))" --max-queue "batch=$SEQS" \
-  --max-queue-wait batch=30 >"$LOG" 2>&1 &
+  --max-queue-wait vip=90 --max-queue-wait normal=60 --max-queue-wait batch=30 >"$LOG" 2>&1 &
 PID=$!
 cleanup() {
   kill "$PID" 2>/dev/null || true
@@ -131,7 +132,9 @@ def one(rng):
         return record(s, s == 413)
     stream = rng.random() < 0.6
     path, body = body_for(stream)
-    c = http.client.HTTPConnection(HOST, port, timeout=120)
+    # Every class has a max queue wait (at most 90 s, then 503): a client waiting longer
+    # than this has found a hang.
+    c = http.client.HTTPConnection(HOST, port, timeout=180)
     try:
         c.request("POST", path, body=json.dumps(body), headers={"Content-Type": "application/json"})
         r = c.getresponse()
@@ -160,10 +163,12 @@ def one(rng):
 def worker(i):
     rng = random.Random(i)
     while time.time() < stop_at:
+        t = time.time()
         try:
             one(rng)
         except (OSError, http.client.HTTPException) as e:
             record(type(e).__name__, False)
+            print(f"soak: {type(e).__name__} after {time.time() - t:.1f} s: {e}", flush=True)
 
 threads = [threading.Thread(target=worker, args=(i,), daemon=True) for i in range(3 * seqs)]
 t0 = time.time()
