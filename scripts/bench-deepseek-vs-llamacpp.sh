@@ -2,13 +2,16 @@
 # DeepSeek MoE + MLA speed against llama.cpp on the same file, same threads, one invocation.
 #
 #   scripts/bench-deepseek-vs-llamacpp.sh [--threads T] [--reps N] [--model FILE] [--skip-depth]
-#                                          [--skip-batched] [--skip-cgroup]
+#                                          [--skip-batched] [--skip-cgroup] [--long]
 #
 # The file: v2lite8 as Q4_K_M (scripts/make-deepseek-v2lite8.sh: DeepSeek-V2-Lite widths with
 # V3 routing, 64 experts top-6 + 2 shared, 8 layers; 2.9 GB, made once in the cache).
 # Each measure is the best of N runs (default 3), the engines alternating run by run:
 #   pp512, tg128           llama-bench -p 512 -n 128      r1serve bench -p 512 -n 128
 #   tg128 at depth 4096    llama-bench -p 0 -n 128 -d 4096  r1serve bench -p 0 -n 128 -d 4096
+#   with --long, once each (filling 16k positions takes minutes per engine):
+#   tg32 at depth 16384    llama-bench -p 0 -n 32 -d 16384  r1serve bench -p 0 -n 32 -d 16384,
+#                          and r1serve again with --kv-dtype f16 (against the same llama.cpp run)
 #   8 concurrent sequences llama-batched-bench -npp 105 -ntg 64 -npl 8 (output tokens / total
 #                          time)                    r1serve bench --offline --concurrency 8
 #                          (105-token prompts, 64 generated, output tokens / total time)
@@ -25,6 +28,7 @@ MODEL=""
 DEPTH=1
 BATCHED=1
 CGROUP=1
+LONG=0
 while [ $# -gt 0 ]; do
   case "$1" in
     --threads) THREADS="$2"; shift 2 ;;
@@ -33,7 +37,8 @@ while [ $# -gt 0 ]; do
     --skip-depth) DEPTH=0; shift ;;
     --skip-batched) BATCHED=0; shift ;;
     --skip-cgroup) CGROUP=0; shift ;;
-    -h|--help) sed -n '2,20p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    --long) LONG=1; shift ;;
+    -h|--help) sed -n '2,23p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "bench-deepseek: unknown argument $1 (see --help)" >&2; exit 2 ;;
   esac
 done
@@ -73,6 +78,16 @@ run_pair pp512 "-p 512 -n 0" "-p 512 -n 0" pp_tps
 run_pair tg128 "-p 0 -n 128" "-p 0 -n 128" tg_tps
 if [ "$DEPTH" = 1 ]; then
   run_pair tg128_d4096 "-p 0 -n 128 -d 4096" "-p 0 -n 128 -d 4096" tg_tps
+fi
+if [ "$LONG" = 1 ]; then
+  REPS_SAVED="$REPS"; REPS=1
+  run_pair tg32_d16384 "-p 0 -n 32 -d 16384" "-p 0 -n 32 -d 16384" tg_tps
+  "$R1" bench --model "$MODEL" --threads "$THREADS" -r 1 --json -p 0 -n 32 -d 16384 --kv-dtype f16 \
+    2>/dev/null | r1_field tg_tps >"$WORK/kvf16.r1"
+  R1[tg32_d16384_kv_f16]="$(cat "$WORK/kvf16.r1")"
+  LL[tg32_d16384_kv_f16]="${LL[tg32_d16384]}"
+  log "tg32 at depth 16384, r1serve --kv-dtype f16: ${R1[tg32_d16384_kv_f16]} t/s"
+  REPS="$REPS_SAVED"
 fi
 if [ "$BATCHED" = 1 ]; then
   : >"$WORK/b8.ll"; : >"$WORK/b8.r1"
@@ -138,7 +153,7 @@ echo "CPU: $(lscpu | sed -n 's/^Model name: *//p' | head -n1); peer: $(cat "$(di
 echo
 echo "| measure | r1serve | llama.cpp | ratio | goal |"
 echo "| --- | ---: | ---: | ---: | ---: |"
-for m in pp512:1.5 tg128:1.2 tg128_d4096:1.2 batched8:2; do
+for m in pp512:1.5 tg128:1.2 tg128_d4096:1.2 tg32_d16384:1.2 tg32_d16384_kv_f16:1.2 batched8:2; do
   name="${m%%:*}"; goal="${m##*:}"
   [ -n "${R1[$name]:-}" ] || continue
   printf '| %s | %.1f | %.1f | %s | ≥ %s |\n' "$name" "${R1[$name]}" "${LL[$name]}" "$(ratio "${R1[$name]}" "${LL[$name]}")" "$goal"
