@@ -46,6 +46,7 @@ fn main() {
         (GgmlType::Q5_0, 896, 4864, "qwen05 ffn_down"),
         (GgmlType::Q5_0, 4864, 896, "qwen05 ffn_up/gate"),
         (GgmlType::Q8_0, 896, 896, "qwen05 attn (Q8_0)"),
+        (GgmlType::Q8_0, 896, 4864, "ffn_down (Q8_0)"),
         (GgmlType::Q4_K, 896, 4864, "qwen05 ffn_down (Q4_K)"),
         (GgmlType::Q6_K, 896, 4864, "qwen05 ffn_down (Q6_K)"),
         (GgmlType::IQ4_NL, 4864, 896, "qwen05-IQ ffn_up/gate"),
@@ -104,6 +105,11 @@ fn main() {
         let a_ty = quant::vec_dot_type(ty);
         let arow = quant::row_bytes(a_ty, k).unwrap();
         for n in [1usize, 4, 8, 64] {
+            if std::env::var("QUANT_BENCH_N")
+                .is_ok_and(|v| v.split(',').all(|x| x != n.to_string()))
+            {
+                continue;
+            }
             let xa = values(n * k, 2);
             let mut a = vec![0u8; n * arow];
             quant::quantize_row(a_ty, &xa, &mut a).unwrap();
@@ -158,6 +164,35 @@ fn main() {
                         " | {tag}: {:>8.1} us {gbs:>6.1} GB/s {gops:>6.1} GOP/s",
                         s * 1e6
                     );
+                }
+                if layout == WeightLayout::Interleaved16 {
+                    // the AVX2 level's x16 kernels with and without AVX-VNNI
+                    for vnni in [false, true] {
+                        if x16::try_gemm_avx2(vnni, ty, k, wl, &a, n, &mut out).is_err() {
+                            continue;
+                        }
+                        let d = time_it(secs, || {
+                            x16::try_gemm_avx2(
+                                vnni,
+                                ty,
+                                k,
+                                black_box(wl),
+                                black_box(&a),
+                                n,
+                                &mut out,
+                            )
+                            .unwrap();
+                            black_box(&out);
+                        });
+                        let s = d.as_secs_f64();
+                        let gops = 2.0 * (m * k * n) as f64 / s / 1e9;
+                        let tag = if vnni {
+                            "Avx2+VNNI x16"
+                        } else {
+                            "Avx2(plain) x16"
+                        };
+                        line += &format!(" | {tag}: {:>8.1} us {gops:>6.1} GOP/s", s * 1e6);
+                    }
                 }
             }
             println!("{line}");

@@ -1,6 +1,7 @@
 //! The x16 kernels (weights interleaved 16 rows at a time, `quant::x16`; Q5_0, Q8_0, Q4_K,
 //! Q6_K) on random data:
-//! the layout round-trips, every ISA equals the portable kernel bit for bit, each token's
+//! the layout round-trips, every ISA (and the AVX2 level with and without AVX-VNNI) equals
+//! the portable kernel bit for bit, each token's
 //! result does not depend on the batch (or on which groups share the call), and the
 //! results agree with ggml-order kernels on the native layout and with an f64 reference.
 
@@ -111,6 +112,46 @@ fn isas(ty: GgmlType) -> Vec<Isa> {
         .collect()
 }
 
+/// A kernel to compare: an ISA's (as the models get it), or the AVX2 level's with or without
+/// AVX-VNNI whatever `R1SERVE_AVXVNNI` says.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Kernel {
+    Isa(Isa),
+    Avx2 { vnni: bool },
+}
+
+/// Every kernel this CPU runs for interleaved `ty`: the ISAs', and both AVX2 variants (those
+/// the CPU lacks are skipped with a message).
+fn kernels(ty: GgmlType) -> Vec<Kernel> {
+    let mut ks: Vec<Kernel> = isas(ty).into_iter().map(Kernel::Isa).collect();
+    for vnni in [false, true] {
+        let (k, n) = (lengths(ty)[0], 1);
+        let w = vec![0u8; 16 * quant::row_bytes(ty, k).unwrap()];
+        let a = vec![0u8; quant::row_bytes(quant::vec_dot_type(ty), k).unwrap()];
+        match x16::try_gemm_avx2(vnni, ty, k, &w, &a, n, &mut [0f32; 16]) {
+            Ok(()) => ks.push(Kernel::Avx2 { vnni }),
+            Err(quant::QuantError::IsaUnavailable(_)) => {
+                let what = if vnni { "AVX-VNNI" } else { "AVX2" };
+                eprintln!("skipping the {what} x16 kernel for {ty}: this CPU lacks {what}");
+            }
+            Err(e) => panic!("{ty} AVX2 (vnni: {vnni}): {e}"),
+        }
+    }
+    ks
+}
+
+fn run(kern: Kernel, ty: GgmlType, k: usize, w: &[u8], a: &[u8], n: usize) -> Vec<f32> {
+    match kern {
+        Kernel::Isa(isa) => gemm(isa, WeightLayout::Interleaved16, ty, k, w, a, n),
+        Kernel::Avx2 { vnni } => {
+            let m = w.len() / quant::row_bytes(ty, k).unwrap();
+            let mut out = vec![0f32; m * n];
+            x16::try_gemm_avx2(vnni, ty, k, w, a, n, &mut out).unwrap();
+            out
+        }
+    }
+}
+
 #[allow(clippy::too_many_arguments)]
 fn gemm(
     isa: Isa,
@@ -167,33 +208,33 @@ fn every_isa_equals_the_portable_kernel_and_stays_batch_invariant() {
             for n in [1usize, 2, 3, 5, 8, 16, 17, 40] {
                 let a = acts(&mut rng, ty, k, n);
                 let base = gemm(Isa::Scalar, WeightLayout::Interleaved16, ty, k, &w, &a, n);
-                for isa in isas(ty) {
-                    let out = gemm(isa, WeightLayout::Interleaved16, ty, k, &w, &a, n);
+                for kern in kernels(ty) {
+                    let out = run(kern, ty, k, &w, &a, n);
                     for (i, (x, y)) in out.iter().zip(&base).enumerate() {
                         assert_eq!(
                             x.to_bits(),
                             y.to_bits(),
-                            "{ty} {isa:?} k={k} n={n} [{i}]: {x} vs {y}"
+                            "{ty} {kern:?} k={k} n={n} [{i}]: {x} vs {y}"
                         );
                     }
                     // each token alone, and the last group alone, give the same bits
                     for t in 0..n {
                         let at = &a[t * ab..(t + 1) * ab];
-                        let one = gemm(isa, WeightLayout::Interleaved16, ty, k, &w, at, 1);
+                        let one = run(kern, ty, k, &w, at, 1);
                         for r in 0..m {
                             assert_eq!(
                                 one[r].to_bits(),
                                 out[r * n + t].to_bits(),
-                                "{ty} {isa:?} n={n} t={t} r={r}"
+                                "{ty} {kern:?} n={n} t={t} r={r}"
                             );
                         }
                     }
                     let g = m / 16 - 1;
-                    let last = gemm(isa, WeightLayout::Interleaved16, ty, k, &w[g * gb..], &a, n);
+                    let last = run(kern, ty, k, &w[g * gb..], &a, n);
                     assert_eq!(
                         last,
                         out[g * 16 * n..],
-                        "{ty} {isa:?}: the last group alone"
+                        "{ty} {kern:?}: the last group alone"
                     );
                 }
             }

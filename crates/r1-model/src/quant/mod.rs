@@ -54,7 +54,10 @@
 //! operations than ggml's order; results differ from llama.cpp's in the last bits (the model
 //! tests hold them to the margin rule) but keep the rule above: one order per (row, token),
 //! whatever the ISA or the batch. `R1SERVE_REPACK=0` keeps the native layout and ggml's order.
-//! Q2_K (`x16_q2k.rs`) takes Q4_K's x16 order. IQ4_NL, IQ4_XS and the grid i-quants
+//! Q5_0, Q8_0, Q4_K and Q6_K have x16 kernels on AVX2 (`x86_x16_avx2*.rs`: 8-row halves,
+//! with AVX-VNNI's 256-bit `vpdpbusd` where the CPU has it, see [`Isa::avx_vnni`]) and
+//! AVX-512 VNNI, all equal to the portable ones bit for bit. Q2_K (`x16_q2k.rs`) takes
+//! Q4_K's x16 order. IQ4_NL, IQ4_XS and the grid i-quants
 //! (IQ2_XXS, IQ2_XS, IQ2_S, IQ3_XXS, IQ3_S, IQ1_S, IQ1_M) are interleaved too (`x16_iq.rs`; the grid types' VNNI loop is `x86_x16_grid.rs`), but their
 //! kernels keep ggml's generic order (one exact integer sum per 32 elements or per super-block,
 //! folded in a scalar chain that a SIMD lane runs as well), so they equal the native kernels
@@ -91,6 +94,10 @@ mod x86_k;
 mod x86_q8;
 #[cfg(target_arch = "x86_64")]
 mod x86_x16;
+#[cfg(target_arch = "x86_64")]
+mod x86_x16_avx2;
+#[cfg(target_arch = "x86_64")]
+mod x86_x16_avx2_k;
 #[cfg(target_arch = "x86_64")]
 mod x86_x16_grid;
 #[cfg(target_arch = "x86_64")]
@@ -315,6 +322,25 @@ pub fn try_gemm_layout_isa(
         ty: w_ty,
         op: "vec_dot/gemm",
     })?;
+    // SAFETY: `kernel_for` only hands out kernels for available ISAs.
+    unsafe { run_kernel(kern, layout, w_ty, k, w, a, n, out) }
+}
+
+/// Checks the buffers of a GEMM and runs `kern` on them.
+///
+/// # Safety
+/// `kern` is a kernel for `w_ty` in `layout` that this CPU can run.
+#[allow(clippy::too_many_arguments)]
+unsafe fn run_kernel(
+    kern: dispatch::GemmFn,
+    layout: WeightLayout,
+    w_ty: GgmlType,
+    k: usize,
+    w: &[u8],
+    a: &[u8],
+    n: usize,
+    out: &mut [f32],
+) -> Result<(), QuantError> {
     if k == 0 {
         return Err(QuantError::EmptyRow { ty: w_ty });
     }
@@ -338,7 +364,7 @@ pub fn try_gemm_layout_isa(
         rs: n,
         ts: 1,
     };
-    // SAFETY: lengths checked above; `kernel_for` only hands out kernels for available ISAs.
+    // SAFETY: lengths checked above; the caller vouches for the kernel.
     unsafe { kern(k, w, a, n, out) };
     Ok(())
 }

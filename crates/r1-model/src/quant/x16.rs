@@ -60,7 +60,7 @@ pub fn supported(ty: GgmlType) -> bool {
 }
 
 /// Whether this CPU's best ISA has an x16 kernel for `ty`: only then is it worth
-/// interleaving (Q4_K / Q6_K have AVX-512 VNNI kernels only). The i-quants' portable x16
+/// interleaving (Q2_K and the i-quants have AVX-512 VNNI kernels only). The i-quants' portable x16
 /// kernel puts each group back in the native layout and runs the native kernel (same bits,
 /// slower), so without a SIMD one they stay native.
 pub fn available(ty: GgmlType) -> bool {
@@ -69,6 +69,54 @@ pub fn available(ty: GgmlType) -> bool {
         return false;
     }
     super::dispatch::kernel_for(best, super::WeightLayout::Interleaved16, ty).is_some()
+}
+
+/// [`super::try_gemm_layout_isa`] on interleaved weights with the AVX2 level's kernel, with
+/// AVX-VNNI (`vnni`) or without it, whatever [`super::Isa::avx_vnni`] picks for the models
+/// (tests and benchmarks compare the two). `IsaUnavailable(Avx2)` where the CPU lacks it.
+pub fn try_gemm_avx2(
+    vnni: bool,
+    ty: GgmlType,
+    k: usize,
+    w: &[u8],
+    a: &[u8],
+    n: usize,
+    out: &mut [f32],
+) -> Result<(), super::QuantError> {
+    use super::{dispatch, Isa, QuantError};
+    let have = if vnni {
+        dispatch::avx_vnni_detected()
+    } else {
+        Isa::Avx2.is_available()
+    };
+    if !have {
+        return Err(QuantError::IsaUnavailable(Isa::Avx2));
+    }
+    #[cfg(target_arch = "x86_64")]
+    {
+        let kern = dispatch::avx2_x16_kernel(vnni, ty).ok_or(QuantError::Unsupported {
+            ty,
+            op: "x16 AVX2 gemm",
+        })?;
+        // SAFETY: the CPU has the kernel's features (checked above).
+        unsafe {
+            super::run_kernel(
+                kern,
+                super::WeightLayout::Interleaved16,
+                ty,
+                k,
+                w,
+                a,
+                n,
+                out,
+            )
+        }
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        let _ = (k, w, a, n, out);
+        Err(QuantError::IsaUnavailable(Isa::Avx2))
+    }
 }
 
 /// Interleave `rows` (whole groups of 16 native rows of `k` elements) in place.

@@ -1,15 +1,14 @@
-//! x86-64 kernels for Q5_0 weights interleaved 16 rows at a time (see `x16` for the layout
+//! AVX-512 VNNI kernels for Q5_0 and Q8_0 weights interleaved 16 rows at a time (see `x16` for the layout
 //! and the accumulation order, which these reproduce bit for bit).
 //!
 //! * AVX-512 VNNI: one 512-bit register per 4-element slice holds all 16 rows (row `r` in
 //!   lane `r`); per block and token, eight `vpdpbusd`s of the unsigned 5-bit weights against
 //!   the broadcast signed activation slices, starting from the exact `-16 * Σ y`, give the
 //!   16 rows' integer dot products. Up to 16 tokens share one unpacking of the weights.
-//! * Q8_0 (AVX-512 VNNI only): the same without unpacking; the weights are stored plus 128
-//!   and the integer sum starts from `-128 * Σ y`. (AVX2's `vpmaddubsw` would saturate on
-//!   full-range bytes, so AVX2-only CPUs keep Q8_0 in the native layout.)
-//! * AVX2: the same per 8-row half (`vpmaddubsw` + `vpmaddwd` for `vpdpbusd`, which cannot
-//!   overflow: the weights are at most 31), up to 4 tokens.
+//! * Q8_0: the same without unpacking; the weights are stored plus 128 and the integer sum
+//!   starts from `-128 * Σ y`.
+//!
+//! The AVX2 and AVX-VNNI kernels are in `x86_x16_avx2`; the helpers here are shared.
 
 // Parallel arrays of SIMD registers (per slice / per token) are indexed together.
 #![allow(clippy::needless_range_loop)]
@@ -18,7 +17,6 @@ use core::arch::x86_64::*;
 
 use super::gemm::OutPtr;
 use super::x16::{GROUP, Q5_0_GB, Q8_0_GB};
-use super::x86_b32::fifth_bits;
 
 /// Activation bytes kept hot per token chunk (about half of a 2 MiB L2).
 const L2_BUDGET: usize = 1 << 20;
@@ -33,14 +31,14 @@ pub(super) const PREFETCH_MAX_TOKENS: usize = 16;
 
 /// Per (token, block), token-major: the activation scale and `-bias * Σ y` (the weights'
 /// offset: 16 for Q5_0, 128 for Q8_0).
-struct Acts {
-    dt: Vec<f32>,
-    corr: Vec<i32>,
+pub(super) struct Acts {
+    pub(super) dt: Vec<f32>,
+    pub(super) corr: Vec<i32>,
 }
 
 /// Every task of a matmul prepares these for all tokens, so it is vectorised (AVX2).
 #[inline(always)]
-unsafe fn prepare(a: &[u8], n: usize, nb: usize, bias: i32) -> Acts {
+pub(super) unsafe fn prepare(a: &[u8], n: usize, nb: usize, bias: i32) -> Acts {
     let mut acts = Acts {
         dt: Vec::with_capacity(n * nb),
         corr: Vec::with_capacity(n * nb),
@@ -123,46 +121,6 @@ unsafe fn tile_vnni<const NT: usize, const Q8: bool>(
     acc
 }
 
-#[inline(always)]
-unsafe fn tile_avx2<const NT: usize>(
-    g: *const u8,
-    nb: usize,
-    a: *const u8,
-    acts: &Acts,
-    t0: usize,
-    half: usize,
-) -> [__m256; NT] {
-    let m4 = _mm256_set1_epi8(0x0F);
-    let ones = _mm256_set1_epi16(1);
-    let mut acc = [_mm256_setzero_ps(); NT];
-    for b in 0..nb {
-        let gb = g.add(b * Q5_0_GB);
-        let dx = _mm256_cvtph_ps(_mm_loadu_si128(gb.add(16 * half) as *const __m128i));
-        let mut ws = [_mm256_setzero_si256(); 8];
-        for p in 0..4 {
-            let c = _mm256_loadu_si256(gb.add(96 + 64 * p + 32 * half) as *const __m256i);
-            ws[p] = _mm256_and_si256(c, m4);
-            ws[p + 4] = _mm256_and_si256(_mm256_srli_epi16::<4>(c), m4);
-        }
-        for s in 0..8 {
-            ws[s] = _mm256_or_si256(ws[s], fifth_bits(gb.add(32 + 8 * s + 4 * half)));
-        }
-        for t in 0..NT {
-            let o = (t0 + t) * nb + b;
-            let y = a.add(o * 34 + 2);
-            let mut isum = _mm256_set1_epi32(*acts.corr.get_unchecked(o));
-            for s in 0..8 {
-                let ys = _mm256_set1_epi32((y.add(4 * s) as *const i32).read_unaligned());
-                let p = _mm256_madd_epi16(_mm256_maddubs_epi16(ws[s], ys), ones);
-                isum = _mm256_add_epi32(isum, p);
-            }
-            let d = _mm256_mul_ps(dx, _mm256_set1_ps(*acts.dt.get_unchecked(o)));
-            acc[t] = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(isum), acc[t]);
-        }
-    }
-    acc
-}
-
 /// Prefetches the `len` bytes `PF_BYTES` ahead of `p` in a group stream.
 #[inline(always)]
 pub(super) unsafe fn prefetch_ahead(p: *const u8, len: usize) {
@@ -216,15 +174,9 @@ macro_rules! token_tiles {
 }
 pub(super) use token_tiles;
 
-/// `Q8`: Q8_0 weights (VNNI only), else Q5_0.
+/// `Q8`: Q8_0 weights, else Q5_0.
 #[inline(always)]
-unsafe fn gemm_x16<const VNNI: bool, const Q8: bool>(
-    k: usize,
-    w: &[u8],
-    a: &[u8],
-    n: usize,
-    out: OutPtr,
-) {
+unsafe fn gemm_x16<const Q8: bool>(k: usize, w: &[u8], a: &[u8], n: usize, out: OutPtr) {
     let nb = k / 32;
     let gbytes = nb * if Q8 { Q8_0_GB } else { Q5_0_GB };
     let groups = w.len() / gbytes;
@@ -238,45 +190,24 @@ unsafe fn gemm_x16<const VNNI: bool, const Q8: bool>(
         for g in 0..groups {
             let gp = w.as_ptr().add(g * gbytes);
             let row0 = g * GROUP;
-            if VNNI {
-                macro_rules! vnni {
-                    ($t:expr, $nt:literal) => {{
-                        let acc = tile_vnni::<$nt, Q8>(gp, nb, ap, &acts, $t, prefetch);
-                        store_tile(out, row0, $t, &acc);
-                    }};
-                }
-                token_tiles!(c0, c1, 16, vnni);
-            } else {
-                for half in 0..2 {
-                    macro_rules! avx2 {
-                        ($t:expr, $nt:literal) => {{
-                            let acc = tile_avx2::<$nt>(gp, nb, ap, &acts, $t, half);
-                            for (j, v) in acc.iter().enumerate() {
-                                let mut l = [0f32; 8];
-                                _mm256_storeu_ps(l.as_mut_ptr(), *v);
-                                store(out, row0 + 8 * half, $t + j, &l);
-                            }
-                        }};
-                    }
-                    token_tiles!(c0, c1, 4, avx2);
-                }
+            macro_rules! vnni {
+                ($t:expr, $nt:literal) => {{
+                    let acc = tile_vnni::<$nt, Q8>(gp, nb, ap, &acts, $t, prefetch);
+                    store_tile(out, row0, $t, &acc);
+                }};
             }
+            token_tiles!(c0, c1, 16, vnni);
         }
         c0 = c1;
     }
 }
 
-#[target_feature(enable = "avx2,fma,f16c")]
-pub(crate) unsafe fn gemm_q5_0_avx2(k: usize, w: &[u8], a: &[u8], n: usize, out: OutPtr) {
-    gemm_x16::<false, false>(k, w, a, n, out)
-}
-
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
 pub(crate) unsafe fn gemm_q5_0_vnni(k: usize, w: &[u8], a: &[u8], n: usize, out: OutPtr) {
-    gemm_x16::<true, false>(k, w, a, n, out)
+    gemm_x16::<false>(k, w, a, n, out)
 }
 
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
 pub(crate) unsafe fn gemm_q8_0_vnni(k: usize, w: &[u8], a: &[u8], n: usize, out: OutPtr) {
-    gemm_x16::<true, true>(k, w, a, n, out)
+    gemm_x16::<true>(k, w, a, n, out)
 }

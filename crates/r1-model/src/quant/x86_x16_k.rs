@@ -19,19 +19,19 @@ use super::x16_k::{Q4_K_GB, Q6_K_GB};
 use super::x86_x16::{prefetch_ahead, store_tile, token_tiles, PREFETCH_MAX_TOKENS};
 
 /// Q8_K activation block bytes: f32 d, 256 i8, 16 i16 sums of 16.
-const AB: usize = 292;
+pub(super) const AB: usize = 292;
 /// Activation bytes kept hot per token chunk.
 const L2_BUDGET: usize = 1 << 20;
 
 /// Per (token, super-block), token-major: `dy`, and Q4_K's sub-block sums as bytes
 /// `h[0..8]`, `l[0..8]` (`ysum = 128 h + l`) or Q6_K's 16 corrections `-32 * bsum`.
-struct Acts {
-    dt: Vec<f32>,
-    hl: Vec<[i8; 16]>,
-    corr: Vec<[i32; 16]>,
+pub(super) struct Acts {
+    pub(super) dt: Vec<f32>,
+    pub(super) hl: Vec<[i8; 16]>,
+    pub(super) corr: Vec<[i32; 16]>,
 }
 
-fn prepare(q4: bool, a: &[u8], n: usize, nsb: usize) -> Acts {
+pub(super) fn prepare(q4: bool, a: &[u8], n: usize, nsb: usize) -> Acts {
     let mut acts = Acts {
         dt: Vec::with_capacity(n * nsb),
         hl: Vec::new(),
