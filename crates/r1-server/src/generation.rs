@@ -199,7 +199,7 @@ pub fn submit(
             }
         }
         all_hit = false;
-        let s = m.engine.submit(r)?;
+        let s = m.engine.generate(r)?;
         sources.push(Source::Live(s, recorder));
     }
     let mut ticket = None;

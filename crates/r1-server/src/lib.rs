@@ -28,7 +28,8 @@
 //! 5. **Prompt** (`routes/chat.rs`): chat template (`r1_engine::chat_template`), tokenize,
 //!    `generation::engine_request` checks every field into a `GenerateRequest`.
 //! 6. **Engine** (`generation.rs` `submit`): the response cache
-//!    (`overload/response_cache.rs`) or `EngineHandle::submit`; the engine's typed
+//!    (`overload/response_cache.rs`) or `backend.rs`'s `Backend::generate` (the engine
+//!    thread's `EngineHandle`), a stream of engine events; the engine's typed
 //!    `EngineError` becomes an HTTP error in one place (`error.rs`, `From<EngineError>`).
 //! 7. **Events → deltas** (`generation.rs` `Generation::next`): the `<think>` split
 //!    (`reasoning.rs`), redaction (`security/output_filter.rs`), the ticket released at
@@ -40,6 +41,7 @@
 //!
 //! `/metrics` is `metrics/exposition.rs` (`--metrics-compat vllm` adds vLLM's gauge names).
 
+pub mod backend;
 pub mod caller;
 pub mod error;
 pub mod extract;
@@ -104,7 +106,7 @@ pub fn model_state(config: &ServerConfig, lm: &LoadedModel) -> Result<ModelState
         },
     };
     Ok(ModelState {
-        engine: lm.engine.clone(),
+        engine: Arc::new(lm.engine.clone()),
         tokenizer: lm.tokenizer.clone(),
         reasoning: config.reasoning.enabled_for(source.as_deref()),
         template,

@@ -6,7 +6,6 @@ use std::sync::{Arc, OnceLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use r1_engine::chat_template::ChatTemplate;
-use r1_engine::engine::EngineHandle;
 use r1_engine::tokenizer::Tokenizer;
 
 use crate::error::ApiError;
@@ -61,7 +60,7 @@ impl Default for ServerConfig {
 
 /// What the loader hands over once the model is up.
 pub struct LoadedModel {
-    pub engine: EngineHandle,
+    pub engine: r1_engine::engine::EngineHandle,
     /// Joined at shutdown.
     pub engine_thread: Option<std::thread::JoinHandle<()>>,
     pub tokenizer: Arc<Tokenizer>,
@@ -71,7 +70,7 @@ pub struct LoadedModel {
 
 /// The model side of the state.
 pub struct ModelState {
-    pub engine: EngineHandle,
+    pub engine: Arc<dyn crate::backend::Backend>,
     pub tokenizer: Arc<Tokenizer>,
     pub template: Option<ChatTemplate>,
     /// The template's source (for reasoning auto-detection and errors).

@@ -4,16 +4,17 @@
 //! streaming and non-streaming answers (and both endpoints) come out as the engine made them.
 //! LRU, bounded in bytes, with a time to live: a `moka` cache.
 
-use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures_util::stream::{self, Stream};
+use futures_util::stream::{self, StreamExt};
 use moka::notification::RemovalCause;
 use moka::policy::EvictionPolicy;
 use moka::sync::Cache;
-use r1_engine::engine::{EngineEvent, Finish, GenerateRequest, RequestStream};
+use r1_engine::engine::{EngineEvent, Finish, GenerateRequest};
+
+pub use crate::backend::EventStream;
 
 /// Bytes charged per cached event beyond its text (enum, vectors, bookkeeping).
 const EVENT_OVERHEAD: usize = 64;
@@ -201,12 +202,10 @@ impl ResponseCache {
     }
 }
 
-pub type EventStream = Pin<Box<dyn Stream<Item = EngineEvent> + Send>>;
-
 /// Where a request's engine events come from.
 pub enum Source {
     /// The engine; with `Some`, a complete successful run is recorded into the cache.
-    Live(RequestStream, Option<Recorder>),
+    Live(EventStream, Option<Recorder>),
     /// A cache hit.
     Replay(Arc<Vec<EngineEvent>>, usize),
 }
@@ -264,7 +263,7 @@ impl Source {
         match self {
             Source::Live(rs, rec) => {
                 Box::pin(stream::unfold((rs, rec), |(mut rs, mut rec)| async move {
-                    let e = rs.recv().await?;
+                    let e = rs.next().await?;
                     if let Some(r) = &mut rec {
                         r.see(&e);
                     }

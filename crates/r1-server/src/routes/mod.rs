@@ -25,7 +25,7 @@ use crate::state::AppState;
 pub const MAX_BODY_BYTES: usize = 64 << 20;
 
 pub fn router(state: Arc<AppState>) -> Router {
-    Router::new()
+    let routes = Router::new()
         .route("/v1/chat/completions", post(chat::chat_completions))
         .route("/v1/completions", post(completions::completions))
         .route("/v1/overload/stats", get(misc_overload_stats))
@@ -47,21 +47,26 @@ pub fn router(state: Arc<AppState>) -> Router {
             state.security.config.max_body_bytes,
         ))
         .layer(DefaultBodyLimit::disable())
-        .layer(middleware::from_fn(access_log))
-        .layer(middleware::from_fn_with_state(
-            state.clone(),
-            security::auth::layer,
-        ))
-        .layer(middleware::from_fn_with_state(
-            state.clone(),
-            security::audit_layer::layer,
-        ))
-        .layer(middleware::from_fn_with_state(
-            state.clone(),
-            crate::metrics::http::track,
-        ))
-        .layer(middleware::from_fn(crate::caller::request_context))
-        .with_state(state)
+        .layer(middleware::from_fn(access_log));
+    outer_layers(routes, &state).with_state(state)
+}
+
+/// The layers every answer passes, the listener's connection-limit refusal included (outer
+/// to inner): request id and `Caller` → metrics → audit → authentication. Declared once.
+pub fn outer_layers(r: Router<Arc<AppState>>, state: &Arc<AppState>) -> Router<Arc<AppState>> {
+    r.layer(middleware::from_fn_with_state(
+        state.clone(),
+        security::auth::layer,
+    ))
+    .layer(middleware::from_fn_with_state(
+        state.clone(),
+        security::audit_layer::layer,
+    ))
+    .layer(middleware::from_fn_with_state(
+        state.clone(),
+        crate::metrics::http::track,
+    ))
+    .layer(middleware::from_fn(crate::caller::request_context))
 }
 
 /// `GET /v1/overload/stats`: class queues, refusals, response-cache counters.

@@ -163,15 +163,6 @@ pub async fn too_many_connections() -> axum::response::Response {
 /// The router over-limit connections are served by: the same request-id, metrics, audit and
 /// authentication layers, then 429 for everything.
 pub fn over_limit_router(state: Arc<crate::state::AppState>) -> Router {
-    use axum::middleware::{from_fn, from_fn_with_state};
-    Router::new()
-        .fallback(too_many_connections)
-        .layer(from_fn_with_state(state.clone(), super::auth::layer))
-        .layer(from_fn_with_state(state.clone(), super::audit_layer::layer))
-        .layer(from_fn_with_state(
-            state.clone(),
-            crate::metrics::http::track,
-        ))
-        .layer(from_fn(crate::caller::request_context))
-        .with_state(state)
+    let r = Router::new().fallback(too_many_connections);
+    crate::routes::outer_layers(r, &state).with_state(state)
 }
