@@ -100,6 +100,7 @@ MALFORMED = [
 counts = Counter()      # status (or error kind) -> answers
 bad = Counter()         # anything outside 200 / 4xx / 503
 dropped = Counter()     # streams we closed mid-answer
+starved = Counter()     # requests with no answer within the client timeout, by class
 lock = threading.Lock()
 stop_at = time.time() + secs
 
@@ -112,8 +113,11 @@ def record(key, ok):
 def good_status(s):
     return s == 200 or s == 503 or 400 <= s < 500
 
+current = threading.local()   # what the worker is sending, for error reports
+
 def body_for(stream):
     cls = random.choices(["vip", "normal", "batch"], weights=[2, 5, 3])[0]
+    current.what = f"{cls} stream={stream}"
     text = " ".join(random.choice(WORDS) for _ in range(random.randint(4, 40)))
     common = {"max_tokens": random.randint(8, 64), "stream": stream, "priority": cls,
               "temperature": random.choice([0, 0.7])}
@@ -164,8 +168,16 @@ def worker(i):
     rng = random.Random(i)
     while time.time() < stop_at:
         t = time.time()
+        current.what = "malformed or oversized"
         try:
             one(rng)
+        except socket.timeout as e:
+            # No answer at all within the client's 180 s: not a bad answer, but a request
+            # the server never finished (a starved one), reported on its own line.
+            what = getattr(current, "what", "?")
+            with lock:
+                starved[what] += 1
+            print(f"soak: no answer after {time.time() - t:.1f} s ({what})", flush=True)
         except (OSError, http.client.HTTPException) as e:
             record(type(e).__name__, False)
             print(f"soak: {type(e).__name__} after {time.time() - t:.1f} s: {e}", flush=True)
@@ -213,6 +225,7 @@ print(f"soak: {total} answers; by status: " + ", ".join(f"{k}={v}" for k, v in s
 print(f"soak: streams dropped mid-answer: {dropped['streams']}")
 print(f"soak: crashes: {int(crashed)} (/health after: {health})")
 print(f"soak: answers outside 200/4xx/429/503: {sum(bad.values())} " + (str(dict(bad)) if bad else ""))
+print(f"soak: requests with no answer within 180 s: {sum(starved.values())} " + (str(dict(starved)) if starved else ""))
 print(f"soak: KV blocks used: idle {idle_blocks}, after the load {blocks_after}")
 print(f"soak: RSS: start {rss_start / 1024:.1f} MiB, at {mark:.0f} s {(rss_mark or 0) / 1024:.1f} MiB, "
       f"end {rss_end / 1024:.1f} MiB, growth {100 * growth:+.2f}%")
