@@ -43,6 +43,8 @@ fn main() {
     let cases = [
         (GgmlType::Q4_1, 576, 1536, "smollm2 ffn_down"),
         (GgmlType::Q4_1, 1536, 576, "smollm2 ffn_up/gate"),
+        (GgmlType::Q4_1, 896, 4864, "ffn_down (Q4_1)"),
+        (GgmlType::Q4_0, 896, 4864, "ffn_down (Q4_0)"),
         (GgmlType::Q5_0, 896, 4864, "qwen05 ffn_down"),
         (GgmlType::Q5_0, 4864, 896, "qwen05 ffn_up/gate"),
         (GgmlType::Q8_0, 896, 896, "qwen05 attn (Q8_0)"),
@@ -133,7 +135,7 @@ fn main() {
                     if isa == Isa::Scalar && n > 4 {
                         continue;
                     }
-                    // no kernel for this ISA and layout (x16 K-quants: AVX-512 only)
+                    // no kernel for this ISA and layout (x16 Q2_K and i-quants: AVX-512 only)
                     if let Err(quant::QuantError::Unsupported { .. }) =
                         quant::try_gemm_layout_isa(isa, layout, ty, k, wl, &a, n, &mut out)
                     {

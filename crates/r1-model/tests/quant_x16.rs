@@ -9,16 +9,18 @@ use r1_model::quant::{self, x16, GgmlType, Isa, WeightLayout};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
-const TYPES: [GgmlType; 4] = [
+const TYPES: [GgmlType; 6] = [
     GgmlType::Q5_0,
     GgmlType::Q8_0,
+    GgmlType::Q4_0,
+    GgmlType::Q4_1,
     GgmlType::Q4_K,
     GgmlType::Q6_K,
 ];
 
 /// Row lengths to test per type: one block, a few, and the models' sizes.
 fn lengths(ty: GgmlType) -> [usize; 4] {
-    if matches!(ty, GgmlType::Q5_0 | GgmlType::Q8_0) {
+    if ty.block_size() == 32 {
         [32, 96, 896, 4864]
     } else {
         [256, 512, 1792, 4864]
@@ -28,7 +30,8 @@ fn lengths(ty: GgmlType) -> [usize; 4] {
 /// The f16 scale fields of a block: (offset, may be negative).
 fn scale_fields(ty: GgmlType) -> &'static [(usize, bool)] {
     match ty {
-        GgmlType::Q5_0 | GgmlType::Q8_0 => &[(0, true)],
+        GgmlType::Q5_0 | GgmlType::Q8_0 | GgmlType::Q4_0 => &[(0, true)],
+        GgmlType::Q4_1 => &[(0, true), (2, true)],
         GgmlType::Q4_K => &[(0, false), (2, false)],
         _ => &[(208, true)],
     }
@@ -263,7 +266,19 @@ fn results_agree_with_the_native_kernels_and_an_exact_reference() {
             let mag: f64 = wr.iter().map(|v| v.abs() as f64).sum();
             for t in 0..n {
                 quant::dequantize(a_ty, &a[t * ab..(t + 1) * ab], &mut ar).unwrap();
-                let exact: f64 = wr.iter().zip(&ar).map(|(x, y)| *x as f64 * *y as f64).sum();
+                let mut exact: f64 = wr.iter().zip(&ar).map(|(x, y)| *x as f64 * *y as f64).sum();
+                if ty == GgmlType::Q4_1 {
+                    // Q4_1's min term takes the activation block's f16 sum `s`, as ggml does
+                    for b in 0..k / 32 {
+                        let f = |buf: &[u8], o: usize| {
+                            half::f16::from_le_bytes([buf[o], buf[o + 1]]).to_f64()
+                        };
+                        let mx = f(&native[r * rb + 20 * b..], 2);
+                        let sy = f(&a[t * ab + 36 * b..], 2);
+                        let ysum: f64 = ar[32 * b..32 * b + 32].iter().map(|&v| v as f64).sum();
+                        exact += mx * (sy - ysum);
+                    }
+                }
                 let (o, g) = (ours[r * n + t] as f64, ggml[r * n + t] as f64);
                 // exact integer sums with f32 scaling: a few ulps of the terms' magnitude
                 let tol = mag * 3.0 * 4e-6;

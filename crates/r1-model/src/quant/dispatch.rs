@@ -102,10 +102,14 @@ pub(crate) fn avx2_x16_kernel(vnni: bool, ty: GgmlType) -> Option<GemmFn> {
     Some(match (vnni, ty) {
         (false, Q5_0) => a::gemm_q5_0_avx2,
         (false, Q8_0) => a::gemm_q8_0_avx2,
+        (false, Q4_0) => a::gemm_q4_0_avx2,
+        (false, Q4_1) => a::gemm_q4_1_avx2,
         (false, Q4_K) => ak::gemm_q4_k_avx2,
         (false, Q6_K) => ak::gemm_q6_k_avx2,
         (true, Q5_0) => a::gemm_q5_0_avxvnni,
         (true, Q8_0) => a::gemm_q8_0_avxvnni,
+        (true, Q4_0) => a::gemm_q4_0_avxvnni,
+        (true, Q4_1) => a::gemm_q4_1_avxvnni,
         (true, Q4_K) => ak::gemm_q4_k_avxvnni,
         (true, Q6_K) => ak::gemm_q6_k_avxvnni,
         _ => return None,
@@ -221,14 +225,16 @@ pub(crate) fn kernel(isa: Isa, ty: GgmlType) -> Option<GemmFn> {
 /// at 64 tokens (`benches/quant.rs`, 1408x2048, one thread), so none stays on AVX2 where
 /// VNNI is present. AVX2-only CPUs have no x16 i-quant kernel and keep the native layout.
 ///
-/// At AVX2, Q5_0 / Q8_0 / Q4_K / Q6_K interleave (`avx2_x16_kernel`): 896x4864 one thread,
-/// x16 vs native AVX2, 1 and 64 tokens: Q5_0 2.0x / 2.5x, Q8_0 1.0x / 1.6x (AVX-VNNI 1.15x /
-/// 3.9x), Q4_K 1.4x / 2.9x, Q6_K 1.6x / 1.6x.
+/// At AVX2, Q4_0 / Q4_1 / Q5_0 / Q8_0 / Q4_K / Q6_K interleave (`avx2_x16_kernel`):
+/// 896x4864 one thread, x16 vs native AVX2, 1 and 64 tokens: Q4_0 2.1x / 3.0x, Q4_1
+/// 2.0x / 2.4x (smollm2's 576x1536: 2.7x / 2.4x), Q5_0 2.0x / 2.5x, Q8_0 1.0x / 1.6x
+/// (AVX-VNNI 1.15x / 3.9x), Q4_K 1.4x / 2.9x, Q6_K 1.6x / 1.6x. Q4_0 / Q4_1 at AVX-512
+/// VNNI: 1.9x / 2.9x and 2.2x / 2.6x.
 pub(crate) fn kernel_for(isa: Isa, layout: super::WeightLayout, ty: GgmlType) -> Option<GemmFn> {
     match layout {
         super::WeightLayout::Native => kernel(isa, ty),
         super::WeightLayout::Interleaved16 => {
-            use super::{x16, x16_iq, x16_k, x16_q2k};
+            use super::{x16, x16_b4, x16_iq, x16_k, x16_q2k};
             #[cfg(target_arch = "x86_64")]
             use super::{
                 x86_x16 as v, x86_x16_iq as vi, x86_x16_iq1 as vi1, x86_x16_iq2 as vi2,
@@ -238,6 +244,8 @@ pub(crate) fn kernel_for(isa: Isa, layout: super::WeightLayout, ty: GgmlType) ->
             Some(match (isa, ty) {
                 (Isa::Scalar, Q5_0) => x16::gemm_q5_0_scalar,
                 (Isa::Scalar, Q8_0) => x16::gemm_q8_0_scalar,
+                (Isa::Scalar, Q4_0) => x16_b4::gemm_q4_0_scalar,
+                (Isa::Scalar, Q4_1) => x16_b4::gemm_q4_1_scalar,
                 (Isa::Scalar, Q4_K) => x16_k::gemm_q4_k_scalar,
                 (Isa::Scalar, Q6_K) => x16_k::gemm_q6_k_scalar,
                 (Isa::Scalar, IQ4_NL) => x16_iq::gemm_iq4_nl_scalar,
@@ -256,6 +264,10 @@ pub(crate) fn kernel_for(isa: Isa, layout: super::WeightLayout, ty: GgmlType) ->
                 (Isa::Avx512, Q5_0) => v::gemm_q5_0_vnni,
                 #[cfg(target_arch = "x86_64")]
                 (Isa::Avx512, Q8_0) => v::gemm_q8_0_vnni,
+                #[cfg(target_arch = "x86_64")]
+                (Isa::Avx512, Q4_0) => v::gemm_q4_0_vnni,
+                #[cfg(target_arch = "x86_64")]
+                (Isa::Avx512, Q4_1) => v::gemm_q4_1_vnni,
                 #[cfg(target_arch = "x86_64")]
                 (Isa::Avx512, Q4_K) => vk::gemm_q4_k_vnni,
                 #[cfg(target_arch = "x86_64")]

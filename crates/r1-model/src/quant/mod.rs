@@ -48,13 +48,13 @@
 //!
 //! # Interleaved weights: faster, in an order of their own
 //!
-//! Weight matrices of the types in [`x16`] (Q5_0, Q8_0, Q4_K, Q6_K) are interleaved 16 rows
+//! Weight matrices of the types in [`x16`] (Q4_0, Q4_1, Q5_0, Q8_0, Q4_K, Q6_K) are interleaved 16 rows
 //! at a time when a model is loaded into its private copy ([`WeightLayout::Interleaved16`]). Their
 //! kernels sum each block exactly in integers and scale it once per row, about 3x fewer vector
 //! operations than ggml's order; results differ from llama.cpp's in the last bits (the model
 //! tests hold them to the margin rule) but keep the rule above: one order per (row, token),
 //! whatever the ISA or the batch. `R1SERVE_REPACK=0` keeps the native layout and ggml's order.
-//! Q5_0, Q8_0, Q4_K and Q6_K have x16 kernels on AVX2 (`x86_x16_avx2*.rs`: 8-row halves,
+//! Q4_0, Q4_1 (`x16_b4.rs`), Q5_0, Q8_0, Q4_K and Q6_K have x16 kernels on AVX2 (`x86_x16_avx2*.rs`: 8-row halves,
 //! with AVX-VNNI's 256-bit `vpdpbusd` where the CPU has it, see [`Isa::avx_vnni`]) and
 //! AVX-512 VNNI, all equal to the portable ones bit for bit. Q2_K (`x16_q2k.rs`) takes
 //! Q4_K's x16 order. IQ4_NL, IQ4_XS and the grid i-quants
@@ -79,6 +79,7 @@ mod quantize;
 mod types;
 mod util;
 pub mod x16;
+mod x16_b4;
 mod x16_iq;
 mod x16_k;
 mod x16_q2k;

@@ -56,6 +56,7 @@ pub fn supported(ty: GgmlType) -> bool {
         ty,
         GgmlType::Q5_0 | GgmlType::Q8_0 | GgmlType::Q4_K | GgmlType::Q6_K
     ) || super::x16_iq::covers(ty)
+        || super::x16_b4::covers(ty)
         || ty == GgmlType::Q2_K
 }
 
@@ -138,6 +139,10 @@ pub fn interleave(ty: GgmlType, k: usize, rows: &mut [u8], scratch: &mut Vec<u8>
             super::x16_iq::interleave_group(ty, k / ty.block_size(), scratch, g);
             continue;
         }
+        if super::x16_b4::covers(ty) {
+            super::x16_b4::interleave_group(ty, nb, scratch, g);
+            continue;
+        }
         if ty == GgmlType::Q2_K {
             super::x16_q2k::interleave_group(k / 256, scratch, g);
             continue;
@@ -177,6 +182,9 @@ pub fn extract_row(ty: GgmlType, k: usize, group: &[u8], r: usize, out: &mut [u8
     }
     if super::x16_iq::covers(ty) {
         return super::x16_iq::extract_row(ty, k / ty.block_size(), group, r, out);
+    }
+    if super::x16_b4::covers(ty) {
+        return super::x16_b4::extract_row(ty, k / 32, group, r, out);
     }
     if ty == GgmlType::Q2_K {
         return super::x16_q2k::extract_row(k / 256, group, r, out);

@@ -1,4 +1,4 @@
-//! AVX2 kernels for Q5_0 and Q8_0 weights interleaved 16 rows at a time (layout and order in
+//! AVX2 kernels for Q5_0, Q8_0, Q4_0 and Q4_1 weights interleaved 16 rows at a time (layout and order in
 //! `x16`; bit for bit equal to the portable and the AVX-512 kernels).
 //!
 //! Each group runs as two 8-row halves, row `r` of a half in lane `r` of a 256-bit register;
@@ -11,6 +11,7 @@
 //!   `4 * 2 * 31 * 127`, no saturation), offset by `-16 * Σ y`. Q8_0's full-range bytes
 //!   would saturate `vpmaddubsw` as stored (unsigned, plus 128): they take ggml's sign trick
 //!   instead, `|q|` times `y` with `q`'s sign (`|q| ≤ 128`, a pair at most 32512).
+//!   Q4_0 / Q4_1 (`x16_b4`) are Q5_0 without the fifth bits, all 8 slices in 16 bits.
 //! * AVX-VNNI (`vpdpbusd` on ymm: Alder Lake and later, Zen 5): the stored unsigned weights
 //!   straight into `vpdpbusd`, from the exact `-bias * Σ y`, as the AVX-512 kernels do.
 
@@ -20,9 +21,10 @@
 use core::arch::x86_64::*;
 
 use super::gemm::OutPtr;
-use super::x16::{GROUP, Q5_0_GB, Q8_0_GB};
+use super::x16::GROUP;
 use super::x86_b32::fifth_bits;
-use super::x86_x16::{prefetch_ahead, prepare, store, token_tiles, Acts, PREFETCH_MAX_TOKENS};
+use super::x86_x16::{a_bytes, bias, gb_bytes, prefetch_ahead, prepare, qs_off, store};
+use super::x86_x16::{token_tiles, Acts, PREFETCH_MAX_TOKENS, T_Q4_0, T_Q4_1, T_Q5_0, T_Q8_0};
 
 /// Activation bytes kept hot per token chunk (about half of a 2 MiB L2).
 const L2_BUDGET: usize = 1 << 20;
@@ -56,15 +58,18 @@ pub(super) unsafe fn store_tile8(out: OutPtr, row0: usize, t0: usize, acc: &[__m
     }
 }
 
-/// Q5_0: one half's eight unsigned 4-element weight slices of a group-block.
+/// Q5_0 / Q4_0 / Q4_1: one half's eight unsigned 4-element weight slices of a group-block.
 #[inline(always)]
-unsafe fn unpack_q5_0(gb: *const u8, half: usize) -> [__m256i; 8] {
+unsafe fn unpack_nibbles<const TY: u8>(gb: *const u8, half: usize) -> [__m256i; 8] {
     let m4 = _mm256_set1_epi8(0x0F);
     let mut ws = [_mm256_setzero_si256(); 8];
     for p in 0..4 {
-        let c = _mm256_loadu_si256(gb.add(96 + 64 * p + 32 * half) as *const __m256i);
+        let c = _mm256_loadu_si256(gb.add(qs_off(TY) + 64 * p + 32 * half) as *const __m256i);
         ws[p] = _mm256_and_si256(c, m4);
         ws[p + 4] = _mm256_and_si256(_mm256_srli_epi16::<4>(c), m4);
+    }
+    if TY != T_Q5_0 {
+        return ws;
     }
     for s in 0..8 {
         ws[s] = _mm256_or_si256(ws[s], fifth_bits(gb.add(32 + 8 * s + 4 * half)));
@@ -75,7 +80,7 @@ unsafe fn unpack_q5_0(gb: *const u8, half: usize) -> [__m256i; 8] {
 // the tile's whole state, passed in registers
 #[allow(clippy::too_many_arguments)]
 #[inline(always)]
-unsafe fn tile_q5_0<const NT: usize, const VNNI: bool>(
+unsafe fn tile_nib<const NT: usize, const VNNI: bool, const TY: u8>(
     g: *const u8,
     nb: usize,
     a: *const u8,
@@ -87,26 +92,29 @@ unsafe fn tile_q5_0<const NT: usize, const VNNI: bool>(
     mut acc: [__m256; NT],
 ) -> [__m256; NT] {
     let ones = _mm256_set1_epi16(1);
+    let (gbytes, ab) = (gb_bytes(TY), a_bytes(TY));
     for b in b0..b1 {
-        let gb = g.add(b * Q5_0_GB);
+        let gb = g.add(b * gbytes);
         if pf {
-            prefetch_ahead(gb, Q5_0_GB);
+            prefetch_ahead(gb, gbytes);
         }
         let dx = _mm256_cvtph_ps(_mm_loadu_si128(gb.add(16 * half) as *const __m128i));
-        let ws = unpack_q5_0(gb, half);
+        let mx = _mm256_cvtph_ps(_mm_loadu_si128(gb.add(32 + 16 * half) as *const __m128i));
+        let ws = unpack_nibbles::<TY>(gb, half);
         for t in 0..NT {
             let o = (t0 + t) * nb + b;
-            let y = a.add(o * 34 + 2);
+            let y = a.add(o * ab + ab - 32);
             let mut isum = _mm256_set1_epi32(*acts.corr.get_unchecked(o));
             if VNNI {
                 for s in 0..8 {
                     isum = _mm256_dpbusd_avx_epi32(isum, ws[s], bcast(y.add(4 * s)));
                 }
             } else {
-                // four slices per 16-bit sum: at most 4 * 2 * 31 * 127 = 31496
-                for q in 0..2 {
-                    let mut s16 = _mm256_maddubs_epi16(ws[4 * q], bcast(y.add(16 * q)));
-                    for s in 4 * q + 1..4 * q + 4 {
+                // 16-bit sums of 8 products of at most 31 * 127 (Q5_0), or of 16 of 15 * 127
+                let per = if TY == T_Q5_0 { 4 } else { 8 };
+                for q in 0..8 / per {
+                    let mut s16 = _mm256_maddubs_epi16(ws[per * q], bcast(y.add(4 * per * q)));
+                    for s in per * q + 1..per * q + per {
                         let p = _mm256_maddubs_epi16(ws[s], bcast(y.add(4 * s)));
                         s16 = _mm256_add_epi16(s16, p);
                     }
@@ -115,6 +123,10 @@ unsafe fn tile_q5_0<const NT: usize, const VNNI: bool>(
             }
             let d = _mm256_mul_ps(dx, _mm256_set1_ps(*acts.dt.get_unchecked(o)));
             acc[t] = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(isum), acc[t]);
+            if TY == T_Q4_1 {
+                let sy = _mm256_set1_ps(*acts.sy.get_unchecked(o));
+                acc[t] = _mm256_fmadd_ps(mx, sy, acc[t]);
+            }
         }
     }
     acc
@@ -136,9 +148,9 @@ unsafe fn tile_q8_0<const NT: usize, const VNNI: bool>(
 ) -> [__m256; NT] {
     let x80 = _mm256_set1_epi8(0x80u8 as i8);
     for b in b0..b1 {
-        let gb = g.add(b * Q8_0_GB);
+        let gb = g.add(b * gb_bytes(T_Q8_0));
         if pf {
-            prefetch_ahead(gb, Q8_0_GB);
+            prefetch_ahead(gb, gb_bytes(T_Q8_0));
         }
         let dx = _mm256_cvtph_ps(_mm_loadu_si128(gb.add(16 * half) as *const __m128i));
         let mut isum = [_mm256_setzero_si256(); NT];
@@ -170,9 +182,9 @@ unsafe fn tile_q8_0<const NT: usize, const VNNI: bool>(
     acc
 }
 
-/// `Q8`: Q8_0 weights, else Q5_0; `VNNI`: AVX-VNNI.
+/// `TY`: one of the `T_*` block types; `VNNI`: AVX-VNNI.
 #[inline(always)]
-unsafe fn gemm_x16<const Q8: bool, const VNNI: bool>(
+unsafe fn gemm_x16<const TY: u8, const VNNI: bool>(
     k: usize,
     w: &[u8],
     a: &[u8],
@@ -180,15 +192,11 @@ unsafe fn gemm_x16<const Q8: bool, const VNNI: bool>(
     out: OutPtr,
 ) {
     let nb = k / 32;
-    let gbytes = nb * if Q8 { Q8_0_GB } else { Q5_0_GB };
+    let gbytes = nb * gb_bytes(TY);
     let groups = w.len() / gbytes;
     // plain AVX2 Q8_0 multiplies the signed weights: no offset to correct
-    let bias = match (Q8, VNNI) {
-        (false, _) => 16,
-        (true, true) => 128,
-        (true, false) => 0,
-    };
-    let acts = prepare(a, n, nb, bias);
+    let bias = if TY == T_Q8_0 && !VNNI { 0 } else { bias(TY) };
+    let acts = prepare(a, n, nb, bias, a_bytes(TY));
     let chunk = ((L2_BUDGET / (nb * 42)).max(16) / 16) * 16;
     let pf = n <= PREFETCH_MAX_TOKENS;
     // few tokens: both halves per 16 KiB of blocks, so the group streams from memory once
@@ -213,30 +221,11 @@ unsafe fn gemm_x16<const Q8: bool, const VNNI: bool>(
                             // the second half finds the blocks' lines in cache
                             let pf = pf && half == 0;
                             let a0 = acc[half];
-                            acc[half] = if Q8 {
-                                tile_q8_0::<$nt, VNNI>(
-                                    gp,
-                                    nb,
-                                    ap,
-                                    &acts,
-                                    $t,
-                                    half,
-                                    pf,
-                                    (b0, b1),
-                                    a0,
-                                )
+                            let (bs, h) = ((b0, b1), half);
+                            acc[half] = if TY == T_Q8_0 {
+                                tile_q8_0::<$nt, VNNI>(gp, nb, ap, &acts, $t, h, pf, bs, a0)
                             } else {
-                                tile_q5_0::<$nt, VNNI>(
-                                    gp,
-                                    nb,
-                                    ap,
-                                    &acts,
-                                    $t,
-                                    half,
-                                    pf,
-                                    (b0, b1),
-                                    a0,
-                                )
+                                tile_nib::<$nt, VNNI, TY>(gp, nb, ap, &acts, $t, h, pf, bs, a0)
                             };
                         }
                         b0 = b1;
@@ -254,20 +243,40 @@ unsafe fn gemm_x16<const Q8: bool, const VNNI: bool>(
 
 #[target_feature(enable = "avx2,fma,f16c")]
 pub(crate) unsafe fn gemm_q5_0_avx2(k: usize, w: &[u8], a: &[u8], n: usize, out: OutPtr) {
-    gemm_x16::<false, false>(k, w, a, n, out)
-}
-
-#[target_feature(enable = "avx2,fma,f16c")]
-pub(crate) unsafe fn gemm_q8_0_avx2(k: usize, w: &[u8], a: &[u8], n: usize, out: OutPtr) {
-    gemm_x16::<true, false>(k, w, a, n, out)
+    gemm_x16::<T_Q5_0, false>(k, w, a, n, out)
 }
 
 #[target_feature(enable = "avx2,fma,f16c,avxvnni")]
 pub(crate) unsafe fn gemm_q5_0_avxvnni(k: usize, w: &[u8], a: &[u8], n: usize, out: OutPtr) {
-    gemm_x16::<false, true>(k, w, a, n, out)
+    gemm_x16::<T_Q5_0, true>(k, w, a, n, out)
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(crate) unsafe fn gemm_q8_0_avx2(k: usize, w: &[u8], a: &[u8], n: usize, out: OutPtr) {
+    gemm_x16::<T_Q8_0, false>(k, w, a, n, out)
 }
 
 #[target_feature(enable = "avx2,fma,f16c,avxvnni")]
 pub(crate) unsafe fn gemm_q8_0_avxvnni(k: usize, w: &[u8], a: &[u8], n: usize, out: OutPtr) {
-    gemm_x16::<true, true>(k, w, a, n, out)
+    gemm_x16::<T_Q8_0, true>(k, w, a, n, out)
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(crate) unsafe fn gemm_q4_0_avx2(k: usize, w: &[u8], a: &[u8], n: usize, out: OutPtr) {
+    gemm_x16::<T_Q4_0, false>(k, w, a, n, out)
+}
+
+#[target_feature(enable = "avx2,fma,f16c,avxvnni")]
+pub(crate) unsafe fn gemm_q4_0_avxvnni(k: usize, w: &[u8], a: &[u8], n: usize, out: OutPtr) {
+    gemm_x16::<T_Q4_0, true>(k, w, a, n, out)
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(crate) unsafe fn gemm_q4_1_avx2(k: usize, w: &[u8], a: &[u8], n: usize, out: OutPtr) {
+    gemm_x16::<T_Q4_1, false>(k, w, a, n, out)
+}
+
+#[target_feature(enable = "avx2,fma,f16c,avxvnni")]
+pub(crate) unsafe fn gemm_q4_1_avxvnni(k: usize, w: &[u8], a: &[u8], n: usize, out: OutPtr) {
+    gemm_x16::<T_Q4_1, true>(k, w, a, n, out)
 }
