@@ -13,8 +13,9 @@
 #                   slow: llama.cpp falls to ~1-2 t/s under load, ~8 extra minutes on 2 cores)
 #   --peer-only     measure llama.cpp (and the bandwidth ceiling) only, no r1serve
 #   --isa avx2      both engines without AVX-512, as on most home CPUs, runnable on an AVX-512
-#                   machine: r1serve with --isa avx2, llama.cpp from build-llamacpp.sh --isa avx2
-#                   (GGML_NATIVE=OFF, AVX/AVX2/FMA/F16C on, every AVX-512 option off)
+#                   machine: r1serve with --isa avx2 and R1SERVE_AVXVNNI=0, llama.cpp from
+#                   build-llamacpp.sh --isa avx2 (GGML_NATIVE=OFF, AVX/AVX2/FMA/F16C on, every
+#                   AVX-512 option and AVX-VNNI off)
 #
 # Steps: builds the peer once (scripts/build-llamacpp.sh: llama.cpp 0c1e570 from the
 # llama-cpp-python==0.3.36 sdist, cached in ${R1SERVE_PEER_CACHE:-~/.cache/r1serve}), builds
@@ -74,7 +75,9 @@ done
 [ -n "${MODELS// /}" ] || die "--models is empty"
 case "$ISA" in
   "") PEER_ARGS=(); R1_ISA=() ;;
-  avx2) PEER_ARGS=(--isa avx2); R1_ISA=(--isa avx2) ;;
+  # Plain AVX2 on both sides: the peer is built without AVX-VNNI, so r1serve's ymm VNNI
+  # kernels (Alder Lake and later) are switched off too.
+  avx2) PEER_ARGS=(--isa avx2); R1_ISA=(--isa avx2); export R1SERVE_AVXVNNI=0 ;;
   *) die "--isa takes avx2 (got '$ISA'); without it both engines use everything the CPU has" ;;
 esac
 
@@ -384,7 +387,7 @@ echo
 echo "- date: $(date -u '+%Y-%m-%d %H:%M UTC')"
 echo "- machine: $CPU, $(nproc) CPUs ($(physical_cores) physical cores), ${FEATS:-no AVX2/AVX-512}"
 echo "- threads: $THREADS for both engines; best of $REPS runs each, alternating engines"
-echo "- instruction sets: ${ISA:+$ISA only (r1serve --isa $ISA; llama.cpp built for it)}${ISA:-everything the CPU has}"
+echo "- instruction sets: ${ISA:+$ISA only, no AVX-VNNI (r1serve --isa $ISA, R1SERVE_AVXVNNI=0; llama.cpp built for it)}${ISA:-everything the CPU has}"
 echo "- peer: $PEER_INFO; llama-bench -t $THREADS -p 512 -n 128 -r 1"
 echo "- read bandwidth (C probe, ${BW_MIB} MiB buffer): $BW1 GB/s on 1 thread, $BWT GB/s on $THREADS threads"
 echo
