@@ -69,6 +69,14 @@ pub fn available(ty: GgmlType) -> bool {
     if best == super::Isa::Scalar && super::x16_iq::covers(ty) {
         return false;
     }
+    // Q4_0/Q4_1 have x16 kernels (tested, 2-3x the native ones), but loading SmolLM2's Q4_1
+    // weights interleaved moves its greedy text off llama.cpp's at a step where llama.cpp's
+    // margin is 0.15 (tests/model_reference.rs), far above the 0.05 the other interleaved
+    // types stay within; the native order equals llama.cpp's bit for bit. Until that is
+    // understood the loader keeps them native.
+    if super::x16_b4::covers(ty) {
+        return false;
+    }
     super::dispatch::kernel_for(best, super::WeightLayout::Interleaved16, ty).is_some()
 }
 
