@@ -195,8 +195,14 @@ fn interleaving_round_trips_every_row() {
 fn every_isa_equals_the_portable_kernel_and_stays_batch_invariant() {
     let mut rng = StdRng::seed_from_u64(2);
     for ty in TYPES {
-        // the kernel the models use on this CPU is among those checked
-        assert_eq!(x16::available(ty), isas(ty).contains(&Isa::best()), "{ty}");
+        // the kernel the models use on this CPU is among those checked (the loader keeps
+        // Q4_0/Q4_1 native for now: see `x16::available`)
+        let loaded = !matches!(ty, GgmlType::Q4_0 | GgmlType::Q4_1);
+        assert_eq!(
+            x16::available(ty),
+            loaded && isas(ty).contains(&Isa::best()),
+            "{ty}"
+        );
         let ks = lengths(ty);
         for (k, m, raw) in [
             (ks[0], 16, true),
