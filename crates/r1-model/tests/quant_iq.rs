@@ -109,22 +109,7 @@ fn kernels_on_llama_quantize_tensors_match_the_dequantized_dot() {
         let (a, adq) = activations(&mut rng, ty, k, n);
         let mut scalar = vec![0f32; m * n];
         quant::try_gemm_isa(Isa::Scalar, ty, k, &w, &a, n, &mut scalar).unwrap();
-        for r in 0..m {
-            for t in 0..n {
-                let (x, y) = (&wdq[r * k..(r + 1) * k], &adq[t * k..(t + 1) * k]);
-                let exact: f64 = x.iter().zip(y).map(|(&p, &q)| p as f64 * q as f64).sum();
-                let mag: f64 = x
-                    .iter()
-                    .zip(y)
-                    .map(|(&p, &q)| (p as f64 * q as f64).abs())
-                    .sum();
-                let got = scalar[r * n + t] as f64;
-                assert!(
-                    (got - exact).abs() <= 2e-6 * mag + 1e-30,
-                    "{ty} row {r} token {t}: {got} vs {exact} (mag {mag})"
-                );
-            }
-        }
+        assert_near_exact_dot(&format!("{ty} (real blocks)"), k, &wdq, &adq, &scalar);
         for isa in Isa::available() {
             let mut out = vec![0f32; m * n];
             quant::try_gemm_isa(isa, ty, k, &w, &a, n, &mut out).unwrap();
@@ -221,6 +206,28 @@ fn activation_types_follow_ggml_cpu_type_traits() {
     }
 }
 
+/// `out[r * n + t]` (n tokens) is within a few f32 ulps of the sum of |products| of the f64
+/// dot of weight row `r` (`wdq`, rows of `k`) and activation `t` (`adq`).
+fn assert_near_exact_dot(what: &str, k: usize, wdq: &[f32], adq: &[f32], out: &[f32]) {
+    let (m, n) = (wdq.len() / k, adq.len() / k);
+    for r in 0..m {
+        for t in 0..n {
+            let (x, y) = (&wdq[r * k..(r + 1) * k], &adq[t * k..(t + 1) * k]);
+            let exact: f64 = x.iter().zip(y).map(|(&p, &q)| p as f64 * q as f64).sum();
+            let mag: f64 = x
+                .iter()
+                .zip(y)
+                .map(|(&p, &q)| (p as f64 * q as f64).abs())
+                .sum();
+            let got = out[r * n + t] as f64;
+            assert!(
+                (got - exact).abs() <= 2e-6 * mag + 1e-30,
+                "{what} row {r} token {t}: {got} vs {exact} (mag {mag})"
+            );
+        }
+    }
+}
+
 /// The block sums are exact integers and only the float scaling differs from an f64 dot of
 /// the dequantized operands (f32 rounding of a few products and sums per block): the error
 /// stays within a few f32 ulps of the sum of |products|.
@@ -236,22 +243,7 @@ fn gemm_matches_f64_dot_of_dequantized_operands() {
             let (a, adq) = activations(&mut rng, ty, k, n);
             let mut out = vec![0f32; m * n];
             quant::try_gemm_isa(Isa::Scalar, ty, k, &w, &a, n, &mut out).unwrap();
-            for r in 0..m {
-                for t in 0..n {
-                    let (x, y) = (&wdq[r * k..(r + 1) * k], &adq[t * k..(t + 1) * k]);
-                    let exact: f64 = x.iter().zip(y).map(|(&p, &q)| p as f64 * q as f64).sum();
-                    let mag: f64 = x
-                        .iter()
-                        .zip(y)
-                        .map(|(&p, &q)| (p as f64 * q as f64).abs())
-                        .sum();
-                    let got = out[r * n + t] as f64;
-                    assert!(
-                        (got - exact).abs() <= 2e-6 * mag + 1e-30,
-                        "{ty} k={k} row {r} token {t}: {got} vs {exact} (mag {mag})"
-                    );
-                }
-            }
+            assert_near_exact_dot(&format!("{ty} k={k}"), k, &wdq, &adq, &out);
         }
     }
 }
