@@ -387,7 +387,11 @@ echo
 echo "- date: $(date -u '+%Y-%m-%d %H:%M UTC')"
 echo "- machine: $CPU, $(nproc) CPUs ($(physical_cores) physical cores), ${FEATS:-no AVX2/AVX-512}"
 echo "- threads: $THREADS for both engines; best of $REPS runs each, alternating engines"
-echo "- instruction sets: ${ISA:+$ISA only, no AVX-VNNI (r1serve --isa $ISA, R1SERVE_AVXVNNI=0; llama.cpp built for it)}${ISA:-everything the CPU has}"
+if [ -n "$ISA" ]; then
+  echo "- instruction sets: $ISA only, no AVX-VNNI (r1serve --isa $ISA, R1SERVE_AVXVNNI=0; llama.cpp built for it)"
+else
+  echo "- instruction sets: everything the CPU has"
+fi
 echo "- peer: $PEER_INFO; llama-bench -t $THREADS -p 512 -n 128 -r 1"
 echo "- read bandwidth (C probe, ${BW_MIB} MiB buffer): $BW1 GB/s on 1 thread, $BWT GB/s on $THREADS threads"
 echo
