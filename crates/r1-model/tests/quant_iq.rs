@@ -14,6 +14,9 @@ use safetensors::SafeTensors;
 
 use GgmlType::*;
 
+mod iq_support;
+use iq_support::assert_near_exact_dot;
+
 const IQ_TYPES: [GgmlType; 9] = [
     IQ2_XXS, IQ2_XS, IQ2_S, IQ3_XXS, IQ3_S, IQ1_S, IQ1_M, IQ4_NL, IQ4_XS,
 ];
@@ -203,28 +206,6 @@ fn activation_types_follow_ggml_cpu_type_traits() {
         let want = if ty == IQ4_NL { Q8_0 } else { Q8_K };
         assert_eq!(quant::vec_dot_type(ty), want, "{ty}");
         assert!(quant::has_dot_kernel(ty), "{ty}");
-    }
-}
-
-/// `out[r * n + t]` (n tokens) is within a few f32 ulps of the sum of |products| of the f64
-/// dot of weight row `r` (`wdq`, rows of `k`) and activation `t` (`adq`).
-fn assert_near_exact_dot(what: &str, k: usize, wdq: &[f32], adq: &[f32], out: &[f32]) {
-    let (m, n) = (wdq.len() / k, adq.len() / k);
-    for r in 0..m {
-        for t in 0..n {
-            let (x, y) = (&wdq[r * k..(r + 1) * k], &adq[t * k..(t + 1) * k]);
-            let exact: f64 = x.iter().zip(y).map(|(&p, &q)| p as f64 * q as f64).sum();
-            let mag: f64 = x
-                .iter()
-                .zip(y)
-                .map(|(&p, &q)| (p as f64 * q as f64).abs())
-                .sum();
-            let got = out[r * n + t] as f64;
-            assert!(
-                (got - exact).abs() <= 2e-6 * mag + 1e-30,
-                "{what} row {r} token {t}: {got} vs {exact} (mag {mag})"
-            );
-        }
     }
 }
 

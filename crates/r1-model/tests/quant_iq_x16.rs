@@ -11,6 +11,9 @@ use rand::{Rng, SeedableRng};
 
 use GgmlType::*;
 
+mod iq_support;
+use iq_support::assert_near_exact_dot;
+
 /// The types with an interleaved layout tested here.
 const TYPES: [GgmlType; 10] = [
     IQ4_NL, IQ4_XS, IQ2_XXS, Q2_K, IQ3_XXS, IQ2_XS, IQ3_S, IQ2_S, IQ1_S, IQ1_M,
@@ -235,22 +238,7 @@ fn x16_results_match_an_f64_dot_of_the_dequantized_operands() {
             let (a, adq) = activations(&mut rng, ty, k, n);
             let w = interleaved(ty, &native, k);
             let out = gemm(fastest, WeightLayout::Interleaved16, ty, k, &w, &a, n);
-            for r in 0..m {
-                for t in 0..n {
-                    let (x, y) = (&wdq[r * k..(r + 1) * k], &adq[t * k..(t + 1) * k]);
-                    let exact: f64 = x.iter().zip(y).map(|(&p, &q)| p as f64 * q as f64).sum();
-                    let mag: f64 = x
-                        .iter()
-                        .zip(y)
-                        .map(|(&p, &q)| (p as f64 * q as f64).abs())
-                        .sum();
-                    let got = out[r * n + t] as f64;
-                    assert!(
-                        (got - exact).abs() <= 2e-6 * mag + 1e-30,
-                        "{ty} k={k} row {r} token {t}: {got} vs {exact} (mag {mag})"
-                    );
-                }
-            }
+            assert_near_exact_dot(&format!("{ty} k={k}"), k, &wdq, &adq, &out);
         }
     }
 }
