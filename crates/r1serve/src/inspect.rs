@@ -247,7 +247,7 @@ fn run_hf_dir(args: &InspectArgs) -> anyhow::Result<()> {
 /// Which kernel a tensor type's matmuls take here: the x16 interleaved kernels for the
 /// tensors the loader interleaved, the native layout's kernel (and the ISA it is written
 /// for: a type without a kernel of its own for the best ISA falls back) for the rest.
-fn kernel_path(ty: GgmlType, n: usize, interleaved: usize) -> String {
+pub(crate) fn kernel_path(ty: GgmlType, n: usize, interleaved: usize) -> String {
     let isa = |layout| match quant::kernel_isa(layout, ty) {
         Some(quant::Isa::Scalar) => "portable".to_string(),
         Some(i) => format!("{i:?}"),

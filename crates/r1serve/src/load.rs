@@ -98,26 +98,19 @@ pub fn load(args: &ModelArgs) -> anyhow::Result<Loaded> {
 }
 
 /// One log line per weight type: how many tensors, and which kernel family runs them on this
-/// CPU (ISA, and whether the loader interleaved them for the x16 kernels).
+/// CPU, in `inspect`'s words (ISA, and whether the loader interleaved them for the x16 kernels).
 fn log_kernels(file: &r1_model::gguf::GgufFile) {
-    use r1_model::quant::{kernel_isa, WeightLayout};
+    use r1_model::quant::{GgmlType, WeightLayout};
     use std::collections::BTreeMap;
-    let mut types: BTreeMap<(&str, bool), (r1_model::quant::GgmlType, WeightLayout, usize)> =
-        BTreeMap::new();
+    let mut types: BTreeMap<&str, (GgmlType, usize, usize)> = BTreeMap::new();
     for t in file.tensors() {
-        let x16 = t.layout == WeightLayout::Interleaved16;
-        types
-            .entry((t.ty.name(), x16))
-            .or_insert((t.ty, t.layout, 0))
-            .2 += 1;
+        let e = types.entry(t.ty.name()).or_insert((t.ty, 0, 0));
+        e.1 += 1;
+        e.2 += usize::from(t.layout == WeightLayout::Interleaved16);
     }
-    for ((name, _), (ty, layout, n)) in types {
-        let family = match kernel_isa(layout, ty) {
-            Some(isa) if layout == WeightLayout::Interleaved16 => format!("{isa:?} x16"),
-            Some(isa) => format!("{isa:?}"),
-            None => "none (dequantized or not a matmul weight)".into(),
-        };
-        tracing::info!(ty = name, tensors = n, kernel = %family, "weight type");
+    for (name, (ty, n, x16)) in types {
+        let kernel = crate::inspect::kernel_path(ty, n, x16);
+        tracing::info!(ty = name, tensors = n, %kernel, "weight type");
     }
 }
 
