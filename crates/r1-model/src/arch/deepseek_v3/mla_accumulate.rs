@@ -9,7 +9,7 @@ use crate::quant;
 /// `acc[h] += Σ_j w[j * ws + h] · rows[j]` for heads `h < nq` (`acc`: `[nq, r]`; `w` holds
 /// one row of `ws >= nq` weights per cache row, of which the first `nq` are used), adding the positions in order with one FMA per element each, on every ISA (so
 /// results never depend on it). Each head's accumulator stays in registers across the
-/// tile's rows, 128 (AVX-512) or 64 (AVX2) latents at a time.
+/// tile's rows, 16 heads × 16 latents (AVX-512) or 4 heads × 16 latents (AVX2) at a time.
 pub(crate) fn accumulate(
     acc: &mut [f32],
     r: usize,
@@ -53,8 +53,20 @@ fn accumulate_from(
     }
 }
 
-// Parallel arrays of registers (per head / per chunk) are indexed together.
-#[allow(clippy::needless_range_loop)]
+/// Runs `$f::<HB, CV>` over the heads in blocks of 16, 8, 4, 2 and 1 (each size its own
+/// kernel, so the accumulators stay in registers), `CV` column vectors at a time.
+macro_rules! by_head_blocks {
+    ($f:ident, $acc:expr, $r:expr, $w:expr, $ws:expr, $nq:expr, $rows:expr, [$(($hb:literal, $cv:literal)),*]) => {{
+        let mut h = 0;
+        $(
+            while $nq - h >= $hb {
+                $f::<$hb, $cv>($acc, $r, $w, $ws, h, $rows);
+                h += $hb;
+            }
+        )*
+    }};
+}
+
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,avx2,fma")]
 unsafe fn accumulate_avx512(
@@ -65,45 +77,66 @@ unsafe fn accumulate_avx512(
     nq: usize,
     rows: &[&[f32]],
 ) {
+    // 16 heads × one vector of 16 latents: each row's vector is loaded once for 16 heads
+    // (its weights are broadcast), and the tile's rows are read once per 16 heads.
+    by_head_blocks!(
+        block_avx512,
+        acc,
+        r,
+        w,
+        ws,
+        nq,
+        rows,
+        [(16, 1), (8, 2), (4, 4), (2, 4), (1, 4)]
+    );
+}
+
+/// Heads `h0..h0 + HB`, all columns that fill whole groups of `CV` vectors; the rest one
+/// element at a time.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx2,fma")]
+unsafe fn block_avx512<const HB: usize, const CV: usize>(
+    acc: &mut [f32],
+    r: usize,
+    w: &[f32],
+    ws: usize,
+    h0: usize,
+    rows: &[&[f32]],
+) {
     use std::arch::x86_64::*;
-    // 64 latents of up to 4 heads at a time: 16 accumulators, and each row chunk is loaded
-    // once for the 4 heads (the tile's rows do not fit in L1).
-    let wide = r / 64 * 64;
-    let mut h = 0;
-    while h < nq {
-        let hb = (nq - h).min(4);
-        for c in (0..wide).step_by(64) {
-            let mut v = [[_mm512_setzero_ps(); 4]; 4];
-            for b in 0..hb {
-                let a = acc.as_ptr().add((h + b) * r + c);
-                for (k, x) in v[b].iter_mut().enumerate() {
-                    *x = _mm512_loadu_ps(a.add(16 * k));
-                }
+    let step = 16 * CV;
+    let wide = r / step * step;
+    let wp = w.as_ptr().add(h0);
+    for c in (0..wide).step_by(step) {
+        let mut v = [[_mm512_setzero_ps(); CV]; HB];
+        for (b, v) in v.iter_mut().enumerate() {
+            let a = acc.as_ptr().add((h0 + b) * r + c);
+            for (k, x) in v.iter_mut().enumerate() {
+                *x = _mm512_loadu_ps(a.add(16 * k));
             }
-            for (j, row) in rows.iter().enumerate() {
-                let p = row.as_ptr().add(c);
-                let kv: [__m512; 4] = std::array::from_fn(|k| _mm512_loadu_ps(p.add(16 * k)));
-                for b in 0..hb {
-                    let wv = _mm512_set1_ps(w[j * ws + h + b]);
-                    for k in 0..4 {
-                        v[b][k] = _mm512_fmadd_ps(kv[k], wv, v[b][k]);
-                    }
-                }
-            }
-            for b in 0..hb {
-                let a = acc.as_mut_ptr().add((h + b) * r + c);
-                for (k, x) in v[b].iter().enumerate() {
-                    _mm512_storeu_ps(a.add(16 * k), *x);
+        }
+        for (j, row) in rows.iter().enumerate() {
+            let p = row.as_ptr().add(c);
+            let kv: [__m512; CV] = std::array::from_fn(|k| _mm512_loadu_ps(p.add(16 * k)));
+            let wj = wp.add(j * ws);
+            for (b, v) in v.iter_mut().enumerate() {
+                let wv = _mm512_set1_ps(*wj.add(b));
+                for (x, &kv) in v.iter_mut().zip(&kv) {
+                    *x = _mm512_fmadd_ps(kv, wv, *x);
                 }
             }
         }
-        h += hb;
+        for (b, v) in v.iter().enumerate() {
+            let a = acc.as_mut_ptr().add((h0 + b) * r + c);
+            for (k, x) in v.iter().enumerate() {
+                _mm512_storeu_ps(a.add(16 * k), *x);
+            }
+        }
     }
-    accumulate_from(acc, r, w, ws, nq, rows, wide);
+    let acc = &mut acc[h0 * r..(h0 + HB) * r];
+    accumulate_from(acc, r, &w[h0..], ws, HB, rows, wide);
 }
 
-// Parallel arrays of registers (per head / per chunk) are indexed together.
-#[allow(clippy::needless_range_loop)]
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
 unsafe fn accumulate_avx2(
@@ -114,28 +147,62 @@ unsafe fn accumulate_avx2(
     nq: usize,
     rows: &[&[f32]],
 ) {
+    // 4 heads × two vectors of 8 latents (8 accumulators of the 16 registers).
+    by_head_blocks!(
+        block_avx2,
+        acc,
+        r,
+        w,
+        ws,
+        nq,
+        rows,
+        [(4, 2), (2, 4), (1, 4)]
+    );
+}
+
+/// As [`block_avx512`], in ymm registers of 8 latents.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn block_avx2<const HB: usize, const CV: usize>(
+    acc: &mut [f32],
+    r: usize,
+    w: &[f32],
+    ws: usize,
+    h0: usize,
+    rows: &[&[f32]],
+) {
     use std::arch::x86_64::*;
-    let wide = r / 64 * 64;
-    for h in 0..nq {
-        let a = acc.as_mut_ptr().add(h * r);
-        for c in (0..wide).step_by(64) {
-            let mut v = [_mm256_setzero_ps(); 8];
+    let step = 8 * CV;
+    let wide = r / step * step;
+    let wp = w.as_ptr().add(h0);
+    for c in (0..wide).step_by(step) {
+        let mut v = [[_mm256_setzero_ps(); CV]; HB];
+        for (b, v) in v.iter_mut().enumerate() {
+            let a = acc.as_ptr().add((h0 + b) * r + c);
             for (k, x) in v.iter_mut().enumerate() {
-                *x = _mm256_loadu_ps(a.add(c + 8 * k));
+                *x = _mm256_loadu_ps(a.add(8 * k));
             }
-            for (j, row) in rows.iter().enumerate() {
-                let wv = _mm256_set1_ps(w[j * ws + h]);
-                let p = row.as_ptr().add(c);
-                for (k, x) in v.iter_mut().enumerate() {
-                    *x = _mm256_fmadd_ps(_mm256_loadu_ps(p.add(8 * k)), wv, *x);
+        }
+        for (j, row) in rows.iter().enumerate() {
+            let p = row.as_ptr().add(c);
+            let kv: [__m256; CV] = std::array::from_fn(|k| _mm256_loadu_ps(p.add(8 * k)));
+            let wj = wp.add(j * ws);
+            for (b, v) in v.iter_mut().enumerate() {
+                let wv = _mm256_set1_ps(*wj.add(b));
+                for (x, &kv) in v.iter_mut().zip(&kv) {
+                    *x = _mm256_fmadd_ps(kv, wv, *x);
                 }
             }
+        }
+        for (b, v) in v.iter().enumerate() {
+            let a = acc.as_mut_ptr().add((h0 + b) * r + c);
             for (k, x) in v.iter().enumerate() {
-                _mm256_storeu_ps(a.add(c + 8 * k), *x);
+                _mm256_storeu_ps(a.add(8 * k), *x);
             }
         }
     }
-    accumulate_from(acc, r, w, ws, nq, rows, wide);
+    let acc = &mut acc[h0 * r..(h0 + HB) * r];
+    accumulate_from(acc, r, &w[h0..], ws, HB, rows, wide);
 }
 
 #[cfg(test)]
@@ -148,6 +215,8 @@ mod tests {
         let mut rng = rand::rngs::StdRng::seed_from_u64(9);
         for (r, nq, ws, n) in [
             (512, 16, 16, 64),
+            (512, 31, 32, 9),
+            (40, 23, 32, 5),
             (32, 4, 6, 7),
             (200, 5, 5, 13),
             (16, 1, 3, 1),

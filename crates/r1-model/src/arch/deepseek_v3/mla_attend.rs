@@ -5,10 +5,11 @@
 //! (`kv_lora_rank + qk_rope_head_dim` values).
 //!
 //! * Positions are walked in tiles of [`TILE`]; the scores of a tile come from a
-//!   register-blocked kernel (`mla_scores.rs`: all queries of the task against the tile's
-//!   cache rows, read straight from the cache, no copies for an f32 cache), then an online
-//!   softmax: the running max, sum and latent accumulator are rescaled once per tile, as
-//!   flash attention does. Nothing is allocated per position.
+//!   register-blocked kernel (`mla_scores.rs`: all queries of the task, transposed so the
+//!   queries sit in vector lanes, against the tile's cache rows, read straight from the
+//!   cache, no copies for an f32 cache), then an online softmax vectorized over the queries
+//!   (`mla_softmax.rs`): the running max, sum and latent accumulator are rescaled once per
+//!   tile, as flash attention does. Nothing is allocated per position.
 //! * A task's queries are every head of a block of consecutive tokens (up to
 //!   [`BLOCK_QUERIES`] queries), so in a prefill at depth each cache tile is read once per
 //!   block, not once per token per head: the cache traffic of a chunk drops by the block
@@ -16,8 +17,8 @@
 //!   the last tiles (causality); each token takes exactly its own rows.
 //! * Long contexts are cut into segments of [`SEGMENT`] positions, each with its own softmax
 //!   state, folded left to right at the end. When a step has few tokens (decode), segments
-//!   of one token run as separate tasks, so a single sequence's attention at depth uses
-//!   every thread.
+//!   of one token run as separate tasks (and, with many heads, ranges of 16 heads), so a
+//!   single sequence's attention at depth uses every thread.
 //!
 //! Tile and segment boundaries are absolute positions and the fold is always left to right,
 //! so every (token, head) result is the same whatever the batch, the chunking of a prefill,
@@ -26,6 +27,7 @@
 use std::cell::RefCell;
 
 use super::mla_accumulate::accumulate;
+use super::mla_softmax::{tile_step, State};
 use super::{mla_scores, DeepSeekConfig};
 use crate::batch::Batch;
 use crate::f16;
@@ -35,41 +37,10 @@ use crate::pool::ThreadPool;
 /// Positions per softmax rescale.
 pub(crate) const TILE: usize = 64;
 /// Positions per independent softmax state (a unit of parallel work at depth).
-pub(crate) const SEGMENT: usize = 1024;
+pub(crate) const SEGMENT: usize = 512;
 /// Queries (token × head) that share one pass over the cache in a prefill: each cache tile
 /// is read once per block of `BLOCK_QUERIES / heads` consecutive tokens, not once per token.
 const BLOCK_QUERIES: usize = 128;
-
-/// Softmax state of one head over some positions: running max, sum of weights, and the
-/// weighted sum of latents.
-struct State<'a> {
-    m: f32,
-    l: f32,
-    acc: &'a mut [f32],
-}
-
-impl State<'_> {
-    /// Left fold: `self ← self ⊕ (m, l, acc)`.
-    fn fold(&mut self, m: f32, l: f32, acc: &[f32]) {
-        let mm = self.m.max(m);
-        let (a, b) = (scale_of(self.m, mm), scale_of(m, mm));
-        self.l = self.l * a + l * b;
-        for (x, &y) in self.acc.iter_mut().zip(acc) {
-            *x = y.mul_add(b, *x * a);
-        }
-        self.m = mm;
-    }
-}
-
-/// `exp(m - mm)`, 0 for an empty state (`m = -inf`).
-#[inline]
-fn scale_of(m: f32, mm: f32) -> f32 {
-    if m == f32::NEG_INFINITY {
-        0.0
-    } else {
-        (m - mm).exp()
-    }
-}
 
 /// One layer's cache rows in either storage type.
 enum Store<'a> {
@@ -79,34 +50,15 @@ enum Store<'a> {
 
 #[derive(Default)]
 struct Scratch {
-    /// Scores of one tile: `[TILE, heads]`.
+    /// The task's queries transposed, `[kw, nqp]` (`mla_scores::transpose`).
+    qt: Vec<f32>,
+    /// Scores, then weights, of one tile: `[TILE, nqp]`.
     scores: Vec<f32>,
     /// An f16 tile's cache rows widened to f32.
     wide: Vec<f32>,
-    /// One query's exponents over a tile.
-    args: Vec<f32>,
-}
-
-/// `w[i] = e^w[i]` for values `<= 0`: glibc's `expf` bit for bit (what `f32::exp` gave here
-/// before) on every ISA, eight at a time with AVX-512. The softmax takes one exponential per
-/// (position, head); as libm calls they cost about as much as the tile's dot products.
-fn exp_nonpos_in_place(w: &mut [f32]) {
-    #[cfg(target_arch = "x86_64")]
-    if crate::quant::Isa::best() == crate::quant::Isa::Avx512 {
-        let mut chunks = w.chunks_exact_mut(8);
-        for c in &mut chunks {
-            let a: &mut [f32; 8] = c.try_into().expect("chunks of 8");
-            // SAFETY: AVX-512 F is present (`Isa::best` checked it).
-            *a = unsafe { crate::expf::expf8_nonpos_avx512(a) };
-        }
-        for x in chunks.into_remainder() {
-            *x = crate::expf::expf_nonpos(*x);
-        }
-        return;
-    }
-    for x in w {
-        *x = crate::expf::expf_nonpos(*x);
-    }
+    /// Per query: the tile rows it sees, and its rescale factor.
+    seen: Vec<usize>,
+    rescale: Vec<f32>,
 }
 
 thread_local! {
@@ -149,7 +101,10 @@ impl Ctx<'_> {
         accs.fill(0.0);
         SCRATCH.with(|sc| {
             let sc = &mut *sc.borrow_mut();
-            sc.scores.resize(TILE * nq, 0.0);
+            let nqp = mla_scores::transpose(q, nq, kw, &mut sc.qt);
+            sc.scores.resize(TILE * nqp, 0.0);
+            sc.seen.resize(nq, 0);
+            sc.rescale.resize(nq, 0.0);
             let mut t0 = p0;
             while t0 < p1 {
                 let t1 = (t0 - t0 % TILE + TILE).min(p1);
@@ -176,51 +131,39 @@ impl Ctx<'_> {
                     };
                 }
                 let rows = &rows[..n];
-                mla_scores::scores(q, nq, kw, rows, &mut sc.scores[..n * nq]);
+                mla_scores::scores(&sc.qt, nqp, kw, rows, &mut sc.scores[..n * nqp]);
                 // Rows of the tile each token sees (a causal prefill's last tile is cut short
                 // for its earlier tokens).
                 let seen = |t: usize| ends[t].saturating_sub(t0).min(n);
-                for (t, _) in ends.iter().enumerate() {
-                    let nv = seen(t);
-                    for h in t * nh..(t + 1) * nh {
-                        if nv == 0 {
-                            break;
-                        }
-                        let mut tmax = f32::NEG_INFINITY;
-                        for j in 0..nv {
-                            let s = sc.scores[j * nq + h] * self.scale;
-                            sc.scores[j * nq + h] = s;
-                            tmax = tmax.max(s);
-                        }
-                        let mm = ms[h].max(tmax);
-                        let a = scale_of(ms[h], mm);
-                        if a != 1.0 {
-                            ls[h] *= a;
-                            for x in &mut accs[h * r..(h + 1) * r] {
-                                *x *= a;
-                            }
-                        }
-                        ms[h] = mm;
-                        sc.args.clear();
-                        sc.args.extend((0..nv).map(|j| sc.scores[j * nq + h] - mm));
-                        exp_nonpos_in_place(&mut sc.args);
-                        for (j, &w) in sc.args.iter().enumerate() {
-                            sc.scores[j * nq + h] = w;
-                            ls[h] += w;
+                for (t, s) in sc.seen.chunks_exact_mut(nh).enumerate() {
+                    s.fill(seen(t));
+                }
+                tile_step(
+                    &mut sc.scores,
+                    (n, nqp),
+                    &sc.seen,
+                    self.scale,
+                    (&mut *ms, &mut *ls),
+                    &mut sc.rescale,
+                );
+                for (acc, &a) in accs.chunks_exact_mut(r).zip(&sc.rescale) {
+                    if a != 1.0 {
+                        for x in acc {
+                            *x *= a;
                         }
                     }
                 }
                 // Accumulate the tile: per query, its latent sum stays in registers across
                 // the tile's rows; all queries at once when every token sees the whole tile.
-                let w = &sc.scores[..n * nq];
+                let w = &sc.scores[..n * nqp];
                 if (0..ends.len()).all(|t| seen(t) == n) {
-                    accumulate(accs, r, (w, nq), nq, rows);
+                    accumulate(accs, r, (w, nqp), nq, rows);
                 } else {
                     for t in 0..ends.len() {
                         let nv = seen(t);
                         if nv > 0 {
                             let acc = &mut accs[t * nh * r..(t + 1) * nh * r];
-                            accumulate(acc, r, (&w[t * nh..], nq), nh, &rows[..nv]);
+                            accumulate(acc, r, (&w[t * nh..], nqp), nh, &rows[..nv]);
                         }
                     }
                 }
@@ -247,14 +190,14 @@ struct Task {
 
 /// The attention's widths: heads, latent (`kv_lora_rank`) and rope key widths.
 #[derive(Clone, Copy)]
-pub(crate) struct Dims {
+pub struct Dims {
     pub heads: usize,
     pub latent: usize,
     pub rope: usize,
 }
 
 impl Dims {
-    pub fn of(c: &DeepSeekConfig) -> Dims {
+    pub(crate) fn of(c: &DeepSeekConfig) -> Dims {
         Dims {
             heads: c.n_heads,
             latent: c.kv_lora_rank,
@@ -267,7 +210,7 @@ impl Dims {
 /// `q` is `[T, heads, latent + rope]` (`[q_lat | q_pe]` per head); `o_lat` is
 /// `[T, heads, latent]`.
 #[allow(clippy::too_many_arguments)]
-pub(crate) fn attend(
+pub fn attend(
     pool: &ThreadPool,
     kv: &KvCache,
     layer: usize,
@@ -324,8 +267,12 @@ pub(crate) fn attend(
         }
     } else {
         let units: usize = toks.iter().map(|&t| n_segs(t)).sum();
+        // Head ranges in whole vectors of queries (the score kernel pads to them).
         let groups = target.div_ceil(units).clamp(1, nh);
-        let hc = nh.div_ceil(groups);
+        let hc = nh
+            .div_ceil(groups)
+            .next_multiple_of(mla_scores::LANES)
+            .min(nh);
         for &(si, i) in &toks {
             let segs = n_segs((si, i));
             let base = partial_len;
@@ -498,19 +445,6 @@ mod tests {
             }
         }
         out
-    }
-
-    #[test]
-    fn tile_exponentials_equal_the_c_library_expf() {
-        let mut rng = rand::rngs::StdRng::seed_from_u64(5);
-        for n in [0, 1, 7, 8, 9, 64] {
-            let x: Vec<f32> = (0..n).map(|_| rng.random_range(-110.0f32..=0.0)).collect();
-            let mut got = x.clone();
-            exp_nonpos_in_place(&mut got);
-            for (a, b) in x.iter().zip(&got) {
-                assert_eq!(a.exp().to_bits(), b.to_bits(), "e^{a}");
-            }
-        }
     }
 
     #[test]

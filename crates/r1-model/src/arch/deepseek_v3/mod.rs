@@ -11,7 +11,11 @@ mod linear;
 pub(crate) mod mla;
 mod mla_accumulate;
 mod mla_attend;
+/// MLA attention over the latent cache, public for `benches/mla_decode.rs` only.
+#[doc(hidden)]
+pub use mla_attend::{attend as mla_attend_for_bench, Dims as MlaDims};
 mod mla_scores;
+mod mla_softmax;
 pub(crate) mod moe;
 
 use super::{Logits, Model, ModelError};
