@@ -1,5 +1,6 @@
-//! Errors: [`ApiError`] is what a handler answers with (an OpenAI error body and status);
-//! [`ServerError`] is what stops the server.
+//! [`ApiError`] is what a handler answers with (an OpenAI error body and status); engine
+//! errors become one in a single place (`From<EngineError>`). (`crate::ServerError` is what
+//! stops the server.)
 
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
@@ -176,25 +177,6 @@ pub fn parse_json<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ApiE
 fn missing_field(msg: &str) -> Option<String> {
     let rest = msg.strip_prefix("missing field `")?;
     Some(rest.split('`').next()?.to_string())
-}
-
-/// Why the server could not run.
-#[derive(Debug, thiserror::Error)]
-pub enum ServerError {
-    #[error("cannot listen on {addr}: {source}")]
-    Bind {
-        addr: String,
-        #[source]
-        source: std::io::Error,
-    },
-    #[error("loading the model failed: {0}")]
-    Load(String),
-    #[error("chat template: {0}")]
-    Template(String),
-    #[error("{0}")]
-    Io(#[from] std::io::Error),
-    #[error(transparent)]
-    Security(#[from] crate::security::SecurityError),
 }
 
 #[cfg(test)]

@@ -3,9 +3,7 @@
 //! learnt about the request (the caller, the output filter) as a typed value taken from the
 //! request's extensions, so nothing per-request travels in task-locals.
 
-use std::sync::Arc;
-
-use axum::extract::{FromRequest, FromRequestParts, Request};
+use axum::extract::{FromRef, FromRequest, FromRequestParts, Request};
 use axum::http::request::Parts;
 use axum::http::StatusCode;
 use http_body_util::LengthLimitError;
@@ -13,18 +11,26 @@ use serde::de::DeserializeOwned;
 
 use crate::caller::{Caller, RequestId};
 use crate::error::{parse_json, ApiError};
-use crate::security::output_filter::RequestGuard;
-use crate::state::AppState;
+use crate::security::audit_slot::RequestGuard;
+
+/// `--max-body-bytes`: the one body limit (a sub-state of the router's state).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BodyLimit(pub usize);
 
 /// A JSON body parsed into `T`. Larger than `--max-body-bytes`: 413; unreadable: 400;
 /// malformed or of the wrong shape: 400 naming the field. Every error is OpenAI-shaped.
 pub struct ApiJson<T>(pub T);
 
-impl<T: DeserializeOwned> FromRequest<Arc<AppState>> for ApiJson<T> {
+impl<T, S> FromRequest<S> for ApiJson<T>
+where
+    T: DeserializeOwned,
+    S: Send + Sync,
+    BodyLimit: FromRef<S>,
+{
     type Rejection = ApiError;
 
-    async fn from_request(req: Request, st: &Arc<AppState>) -> Result<Self, ApiError> {
-        let limit = st.security.config.max_body_bytes;
+    async fn from_request(req: Request, st: &S) -> Result<Self, ApiError> {
+        let BodyLimit(limit) = BodyLimit::from_ref(st);
         let bytes = axum::body::to_bytes(req.into_body(), limit)
             .await
             .map_err(|e| body_error(e, limit))?;

@@ -11,13 +11,14 @@ use r1_engine::sampler::SamplingParams;
 use r1_engine::tokenizer::Tokenizer;
 
 use crate::error::ApiError;
+use crate::model::ModelState;
 use crate::openai_types::{CommonParams, Usage};
 use crate::overload::admission::Ticket;
 use crate::overload::response_cache::{CacheKey, Recorder, Source};
 use crate::overload::RequestContext;
 use crate::reasoning::{ReasoningParser, ReasoningStream};
-use crate::security::output_filter::{OutputFilter, RequestGuard};
-use crate::state::{AppState, ModelState};
+use crate::security::audit_slot::RequestGuard;
+use crate::security::output_filter::OutputFilter;
 
 /// Most choices one request may ask for.
 pub const MAX_N: u32 = 128;
@@ -482,13 +483,4 @@ pub fn token_text(tok: &Tokenizer, id: u32) -> String {
 
 pub fn token_bytes(tok: &Tokenizer, id: u32) -> Vec<u8> {
     tok.token_bytes(id).unwrap_or_default()
-}
-
-/// Check the model name and that it is loaded; the common start of every model route.
-pub fn model_for<'a>(
-    st: &'a AppState,
-    requested: Option<&str>,
-) -> Result<&'a ModelState, ApiError> {
-    st.check_model(requested)?;
-    st.model()
 }

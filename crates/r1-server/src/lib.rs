@@ -19,12 +19,12 @@
 //! 3. **Typed request** (`extract.rs`): `ApiJson` reads the body once under the same limit
 //!    (413) and parses it once into `openai_types.rs`'s `ChatCompletionRequest` (400 naming
 //!    the field); `RequestCtx` takes the caller and output filter from the extensions.
-//! 4. **Admission** (`overload/mod.rs` `admit`, from the handler in `routes/chat.rs`): 503
+//! 4. **Admission** (`routes/admit.rs` `admit`, from the handler in `routes/chat.rs`): 503
 //!    while loading or draining; the class (`overload/classes.rs`, key tier or `priority`);
 //!    the rate limit (`overload/rate_limit.rs`); a place in the class queue
-//!    (`overload/admission.rs`: 429 + Retry-After when full, or wait mode in
-//!    `overload/wait.rs`, woken by a tokio `Notify`). The rest of the handler runs with the
-//!    request's `RequestContext` (ticket, class priority, latency target, response cache).
+//!    (`overload/admission.rs`: 429 + Retry-After when full, or wait mode, woken by a tokio
+//!    `Notify`). The rest of the handler runs with the request's `RequestContext` (ticket,
+//!    class priority, latency target, response cache).
 //! 5. **Prompt** (`routes/chat.rs`): chat template (`r1_engine::chat_template`), tokenize,
 //!    `generation::engine_request` checks every field into a `GenerateRequest`.
 //! 6. **Engine** (`generation.rs` `submit`): the response cache
@@ -40,6 +40,14 @@
 //!    request in the engine.
 //!
 //! `/metrics` is `metrics/exposition.rs` (`--metrics-compat vllm` adds vLLM's gauge names).
+//!
+//! # State
+//!
+//! The router's state, [`AppState`] (`state.rs`), is a handful of sub-states behind `Arc`s
+//! (the model slot `model.rs`, `Overload`, `Security`, `ServerMetrics`, `ScalingMonitor`, the
+//! body limit, the stream settings). Handlers and layers take only the parts they need with
+//! `State<T>` through axum's `FromRef`, so only `routes/mod.rs` and this file know
+//! `AppState`, and the crate's modules import each other without a cycle.
 
 pub mod backend;
 pub mod caller;
@@ -47,6 +55,7 @@ pub mod error;
 pub mod extract;
 pub mod generation;
 pub mod metrics;
+pub mod model;
 pub mod openai_types;
 pub mod overload;
 pub mod reasoning;
@@ -64,9 +73,29 @@ use r1_engine::chat_template::ChatTemplate;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
-pub use error::{ApiError, ServerError};
+pub use error::ApiError;
+pub use model::{LoadedModel, ModelState};
 pub use reasoning::{ReasoningDelta, ReasoningMode, ReasoningParser, ReasoningStream};
-pub use state::{AppState, LoadedModel, ModelState, ServerConfig};
+pub use state::{AppState, ServerConfig};
+
+/// Why the server could not run.
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("loading the model failed: {0}")]
+    Load(String),
+    #[error("chat template: {0}")]
+    Template(String),
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+    #[error(transparent)]
+    Security(#[from] security::SecurityError),
+}
 
 /// Serve until SIGTERM/SIGINT (then drain) on a runtime of its own. `load` runs on a
 /// blocking thread while the server already answers `/health` and `/ready`.
@@ -112,7 +141,7 @@ pub fn model_state(config: &ServerConfig, lm: &LoadedModel) -> Result<ModelState
         template,
         template_source: source,
         block_size: lm.block_size,
-        loaded_at: state::unix_now(),
+        loaded_at: model::unix_now(),
     })
 }
 
@@ -138,7 +167,7 @@ where
     let local = listener.local_addr()?;
     let scheme = if tls.is_some() { "https" } else { "http" };
     eprintln!("r1serve: listening on {scheme}://{local}");
-    let state = Arc::new(AppState::new(config.clone()).with_security(security.clone()));
+    let state = AppState::new(config.clone()).with_security(security.clone());
     security::reload::spawn(security.clone());
 
     let (drain_tx, drain_rx) = watch::channel(false);
@@ -149,12 +178,18 @@ where
         max_header_bytes: config.security.max_header_bytes,
         tls,
     };
-    let over_limit = security::listener::over_limit_router(state.clone());
+    let over_limit = routes::over_limit_router(state.clone());
     let mut server = tokio::spawn(security::listener::serve(
         listener, app, over_limit, limits, drain_rx,
     ));
 
-    let scaling_task = tokio::spawn(scaling::run(state.clone()));
+    let http_metrics = state.metrics.clone();
+    let scaling_task = tokio::spawn(scaling::run(
+        state.scaling.clone(),
+        state.model.clone(),
+        state.overload.clone(),
+        move || http_metrics.responses_with_status(429),
+    ));
     let load_started = Instant::now();
     let loader = tokio::task::spawn_blocking(load);
     tokio::pin!(loader);
@@ -179,7 +214,7 @@ where
                             if ms.reasoning { "on" } else { "off" },
                         );
                         state.metrics.set_model_load_time(load_started.elapsed());
-                        state.set_model(ms);
+                        state.model.set(ms);
                         engine_thread = lm.engine_thread;
                     }
                     Err(e) => {
@@ -215,7 +250,7 @@ where
         }
     }
 
-    state.set_draining();
+    state.model.set_draining();
     let _ = drain_tx.send(true);
     if failure.is_none() {
         tokio::select! {
@@ -228,7 +263,7 @@ where
     }
     server.abort();
     scaling_task.abort();
-    if let Some(m) = state.model_state() {
+    if let Some(m) = state.model.get() {
         m.engine.shutdown();
     }
     if let Some(t) = engine_thread {

@@ -22,6 +22,13 @@ use crate::error::ApiError;
 use crate::generation::{Delta, GenEvent, Generation};
 use crate::openai_types::Usage;
 
+/// How streams keep the connection alive (a sub-state of the router's state).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct StreamSettings {
+    /// A `: keep-alive` comment goes out when a stream has been silent this long.
+    pub keep_alive: Duration,
+}
+
 /// The keep-alive comment (also sent by the wait-mode stream, see `overload::wait`).
 pub const KEEP_ALIVE: &str = ": keep-alive\n\n";
 pub const DONE: &str = "data: [DONE]\n\n";

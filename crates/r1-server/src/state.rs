@@ -1,18 +1,19 @@
-//! What the handlers share: the settings, the loaded model (set once loading finishes), and
-//! whether the server is draining.
+//! The settings ([`ServerConfig`]) and the router's state ([`AppState`]): the top of the
+//! crate's module graph, used by `routes/mod.rs` and `lib.rs` only.
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, OnceLock};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::sync::Arc;
+use std::time::Duration;
 
-use r1_engine::chat_template::ChatTemplate;
-use r1_engine::tokenizer::Tokenizer;
+use axum::extract::FromRef;
 
-use crate::error::ApiError;
+use crate::extract::BodyLimit;
 use crate::metrics::ServerMetrics;
+use crate::model::ModelSlot;
+use crate::overload::Overload;
 use crate::reasoning::ReasoningMode;
 use crate::scaling::{ScalingConfig, ScalingMonitor};
 use crate::security::{Security, SecurityConfig};
+use crate::sse::StreamSettings;
 
 /// Server settings (the `serve` flags that are not the engine's).
 #[derive(Clone, Debug)]
@@ -58,127 +59,47 @@ impl Default for ServerConfig {
     }
 }
 
-/// What the loader hands over once the model is up.
-pub struct LoadedModel {
-    pub engine: r1_engine::engine::EngineHandle,
-    /// Joined at shutdown.
-    pub engine_thread: Option<std::thread::JoinHandle<()>>,
-    pub tokenizer: Arc<Tokenizer>,
-    /// KV cache block size, to know how many tokens the cache holds.
-    pub block_size: usize,
-}
-
-/// The model side of the state.
-pub struct ModelState {
-    pub engine: Arc<dyn crate::backend::Backend>,
-    pub tokenizer: Arc<Tokenizer>,
-    pub template: Option<ChatTemplate>,
-    /// The template's source (for reasoning auto-detection and errors).
-    pub template_source: Option<String>,
-    pub reasoning: bool,
-    pub block_size: usize,
-    pub loaded_at: u64,
-}
-
-impl ModelState {
-    /// Tokens the whole KV cache holds.
-    pub fn kv_capacity_tokens(&self) -> usize {
-        self.engine.stats().kv_blocks_total * self.block_size
-    }
-}
-
+/// The state every route shares, split into sub-states: each handler and layer takes only
+/// the parts it needs with `State<T>` (axum's `FromRef`), so no module below the router knows
+/// this struct. Cloning it clones a few `Arc`s.
+#[derive(Clone, FromRef)]
 pub struct AppState {
-    pub config: ServerConfig,
-    model: OnceLock<ModelState>,
-    draining: AtomicBool,
-    next_id: AtomicU64,
-    pub started_at: u64,
-    /// Counters for `GET /metrics` kept by the HTTP side.
-    pub metrics: ServerMetrics,
-    pub scaling: ScalingMonitor,
+    pub config: Arc<ServerConfig>,
+    /// The model (once loaded), its served name, the drain flag.
+    pub model: Arc<ModelSlot>,
+    /// HTTP-side counters and what `/metrics` adds to them.
+    pub metrics: Arc<ServerMetrics>,
+    pub scaling: Arc<ScalingMonitor>,
     /// Admission control, rate limits and the response cache (see [`crate::overload`]).
-    pub overload: Arc<crate::overload::Overload>,
+    pub overload: Arc<Overload>,
     pub security: Arc<Security>,
+    pub body_limit: BodyLimit,
+    pub stream: StreamSettings,
 }
 
 impl AppState {
     pub fn new(config: ServerConfig) -> Self {
         AppState {
-            metrics: ServerMetrics::default(),
-            scaling: ScalingMonitor::new(config.scaling.clone()),
-            overload: Arc::new(crate::overload::Overload::new(&config.overload)),
-            config,
-            model: OnceLock::new(),
-            draining: AtomicBool::new(false),
-            next_id: AtomicU64::new(1),
-            started_at: unix_now(),
+            model: Arc::new(ModelSlot::new(&config.served_model_name)),
+            metrics: Arc::new(ServerMetrics::new(
+                &config.served_model_name,
+                config.metrics_compat,
+            )),
+            scaling: Arc::new(ScalingMonitor::new(config.scaling.clone())),
+            overload: Arc::new(Overload::new(&config.overload)),
             security: Arc::new(Security::disabled()),
+            body_limit: BodyLimit(config.security.max_body_bytes),
+            stream: StreamSettings {
+                keep_alive: config.keep_alive_interval,
+            },
+            config: Arc::new(config),
         }
     }
 
     /// The same state with the security layers' state (keys, audit log) in place.
     pub fn with_security(mut self, security: Arc<Security>) -> Self {
+        self.body_limit = BodyLimit(security.config.max_body_bytes);
         self.security = security;
         self
     }
-
-    /// Install the loaded model (once).
-    pub fn set_model(&self, m: ModelState) {
-        let _ = self.model.set(m);
-    }
-
-    pub fn model_state(&self) -> Option<&ModelState> {
-        self.model.get()
-    }
-
-    pub fn set_draining(&self) {
-        self.draining.store(true, Ordering::SeqCst);
-    }
-
-    pub fn is_draining(&self) -> bool {
-        self.draining.load(Ordering::SeqCst)
-    }
-
-    /// The model, or 503 while it loads / the server drains.
-    pub fn model(&self) -> Result<&ModelState, ApiError> {
-        if self.is_draining() {
-            return Err(ApiError::unavailable("The server is shutting down."));
-        }
-        self.model
-            .get()
-            .ok_or_else(|| ApiError::unavailable("The model is still loading; retry shortly."))
-    }
-
-    /// Check the request's `model` against the served name (absent = the served model).
-    pub fn check_model(&self, requested: Option<&str>) -> Result<(), ApiError> {
-        match requested {
-            None | Some("") => Ok(()),
-            Some(m) if m == self.config.served_model_name => Ok(()),
-            Some(m) => Err(ApiError::model_not_found(m, &self.config.served_model_name)),
-        }
-    }
-
-    /// A fresh response id (`chatcmpl-…`, `cmpl-…`).
-    pub fn new_id(&self, prefix: &str) -> String {
-        let n = self.next_id.fetch_add(1, Ordering::Relaxed);
-        let nanos = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_nanos() as u64)
-            .unwrap_or(0);
-        format!(
-            "{prefix}-{:016x}{n:08x}",
-            nanos ^ (n.wrapping_mul(0x9E37_79B9_7F4A_7C15))
-        )
-    }
-}
-
-pub fn unix_now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
-}
-
-pub fn system_fingerprint() -> String {
-    format!("r1serve-{}", env!("CARGO_PKG_VERSION"))
 }

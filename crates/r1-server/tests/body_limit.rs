@@ -25,7 +25,7 @@ const POST_ROUTES: &[&str] = &[
     "/v1/models/model/unload",
 ];
 
-fn state(max_queue: Option<usize>) -> Arc<AppState> {
+fn state(max_queue: Option<usize>) -> AppState {
     let mut classes = default_classes();
     for c in &mut classes {
         c.max_queue = max_queue;
@@ -43,7 +43,7 @@ fn state(max_queue: Option<usize>) -> Arc<AppState> {
         ..ServerConfig::default()
     };
     let security = Security::open(config.security.clone()).expect("no keys, no audit log");
-    Arc::new(AppState::new(config).with_security(Arc::new(security)))
+    AppState::new(config).with_security(Arc::new(security))
 }
 
 /// An 8 KiB JSON body that would be a valid chat request but for its size.
@@ -52,7 +52,7 @@ fn big_body() -> String {
     format!(r#"{{"messages":[{{"role":"user","content":"{text}"}}],"prompt":"{text}"}}"#)
 }
 
-async fn post(st: &Arc<AppState>, path: &str, body: String, chunked: bool) -> (StatusCode, Value) {
+async fn post(st: &AppState, path: &str, body: String, chunked: bool) -> (StatusCode, Value) {
     let mut req = Request::builder()
         .method(Method::POST)
         .uri(path)

@@ -9,17 +9,42 @@ use axum::http::header;
 use axum::response::{IntoResponse, Response};
 
 use super::text_format::{Kind, TextEncoder, CONTENT_TYPE};
-use super::{class_label, process, MetricsCompat};
+use super::{class_label, process, MetricsCompat, ServerMetrics};
+use crate::model::ModelSlot;
+use crate::overload::Overload;
 use crate::scaling::advisor::Decision;
-use crate::state::AppState;
+use crate::scaling::ScalingMonitor;
+use crate::security::Security;
 
-/// `GET /metrics`
-pub async fn metrics(State(st): State<Arc<AppState>>) -> Response {
-    ([(header::CONTENT_TYPE, CONTENT_TYPE)], render(&st)).into_response()
+/// What `/metrics` reads: the sub-states it takes from the router's state.
+pub struct Sources<'a> {
+    pub model: &'a ModelSlot,
+    pub metrics: &'a ServerMetrics,
+    pub overload: &'a Overload,
+    pub scaling: &'a ScalingMonitor,
+    pub security: &'a Security,
 }
 
-pub fn render(st: &AppState) -> String {
-    let mut e = TextEncoder::new(&[("model_name", &st.config.served_model_name)]);
+/// `GET /metrics`
+pub async fn metrics(
+    State(model): State<Arc<ModelSlot>>,
+    State(metrics): State<Arc<ServerMetrics>>,
+    State(overload): State<Arc<Overload>>,
+    State(scaling): State<Arc<ScalingMonitor>>,
+    State(security): State<Arc<Security>>,
+) -> Response {
+    let text = render(&Sources {
+        model: &model,
+        metrics: &metrics,
+        overload: &overload,
+        scaling: &scaling,
+        security: &security,
+    });
+    ([(header::CONTENT_TYPE, CONTENT_TYPE)], text).into_response()
+}
+
+pub fn render(st: &Sources) -> String {
+    let mut e = TextEncoder::new(&[("model_name", &st.metrics.model_name)]);
     engine_series(st, &mut e);
     http_series(st, &mut e);
     scaling_series(st, &mut e);
@@ -28,8 +53,8 @@ pub fn render(st: &AppState) -> String {
     e.finish()
 }
 
-fn engine_series(st: &AppState, e: &mut TextEncoder) {
-    let Some(m) = st.model_state() else {
+fn engine_series(st: &Sources, e: &mut TextEncoder) {
+    let Some(m) = st.model.get() else {
         return;
     };
     let s = m.engine.stats();
@@ -61,7 +86,7 @@ fn engine_series(st: &AppState, e: &mut TextEncoder) {
         "Sequences queued in the engine waiting for a slot, by priority class.",
         classes.iter().map(|(c, _, w)| (c.as_str(), *w as f64)),
     );
-    if st.config.metrics_compat == MetricsCompat::Vllm {
+    if st.metrics.compat == MetricsCompat::Vllm {
         vllm_series(e, &s);
     }
     e.single(
@@ -218,7 +243,7 @@ fn vllm_series(e: &mut TextEncoder, s: &r1_engine::engine::EngineStats) {
     }
 }
 
-fn http_series(st: &AppState, e: &mut TextEncoder) {
+fn http_series(st: &Sources, e: &mut TextEncoder) {
     e.family(
         "r1serve_http_requests_total",
         Kind::Counter,
@@ -295,7 +320,7 @@ fn http_series(st: &AppState, e: &mut TextEncoder) {
     }
 }
 
-fn scaling_series(st: &AppState, e: &mut TextEncoder) {
+fn scaling_series(st: &Sources, e: &mut TextEncoder) {
     let Some(a) = st.scaling.latest() else {
         return;
     };
@@ -339,7 +364,7 @@ fn scaling_series(st: &AppState, e: &mut TextEncoder) {
     }
 }
 
-fn audit_series(st: &AppState, e: &mut TextEncoder) {
+fn audit_series(st: &Sources, e: &mut TextEncoder) {
     // Always present (0 without `--audit-log`), so alerts on failures never see "no data".
     let (written, failed) = st
         .security
@@ -360,7 +385,7 @@ fn audit_series(st: &AppState, e: &mut TextEncoder) {
     );
 }
 
-fn process_series(_st: &AppState, e: &mut TextEncoder) {
+fn process_series(_st: &Sources, e: &mut TextEncoder) {
     let p = process::read();
     if let Some(b) = p.resident_bytes {
         e.single(

@@ -11,13 +11,13 @@ use axum::middleware::Next;
 use axum::response::Response;
 use tracing::Instrument;
 
+use super::ServerMetrics;
 use crate::caller::RequestId;
-use crate::state::AppState;
 
 /// Route label for requests no route matched (kept as one series, not one per path).
 pub const UNMATCHED_ROUTE: &str = "unmatched";
 
-pub async fn track(State(st): State<Arc<AppState>>, req: Request, next: Next) -> Response {
+pub async fn track(State(m): State<Arc<ServerMetrics>>, req: Request, next: Next) -> Response {
     // The route template (`/v1/models/{id}`), never the raw path: label values stay few.
     let route = req
         .extensions()
@@ -31,6 +31,6 @@ pub async fn track(State(st): State<Arc<AppState>>, req: Request, next: Next) ->
         .unwrap_or_default();
     let span = tracing::info_span!("request", request_id = %request_id);
     let resp = next.run(req).instrument(span).await;
-    st.metrics.record_response(&route, resp.status().as_u16());
+    m.record_response(&route, resp.status().as_u16());
     resp
 }

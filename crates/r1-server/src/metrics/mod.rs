@@ -14,9 +14,14 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::Duration;
 
-/// Counters kept by the HTTP side. Cheap to update from any task.
+/// Counters kept by the HTTP side, and how `/metrics` labels and names the series. Cheap to
+/// update from any task.
 #[derive(Debug, Default)]
 pub struct ServerMetrics {
+    /// The `model_name` label of every series (the served model's name).
+    pub model_name: String,
+    /// Extra metric names (`--metrics-compat`).
+    pub compat: MetricsCompat,
     /// Responses by (route template, status code).
     responses: Mutex<BTreeMap<(String, u16), u64>>,
     /// Model load time in microseconds (0 = not loaded yet).
@@ -24,6 +29,14 @@ pub struct ServerMetrics {
 }
 
 impl ServerMetrics {
+    pub fn new(model_name: &str, compat: MetricsCompat) -> Self {
+        ServerMetrics {
+            model_name: model_name.to_string(),
+            compat,
+            ..ServerMetrics::default()
+        }
+    }
+
     pub fn record_response(&self, route: &str, status: u16) {
         let mut m = self.responses.lock().unwrap_or_else(|e| e.into_inner());
         *m.entry((route.to_string(), status)).or_default() += 1;

@@ -8,6 +8,8 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use std::future::Future;
+
 use tokio::sync::Notify;
 
 /// Admissions older than this do not count toward the drain rate.
@@ -199,6 +201,33 @@ impl Drop for Ticket {
     }
 }
 
+/// Wait for a place in `queue` until `limit`, or until `gone` completes (the client left).
+/// No polling: the queue's [`tokio::sync::Notify`] wakes the waiters whenever a place is
+/// given back, and they race for it with `try_enter` (the queue's cap is never exceeded).
+pub async fn acquire(
+    queue: &Arc<ClassQueue>,
+    limit: Instant,
+    deadline: Option<Instant>,
+    gone: impl Future<Output = ()>,
+) -> Option<Arc<Ticket>> {
+    let limit = tokio::time::Instant::from_std(limit);
+    tokio::pin!(gone);
+    loop {
+        // Registered before looking, so a place freed in between is not missed.
+        let freed = queue.freed.notified();
+        tokio::pin!(freed);
+        freed.as_mut().enable();
+        if let Some(t) = queue.try_enter(deadline) {
+            return Some(t);
+        }
+        tokio::select! {
+            _ = &mut freed => {}
+            _ = tokio::time::sleep_until(limit) => return None,
+            _ = &mut gone => return None,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -289,5 +318,48 @@ mod tests {
             retry_after_secs(4, Some(f64::NAN)),
             DEFAULT_RETRY_AFTER_SECS
         );
+    }
+
+    // The clock is paused: a waiter that polled on a timer would move it; one woken by the
+    // queue does not.
+    #[tokio::test(start_paused = true)]
+    async fn a_waiter_gets_a_freed_place_without_polling() {
+        let q = ClassQueue::new("normal", Some(1));
+        let held = q.try_enter(None).unwrap();
+        let t0 = tokio::time::Instant::now();
+        let limit = Instant::now() + Duration::from_secs(30);
+        let waiter = tokio::spawn({
+            let q = q.clone();
+            async move { acquire(&q, limit, None, std::future::pending()).await }
+        });
+        tokio::task::yield_now().await;
+        assert!(!waiter.is_finished());
+        drop(held);
+        let got = waiter.await.unwrap();
+        assert!(got.is_some());
+        assert_eq!(q.queued(), 1);
+        assert_eq!(
+            tokio::time::Instant::now(),
+            t0,
+            "the waiter slept on a timer"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_waiter_gives_up_at_its_limit_or_when_the_client_leaves() {
+        let q = ClassQueue::new("normal", Some(1));
+        let _held = q.try_enter(None).unwrap();
+        let t0 = tokio::time::Instant::now();
+        let limit = Instant::now() + Duration::from_secs(2);
+        assert!(acquire(&q, limit, None, std::future::pending())
+            .await
+            .is_none());
+        let waited = tokio::time::Instant::now() - t0;
+        assert!(waited >= Duration::from_secs(2) && waited < Duration::from_millis(2100));
+        let far = Instant::now() + Duration::from_secs(3600);
+        assert!(acquire(&q, far, None, std::future::ready(()))
+            .await
+            .is_none());
+        assert_eq!(q.queued(), 1);
     }
 }

@@ -4,34 +4,29 @@
 //! response cache for deterministic requests. Adaptive batching lives in the engine; the
 //! class's latency target reaches it through the request.
 //!
-//! [`admit`] runs once a handler has parsed its typed request (see `crate::extract`): the
-//! class (from the API key's tier or the request's `priority`; its scheduler priority is what
-//! the engine request carries, so a client can only claim a class the configuration lets it
-//! claim), the rate limit, a place in the class queue, then the rest of the handler with a
-//! [`RequestContext`] value that `generation::submit` uses for the queue ticket, the cache
-//! and the latency target.
+//! `routes/admit.rs` runs admission once a handler has parsed its typed request (see
+//! `crate::extract`): the class (from the API key's tier or the request's `priority`; its
+//! scheduler priority is what the engine request carries, so a client can only claim a class
+//! the configuration lets it claim), the rate limit, a place in the class queue, then the rest
+//! of the handler with a [`RequestContext`] value that `generation::submit` uses for the queue
+//! ticket, the cache and the latency target. Nothing here knows HTTP responses.
 
 pub mod admission;
 pub mod classes;
 pub mod rate_limit;
 pub mod response_cache;
-mod wait;
 
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use std::future::Future;
-
-use axum::http::{HeaderName, HeaderValue, StatusCode};
-use axum::response::{IntoResponse, Response};
+use axum::http::HeaderName;
 use serde_json::Value;
 
 use crate::caller::Caller;
 use crate::error::ApiError;
-use crate::state::AppState;
 use admission::{ClassQueue, Ticket};
 use classes::{ClassConfig, Classes};
-use rate_limit::{Limited, RateLimiter};
+use rate_limit::RateLimiter;
 use response_cache::{ResponseCache, ResponseCacheStats};
 
 /// Cache status header of generation responses.
@@ -113,6 +108,17 @@ pub struct Overload {
 }
 
 impl Overload {
+    /// The queue of the class at `idx` in [`Classes::all`].
+    pub fn queue(&self, idx: usize) -> &Arc<ClassQueue> {
+        &self.queues[idx]
+    }
+
+    /// A request refused by the rate limits.
+    pub fn count_rate_limited(&self) {
+        self.rate_limited
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
+
     /// Build from settings; invalid ones (see [`OverloadConfig::validate`]) fall back to the
     /// default classes, logged.
     pub fn new(cfg: &OverloadConfig) -> Self {
@@ -180,23 +186,6 @@ impl Overload {
     }
 }
 
-/// 429 in OpenAI's shape (`type` says which limit: "requests" or "tokens").
-fn too_many(message: String, kind: &'static str, code: &str, retry_after: u64) -> Response {
-    let e = ApiError {
-        status: StatusCode::TOO_MANY_REQUESTS,
-        message,
-        kind,
-        param: None,
-        code: Some(code.to_string()),
-    };
-    let mut r = e.into_response();
-    r.headers_mut().insert(
-        axum::http::header::RETRY_AFTER,
-        HeaderValue::from(retry_after),
-    );
-    r
-}
-
 /// Tokens a request may use, for the tokens-per-minute limit: about a quarter of the
 /// prompt's bytes plus `max_tokens` (or [`DEFAULT_MAX_TOKENS_ESTIMATE`]) per choice.
 pub fn estimate_tokens(prompt_bytes: usize, max_tokens: Option<u32>, n: Option<u32>) -> u64 {
@@ -227,134 +216,6 @@ pub struct Admission {
     pub stream: bool,
     /// Tokens it may use, for the tokens-per-minute limit (see [`estimate_tokens`]).
     pub tokens: u64,
-}
-
-/// Admission control for one generation request: 503 while loading or draining, the class,
-/// the rate limit, a place in the class queue (429 when full, or wait mode), then `handler`
-/// with the request's [`RequestContext`]; the cache and class headers go on its answer.
-pub async fn admit<F, Fut>(st: &Arc<AppState>, a: Admission, handler: F) -> Response
-where
-    F: FnOnce(Arc<RequestContext>) -> Fut + Send + 'static,
-    Fut: Future<Output = Response> + Send + 'static,
-{
-    let ov = &st.overload;
-    if st.is_draining() {
-        return unavailable("The server is shutting down.", 5);
-    }
-    if st.model_state().is_none() {
-        return unavailable("The model is still loading; retry shortly.", 1);
-    }
-    let class_idx = match ov
-        .classes
-        .resolve(a.caller.tier.as_deref(), a.priority.as_ref())
-    {
-        Ok(i) => i,
-        Err(e) => return e.into_response(),
-    };
-    let class = &ov.classes.all()[class_idx];
-    let decision = ov.limiter.check(
-        &a.caller.limit_key(),
-        a.caller.requests_per_min,
-        a.caller.tokens_per_min,
-        a.tokens,
-        Instant::now(),
-    );
-    let add_limit_headers = |resp: &mut Response| {
-        for (name, value) in &decision.headers {
-            if let Ok(v) = HeaderValue::from_str(value) {
-                resp.headers_mut().insert(*name, v);
-            }
-        }
-        if let Ok(v) = HeaderValue::from_str(&class.name) {
-            resp.headers_mut().insert(CLASS_HEADER.clone(), v);
-        }
-    };
-    if let Some((which, wait, message)) = &decision.refused {
-        ov.rate_limited
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let kind = match which {
-            Limited::Requests => "requests",
-            Limited::Tokens => "tokens",
-        };
-        let retry_after = wait.as_secs_f64().ceil().max(1.0) as u64;
-        let mut r = too_many(message.clone(), kind, "rate_limit_exceeded", retry_after);
-        add_limit_headers(&mut r);
-        return r;
-    }
-    let queue = ov.queues[class_idx].clone();
-    let arrival = Instant::now();
-    let deadline = class.max_queue_wait.map(|w| arrival + w);
-    let ctx = Arc::new(RequestContext {
-        ticket: Mutex::new(None),
-        cache: ov.cache.clone(),
-        model: st.config.served_model_name.clone(),
-        priority: class.priority,
-        target_itl: class.target_itl,
-        cache_status: Mutex::new(None),
-    });
-    let mut resp = match queue.try_enter(deadline) {
-        Some(ticket) => {
-            *ctx.ticket.lock().unwrap_or_else(|e| e.into_inner()) = Some(ticket);
-            let resp = handler(ctx.clone()).await;
-            finish(resp, &ctx, &queue)
-        }
-        None if class.wait_mode => {
-            let limit = deadline.unwrap_or(arrival + DEFAULT_WAIT_MODE_LIMIT);
-            let keep_alive = st.config.keep_alive_interval;
-            let w = wait::Waiting {
-                queue: queue.clone(),
-                limit,
-                deadline,
-                keep_alive,
-            };
-            w.run(a.stream, ctx, handler).await
-        }
-        None => {
-            queue
-                .refused
-                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            too_many(
-                format!(
-                    "The server is busy: the `{}` queue is full ({} waiting). Please retry \
-                     after the time in the Retry-After header.",
-                    class.name,
-                    queue.queued()
-                ),
-                "requests",
-                "queue_full",
-                queue.retry_after(),
-            )
-        }
-    };
-    add_limit_headers(&mut resp);
-    resp
-}
-
-/// After the handler: the cache header, and a drain-based Retry-After on a 503 (a request
-/// that waited past its class's `max_queue_wait`).
-fn finish(mut resp: Response, c: &RequestContext, queue: &ClassQueue) -> Response {
-    if let Some(hit) = *c.cache_status.lock().unwrap_or_else(|e| e.into_inner()) {
-        resp.headers_mut().insert(
-            CACHE_HEADER.clone(),
-            HeaderValue::from_static(if hit { "hit" } else { "miss" }),
-        );
-    }
-    if resp.status() == StatusCode::SERVICE_UNAVAILABLE {
-        resp.headers_mut().insert(
-            axum::http::header::RETRY_AFTER,
-            HeaderValue::from(queue.retry_after()),
-        );
-    }
-    resp
-}
-
-fn unavailable(message: &str, retry_after: u64) -> Response {
-    let mut r = ApiError::unavailable(message).into_response();
-    r.headers_mut().insert(
-        axum::http::header::RETRY_AFTER,
-        HeaderValue::from(retry_after),
-    );
-    r
 }
 
 /// The 503 of a request that waited past its class's `max_queue_wait`.

@@ -13,20 +13,23 @@ use serde_json::{json, Value};
 use crate::error::ApiError;
 use crate::extract::{ApiJson, RequestCtx};
 use crate::generation::{self, finish_reason, token_bytes, token_text, Delta};
+use crate::model::{system_fingerprint, unix_now, ModelSlot};
 use crate::openai_types::{
     ChatChoice, ChatChunkChoice, ChatCompletionRequest, ChatCompletionResponse, ChatDelta,
     ChatLogprobs, ChatMessageIn, ChatMessageOut, ChatTokenLogprob, Chunk, MessageContent,
     TopLogprob, Usage,
 };
-use crate::overload::{self, estimate_tokens, Admission, RequestContext};
+use crate::overload::{estimate_tokens, Admission, Overload, RequestContext};
 use crate::reasoning::ReasoningParser;
-use crate::sse::{self, data_line, ChunkFormat, Event};
-use crate::state::{system_fingerprint, unix_now, AppState, ModelState};
+use crate::routes::admit::admit;
+use crate::sse::{self, data_line, ChunkFormat, Event, StreamSettings};
 
 /// The body is read and parsed once ([`ApiJson`]); admission control runs on the typed
 /// request, then `handle` with the request's admission context.
 pub async fn chat_completions(
-    State(st): State<Arc<AppState>>,
+    State(model): State<Arc<ModelSlot>>,
+    State(overload): State<Arc<Overload>>,
+    State(stream): State<StreamSettings>,
     rc: RequestCtx,
     ApiJson(req): ApiJson<ChatCompletionRequest>,
 ) -> Response {
@@ -41,22 +44,29 @@ pub async fn chat_completions(
             req.n,
         ),
     };
-    let st2 = st.clone();
-    overload::admit(&st, admission, move |ctx| async move {
-        handle(st2, rc, req, ctx)
-            .await
-            .unwrap_or_else(IntoResponse::into_response)
-    })
+    let slot = model.clone();
+    admit(
+        &overload,
+        &model,
+        stream.keep_alive,
+        admission,
+        move |ctx| async move {
+            handle(slot, stream, rc, req, ctx)
+                .await
+                .unwrap_or_else(IntoResponse::into_response)
+        },
+    )
     .await
 }
 
 async fn handle(
-    st: Arc<AppState>,
+    slot: Arc<ModelSlot>,
+    stream: StreamSettings,
     rc: RequestCtx,
     req: ChatCompletionRequest,
     ctx: Arc<RequestContext>,
 ) -> Result<Response, ApiError> {
-    let m = generation::model_for(&st, req.model.as_deref())?;
+    let m = slot.for_request(req.model.as_deref())?;
     if req.top_logprobs.is_some() && req.logprobs != Some(true) {
         return Err(ApiError::bad_request(
             "`logprobs` must be true when `top_logprobs` is given.",
@@ -81,11 +91,11 @@ async fn handle(
         "chat completion"
     );
     let mut gen = generation::submit(m, vec![ereq], parser, Some(&ctx), rc.output)?;
-    let id = st.new_id("chatcmpl");
+    let id = slot.new_id("chatcmpl");
     let created = unix_now();
-    let model = st.config.served_model_name.clone();
+    let model = slot.served_name.clone();
     if common.stream {
-        let keep_alive = st.config.keep_alive_interval;
+        let keep_alive = stream.keep_alive;
         let first = sse::first_event(&mut gen, keep_alive.min(FIRST_EVENT_WAIT)).await?;
         let fmt = ChatFormat {
             id,
@@ -134,7 +144,7 @@ pub(crate) const FIRST_EVENT_WAIT: std::time::Duration = std::time::Duration::fr
 
 /// Apply the chat template to the request's messages.
 pub(crate) fn render(
-    m: &ModelState,
+    m: &crate::model::ModelState,
     messages: &[ChatMessageIn],
     req: &ChatCompletionRequest,
 ) -> Result<String, ApiError> {
@@ -148,7 +158,7 @@ pub(crate) fn render(
 }
 
 pub(crate) fn render_messages(
-    m: &ModelState,
+    m: &crate::model::ModelState,
     messages: &[ChatMessageIn],
     add_generation_prompt: bool,
     tools: Option<&Value>,

@@ -12,14 +12,15 @@ use r1_engine::tokenizer::Tokenizer;
 use crate::error::ApiError;
 use crate::extract::{ApiJson, RequestCtx};
 use crate::generation::{self, finish_reason, token_text, Delta};
+use crate::model::{system_fingerprint, unix_now, ModelSlot};
 use crate::openai_types::{
     Chunk, CompletionChoice, CompletionLogprobs, CompletionRequest, CompletionResponse,
     PromptInput, Usage,
 };
-use crate::overload::{self, estimate_tokens, Admission, RequestContext};
+use crate::overload::{estimate_tokens, Admission, Overload, RequestContext};
+use crate::routes::admit::admit;
 use crate::routes::chat::FIRST_EVENT_WAIT;
-use crate::sse::{self, data_line, ChunkFormat, Event};
-use crate::state::{system_fingerprint, unix_now, AppState};
+use crate::sse::{self, data_line, ChunkFormat, Event, StreamSettings};
 
 /// Most prompts one request may batch.
 const MAX_PROMPTS: usize = 64;
@@ -27,7 +28,9 @@ const MAX_PROMPTS: usize = 64;
 /// The body is read and parsed once ([`ApiJson`]); admission control runs on the typed
 /// request, then `handle` with the request's admission context.
 pub async fn completions(
-    State(st): State<Arc<AppState>>,
+    State(model): State<Arc<ModelSlot>>,
+    State(overload): State<Arc<Overload>>,
+    State(stream): State<StreamSettings>,
     rc: RequestCtx,
     ApiJson(req): ApiJson<CompletionRequest>,
 ) -> Response {
@@ -37,22 +40,29 @@ pub async fn completions(
         stream: req.stream.unwrap_or(false),
         tokens: estimate_tokens(req.prompt.text_len(), req.max_tokens, req.n),
     };
-    let st2 = st.clone();
-    overload::admit(&st, admission, move |ctx| async move {
-        handle(st2, rc, req, ctx)
-            .await
-            .unwrap_or_else(IntoResponse::into_response)
-    })
+    let slot = model.clone();
+    admit(
+        &overload,
+        &model,
+        stream.keep_alive,
+        admission,
+        move |ctx| async move {
+            handle(slot, stream, rc, req, ctx)
+                .await
+                .unwrap_or_else(IntoResponse::into_response)
+        },
+    )
     .await
 }
 
 async fn handle(
-    st: Arc<AppState>,
+    slot: Arc<ModelSlot>,
+    stream: StreamSettings,
     rc: RequestCtx,
     req: CompletionRequest,
     ctx: Arc<RequestContext>,
 ) -> Result<Response, ApiError> {
-    let m = generation::model_for(&st, req.model.as_deref())?;
+    let m = slot.for_request(req.model.as_deref())?;
     let prompts: Vec<Vec<u32>> = match &req.prompt {
         PromptInput::Texts(texts) => texts
             .iter()
@@ -99,13 +109,13 @@ async fn handle(
         "completion"
     );
     let mut gen = generation::submit(m, reqs, None, Some(&ctx), rc.output)?;
-    let id = st.new_id("cmpl");
+    let id = slot.new_id("cmpl");
     let created = unix_now();
-    let model = st.config.served_model_name.clone();
+    let model = slot.served_name.clone();
     // Choice i answers prompt i / n.
     let prefix = |i: usize| echoes[i / n].clone();
     if common.stream {
-        let keep_alive = st.config.keep_alive_interval;
+        let keep_alive = stream.keep_alive;
         let first = sse::first_event(&mut gen, keep_alive.min(FIRST_EVENT_WAIT)).await?;
         let choices = gen.num_choices();
         let fmt = CompletionFormat {

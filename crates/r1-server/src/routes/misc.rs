@@ -10,44 +10,43 @@ use serde_json::{json, Value};
 
 use crate::error::ApiError;
 use crate::extract::ApiJson;
-use crate::generation;
+use crate::model::ModelSlot;
 use crate::openai_types::{
     DetokenizeRequest, DetokenizeResponse, TokenizeRequest, TokenizeResponse,
 };
 use crate::routes::chat::render_messages;
-use crate::state::AppState;
 
-fn model_card(st: &AppState) -> Value {
-    let m = st.model_state();
+fn model_card(slot: &ModelSlot) -> Value {
+    let m = slot.get();
     json!({
-        "id": st.config.served_model_name,
+        "id": slot.served_name,
         "object": "model",
-        "created": m.map_or(st.started_at, |m| m.loaded_at),
+        "created": m.map_or(slot.started_at, |m| m.loaded_at),
         "owned_by": "r1serve",
-        "root": st.config.served_model_name,
+        "root": slot.served_name,
         "parent": null,
         "max_model_len": m.map(|m| m.engine.max_model_len()),
     })
 }
 
 /// `GET /v1/models`
-pub async fn list_models(State(st): State<Arc<AppState>>) -> Response {
+pub async fn list_models(State(st): State<Arc<ModelSlot>>) -> Response {
     Json(json!({ "object": "list", "data": [model_card(&st)] })).into_response()
 }
 
 /// `GET /v1/models/{id}`
-pub async fn get_model(State(st): State<Arc<AppState>>, Path(id): Path<String>) -> Response {
-    if id != st.config.served_model_name {
-        return ApiError::model_not_found(&id, &st.config.served_model_name).into_response();
+pub async fn get_model(State(st): State<Arc<ModelSlot>>, Path(id): Path<String>) -> Response {
+    if id != st.served_name {
+        return ApiError::model_not_found(&id, &st.served_name).into_response();
     }
     Json(model_card(&st)).into_response()
 }
 
 /// `GET /health`: the process is alive (200 even while loading or draining).
-pub async fn health(State(st): State<Arc<AppState>>) -> Response {
+pub async fn health(State(st): State<Arc<ModelSlot>>) -> Response {
     let status = if st.is_draining() {
         "draining"
-    } else if st.model_state().is_some() {
+    } else if st.get().is_some() {
         "ok"
     } else {
         "loading"
@@ -56,10 +55,10 @@ pub async fn health(State(st): State<Arc<AppState>>) -> Response {
 }
 
 /// `GET /ready`: 200 once the model is loaded, 503 before that and while draining.
-pub async fn ready(State(st): State<Arc<AppState>>) -> Response {
+pub async fn ready(State(st): State<Arc<ModelSlot>>) -> Response {
     let (code, status) = if st.is_draining() {
         (StatusCode::SERVICE_UNAVAILABLE, "draining")
-    } else if st.model_state().is_none() {
+    } else if st.get().is_none() {
         (StatusCode::SERVICE_UNAVAILABLE, "loading")
     } else {
         (StatusCode::OK, "ready")
@@ -68,8 +67,8 @@ pub async fn ready(State(st): State<Arc<AppState>>) -> Response {
 }
 
 /// `GET /v1/engine/stats`: the engine's scheduler and KV-cache counters.
-pub async fn engine_stats(State(st): State<Arc<AppState>>) -> Response {
-    let Some(m) = st.model_state() else {
+pub async fn engine_stats(State(st): State<Arc<ModelSlot>>) -> Response {
+    let Some(m) = st.get() else {
         return ApiError::unavailable("The model is still loading.").into_response();
     };
     let s = m.engine.stats();
@@ -92,11 +91,11 @@ pub async fn engine_stats(State(st): State<Arc<AppState>>) -> Response {
 
 /// `POST /tokenize` (vLLM's): `{"prompt": ...}` or `{"messages": [...]}`.
 pub async fn tokenize(
-    State(st): State<Arc<AppState>>,
+    State(st): State<Arc<ModelSlot>>,
     ApiJson(req): ApiJson<TokenizeRequest>,
 ) -> Response {
     let run = || -> Result<TokenizeResponse, ApiError> {
-        let m = generation::model_for(&st, req.model.as_deref())?;
+        let m = st.for_request(req.model.as_deref())?;
         let tokens = match (&req.prompt, &req.messages) {
             (Some(p), None) => m
                 .tokenizer
@@ -141,11 +140,11 @@ pub async fn tokenize(
 
 /// `POST /detokenize` (vLLM's): `{"tokens": [...]}` → `{"prompt": "..."}`.
 pub async fn detokenize(
-    State(st): State<Arc<AppState>>,
+    State(st): State<Arc<ModelSlot>>,
     ApiJson(req): ApiJson<DetokenizeRequest>,
 ) -> Response {
     let run = || -> Result<DetokenizeResponse, ApiError> {
-        let m = generation::model_for(&st, req.model.as_deref())?;
+        let m = st.for_request(req.model.as_deref())?;
         let vocab = m.tokenizer.vocab_size();
         if let Some(&t) = req.tokens.iter().find(|&&t| t as usize >= vocab) {
             return Err(ApiError::bad_request(

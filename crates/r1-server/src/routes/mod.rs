@@ -3,11 +3,11 @@
 //! log → body limit → handlers). Generation routes do admission control in the handler, on
 //! the typed request (see `crate::overload::admit`).
 
+pub mod admit;
 pub mod chat;
 pub mod completions;
 pub mod misc;
 
-use std::sync::Arc;
 use std::time::Instant;
 
 use axum::extract::{DefaultBodyLimit, Request};
@@ -21,10 +21,9 @@ use crate::error::ApiError;
 use crate::security;
 use crate::state::AppState;
 
-/// The default of `--max-body-bytes` (long prompts are large).
-pub const MAX_BODY_BYTES: usize = 64 << 20;
+pub use crate::security::MAX_BODY_BYTES;
 
-pub fn router(state: Arc<AppState>) -> Router {
+pub fn router(state: AppState) -> Router {
     let routes = Router::new()
         .route("/v1/chat/completions", post(chat::chat_completions))
         .route("/v1/completions", post(completions::completions))
@@ -43,17 +42,22 @@ pub fn router(state: Arc<AppState>) -> Router {
         // The one body limit (`--max-body-bytes`): a declared length over it is refused here
         // for every route; the extractor (`crate::extract::ApiJson`) reads under the same
         // limit, so a chunked body cannot pass it either.
-        .layer(RequestBodyLimitLayer::new(
-            state.security.config.max_body_bytes,
-        ))
+        .layer(RequestBodyLimitLayer::new(state.body_limit.0))
         .layer(DefaultBodyLimit::disable())
         .layer(middleware::from_fn(access_log));
     outer_layers(routes, &state).with_state(state)
 }
 
+/// The router the listener serves over-limit connections with: the same outer layers, then
+/// 429 for everything (`security::listener::too_many_connections`).
+pub fn over_limit_router(state: AppState) -> Router {
+    let r = Router::new().fallback(security::listener::too_many_connections);
+    outer_layers(r, &state).with_state(state)
+}
+
 /// The layers every answer passes, the listener's connection-limit refusal included (outer
 /// to inner): request id and `Caller` → metrics → audit → authentication. Declared once.
-pub fn outer_layers(r: Router<Arc<AppState>>, state: &Arc<AppState>) -> Router<Arc<AppState>> {
+pub fn outer_layers(r: Router<AppState>, state: &AppState) -> Router<AppState> {
     r.layer(middleware::from_fn_with_state(
         state.clone(),
         security::auth::layer,
@@ -71,9 +75,9 @@ pub fn outer_layers(r: Router<Arc<AppState>>, state: &Arc<AppState>) -> Router<A
 
 /// `GET /v1/overload/stats`: class queues, refusals, response-cache counters.
 async fn misc_overload_stats(
-    axum::extract::State(st): axum::extract::State<Arc<AppState>>,
+    axum::extract::State(ov): axum::extract::State<std::sync::Arc<crate::overload::Overload>>,
 ) -> Response {
-    axum::Json(st.overload.stats()).into_response()
+    axum::Json(ov.stats()).into_response()
 }
 
 async fn not_found(req: Request) -> Response {

@@ -21,7 +21,8 @@ use axum::Json;
 use serde_json::json;
 
 use crate::error::ApiError;
-use crate::state::AppState;
+use crate::model::ModelSlot;
+use crate::overload::Overload;
 use advisor::{Advice, Advisor, Observation, Thresholds};
 use window::{RateWindow, Sample};
 
@@ -117,18 +118,24 @@ impl ScalingMonitor {
     }
 }
 
-/// Evaluate every `interval` until the task is aborted.
-pub async fn run(st: Arc<AppState>) {
+/// Evaluate every `interval` until the task is aborted. `shed` counts the requests answered
+/// 429 so far (the HTTP metrics).
+pub async fn run(
+    monitor: Arc<ScalingMonitor>,
+    model: Arc<ModelSlot>,
+    overload: Arc<Overload>,
+    shed: impl Fn() -> u64,
+) {
     let t0 = Instant::now();
-    let mut tick = tokio::time::interval(st.scaling.config().interval);
+    let mut tick = tokio::time::interval(monitor.config().interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
-        let Some(m) = st.model_state() else {
+        let Some(m) = model.get() else {
             continue;
         };
         let stats = m.engine.stats();
-        let shed = st.metrics.responses_with_status(429);
+        let shed = shed();
         let sample = Sample {
             at: t0.elapsed().as_secs_f64(),
             arrived: stats.metrics.requests_arrived + stats.metrics.requests_rejected + shed,
@@ -136,8 +143,8 @@ pub async fn run(st: Arc<AppState>) {
             busy_seconds: stats.metrics.busy_seconds,
         };
         // Requests holding an admission-queue place are also engine waiters; take the larger.
-        let admission: usize = st.overload.stats().classes.iter().map(|c| c.queued).sum();
-        let advice = st.scaling.evaluate(sample, stats.waiting.max(admission));
+        let admission: usize = overload.stats().classes.iter().map(|c| c.queued).sum();
+        let advice = monitor.evaluate(sample, stats.waiting.max(admission));
         tracing::debug!(
             decision = advice.decision.as_str(),
             qps = advice.qps,
@@ -150,21 +157,21 @@ pub async fn run(st: Arc<AppState>) {
 }
 
 /// `GET /v1/scaling`: the latest advice.
-pub async fn get_scaling(State(st): State<Arc<AppState>>) -> Response {
-    let Some(a) = st.scaling.latest() else {
+pub async fn get_scaling(State(monitor): State<Arc<ScalingMonitor>>) -> Response {
+    let Some(a) = monitor.latest() else {
         return ApiError::unavailable(
             "No scaling advice yet: the model is loading or the first evaluation is pending.",
         )
         .into_response();
     };
-    let cfg = st.scaling.config();
+    let cfg = monitor.config();
     let t = &cfg.thresholds;
     Json(json!({
         "decision": a.decision,
         "reason": a.reason,
         "qps": a.qps,
         "capacity": a.capacity,
-        "capacity_source": st.scaling.capacity_source(),
+        "capacity_source": monitor.capacity_source(),
         "queue_length": a.queue_length,
         "utilisation": a.utilisation,
         "desired_replicas": a.desired_replicas,

@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use axum::extract::{Path, State};
+use axum::extract::{FromRef, Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -12,9 +12,18 @@ use r1_security::{KeysFile, RedactMode};
 use serde_json::json;
 
 use crate::error::ApiError;
-use crate::state::AppState;
+use crate::model::ModelSlot;
+use crate::overload::Overload;
+use crate::security::Security;
 
-pub fn routes() -> Router<Arc<AppState>> {
+/// The admin routes, for any router state that holds the sub-states they take.
+pub fn routes<S>() -> Router<S>
+where
+    S: Clone + Send + Sync + 'static,
+    Arc<Security>: FromRef<S>,
+    Arc<Overload>: FromRef<S>,
+    Arc<ModelSlot>: FromRef<S>,
+{
     Router::new()
         .route("/admin/keys", get(list_keys))
         .route("/admin/keys/reload", post(reload_keys))
@@ -37,8 +46,8 @@ fn not_implemented(message: &str, code: &str) -> Response {
 }
 
 /// `GET /admin/keys`: the keys file without salts and hashes.
-async fn list_keys(State(st): State<Arc<AppState>>) -> Response {
-    let Some(path) = &st.security.config.keys_file else {
+async fn list_keys(State(sec): State<Arc<Security>>) -> Response {
+    let Some(path) = &sec.config.keys_file else {
         return Json(json!({ "object": "list", "data": [], "open": true })).into_response();
     };
     match KeysFile::load(path) {
@@ -58,8 +67,8 @@ async fn list_keys(State(st): State<Arc<AppState>>) -> Response {
 }
 
 /// `POST /admin/keys/reload`: re-read the keys file now (as SIGHUP does).
-async fn reload_keys(State(st): State<Arc<AppState>>) -> Response {
-    match st.security.reload_keys() {
+async fn reload_keys(State(sec): State<Arc<Security>>) -> Response {
+    match sec.reload_keys() {
         Ok(n) => Json(json!({ "reloaded": true, "keys": n })).into_response(),
         Err(e) => {
             let mut err =
@@ -71,8 +80,7 @@ async fn reload_keys(State(st): State<Arc<AppState>>) -> Response {
 }
 
 /// `GET /admin/config`: the security settings in force (no secrets) and audit health.
-async fn config(State(st): State<Arc<AppState>>) -> Response {
-    let s = &st.security;
+async fn config(State(s): State<Arc<Security>>, State(model): State<Arc<ModelSlot>>) -> Response {
     let c = &s.config;
     let redact = match c.redact {
         RedactMode::Off => "off",
@@ -80,7 +88,7 @@ async fn config(State(st): State<Arc<AppState>>) -> Response {
         RedactMode::Redact => "redact",
     };
     Json(json!({
-        "served_model_name": st.config.served_model_name,
+        "served_model_name": model.served_name,
         "auth": {
             "open": s.is_open(),
             "keys_file": c.keys_file.as_ref().map(|p| p.display().to_string()),
@@ -109,14 +117,14 @@ async fn config(State(st): State<Arc<AppState>>) -> Response {
 }
 
 /// `POST /admin/cache/flush`: empty the response cache (see `crate::overload`).
-async fn flush_cache(State(st): State<Arc<AppState>>) -> Response {
-    let n = st.overload.flush_cache();
+async fn flush_cache(State(ov): State<Arc<Overload>>) -> Response {
+    let n = ov.flush_cache();
     Json(json!({ "flushed": n })).into_response()
 }
 
 /// `POST /admin/drain`: stop taking requests, finish the running ones, exit (as SIGTERM).
-async fn drain(State(st): State<Arc<AppState>>) -> Response {
-    st.security.drain_requested.notify_one();
+async fn drain(State(sec): State<Arc<Security>>) -> Response {
+    sec.drain_requested.notify_one();
     (StatusCode::ACCEPTED, Json(json!({ "status": "draining" }))).into_response()
 }
 

@@ -5,7 +5,7 @@
 //! SSE. It also puts the request's output filter ([`RequestGuard`]) in its extensions.
 
 use std::pin::Pin;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Instant;
 
@@ -17,42 +17,21 @@ use axum::response::{IntoResponse, Response};
 use http_body::{Body as HttpBody, Frame, SizeHint};
 use r1_security::detect::score;
 use r1_security::secret::sha256_hex;
-use r1_security::{AuditRecord, Category, RedactMode};
+use r1_security::{AuditRecord, RedactMode};
 
 use crate::caller::{Caller, RequestId};
 use crate::error::ApiError;
-use crate::security::output_filter::RequestGuard;
-use crate::state::AppState;
-
-/// What the layers and the generation learn about a request while it runs.
-#[derive(Debug, Default)]
-pub struct AuditFacts {
-    pub user_id: Option<String>,
-    pub role: Option<String>,
-    pub prompt_tokens: Option<u64>,
-    pub completion_tokens: Option<u64>,
-    pub categories: Vec<Category>,
-    pub redactions: usize,
-    pub output_text: Option<String>,
-    pub error: Option<String>,
-}
-
-/// Shared between the audit layer, authentication and the generation (request extension).
-#[derive(Clone, Debug, Default)]
-pub struct AuditSlot(Arc<Mutex<AuditFacts>>);
-
-impl AuditSlot {
-    pub fn with<R>(&self, f: impl FnOnce(&mut AuditFacts) -> R) -> R {
-        f(&mut self.0.lock().unwrap_or_else(|p| p.into_inner()))
-    }
-}
+use crate::model::ModelSlot;
+use crate::security::audit_slot::{AuditSlot, RequestGuard};
+use crate::security::Security;
 
 pub const SCORE_HEADER: &str = "x-sensitivity-score";
 pub const CATEGORIES_HEADER: &str = "x-sensitivity-categories";
 
 /// What the record needs from the request itself.
 struct Pending {
-    st: Arc<AppState>,
+    sec: Arc<Security>,
+    model_slot: Arc<ModelSlot>,
     slot: AuditSlot,
     t0: Instant,
     request_id: String,
@@ -67,7 +46,7 @@ struct Pending {
 
 impl Pending {
     fn record(&self, status: u16) -> AuditRecord {
-        let sec = &self.st.security;
+        let sec = &self.sec;
         self.slot.with(|f| {
             let mut cats: Vec<String> = f
                 .categories
@@ -85,10 +64,10 @@ impl Pending {
                 method: self.method.clone(),
                 route: self.route.clone(),
                 // A generation without a `model` field ran on the served model.
-                model: self.model.clone().or_else(|| {
-                    f.prompt_tokens
-                        .map(|_| self.st.config.served_model_name.clone())
-                }),
+                model: self
+                    .model
+                    .clone()
+                    .or_else(|| f.prompt_tokens.map(|_| self.model_slot.served_name.clone())),
                 status,
                 latency_ms: (self.t0.elapsed().as_secs_f64() * 1e4).round() / 10.0,
                 input_sha256: self.input_sha256.clone(),
@@ -112,8 +91,8 @@ impl Pending {
     /// Write the record (blocking I/O off the async threads). Err = it was not written.
     async fn write(self, status: u16) -> Result<(), ()> {
         let rec = self.record(status);
-        let st = self.st.clone();
-        tokio::task::spawn_blocking(move || match &st.security.audit {
+        let sec = self.sec.clone();
+        tokio::task::spawn_blocking(move || match &sec.audit {
             Some(log) => log.write(&rec).map_err(|_| ()),
             None => Ok(()),
         })
@@ -129,8 +108,12 @@ fn audit_unavailable() -> Response {
 }
 
 /// The layer.
-pub async fn layer(State(st): State<Arc<AppState>>, req: Request, next: Next) -> Response {
-    let sec = st.security.clone();
+pub async fn layer(
+    State(sec): State<Arc<Security>>,
+    State(model_slot): State<Arc<ModelSlot>>,
+    req: Request,
+    next: Next,
+) -> Response {
     let auditing = sec.audit.is_some();
     let filtering = sec.config.redact != RedactMode::Off;
     if !auditing && !filtering {
@@ -145,7 +128,8 @@ pub async fn layer(State(st): State<Arc<AppState>>, req: Request, next: Next) ->
         Err(_) => (Bytes::new(), true),
     };
     let pending = Pending {
-        st: st.clone(),
+        sec: sec.clone(),
+        model_slot,
         slot: slot.clone(),
         t0,
         request_id: parts
@@ -198,7 +182,10 @@ pub async fn layer(State(st): State<Arc<AppState>>, req: Request, next: Next) ->
         keep_text: auditing && sec.config.audit_include_text,
     });
     let mut resp = next.run(req).await;
-    let streaming = crate::sse::is_event_stream(&resp);
+    let streaming = resp
+        .headers()
+        .get(axum::http::header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"text/event-stream"));
     let generated = slot.with(|f| f.prompt_tokens.is_some());
     if !streaming && sec.config.sensitivity_header && filtering && generated {
         let (s, cats) = slot.with(|f| {
@@ -266,7 +253,7 @@ impl AuditedBody {
                 }
                 // Outside the runtime (shutdown): write here.
                 Err(_) => {
-                    if let Some(log) = &p.st.security.audit {
+                    if let Some(log) = &p.sec.audit {
                         let _ = log.write(&p.record(status));
                     }
                 }

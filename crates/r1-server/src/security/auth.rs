@@ -14,8 +14,8 @@ use r1_security::{Identity, Permission};
 
 use crate::caller::Caller;
 use crate::error::ApiError;
-use crate::security::audit_layer::AuditSlot;
-use crate::state::AppState;
+use crate::security::audit_slot::AuditSlot;
+use crate::security::Security;
 
 /// What a route needs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -97,8 +97,8 @@ pub fn forbidden(id: &Identity, p: Permission) -> Response {
 }
 
 /// The authentication layer (inside the audit layer, so rejections are audited).
-pub async fn layer(State(st): State<Arc<AppState>>, mut req: Request, next: Next) -> Response {
-    let Some(keys) = st.security.keys() else {
+pub async fn layer(State(sec): State<Arc<Security>>, mut req: Request, next: Next) -> Response {
+    let Some(keys) = sec.keys() else {
         // Open server: every caller is anonymous and may do everything.
         return next.run(req).await;
     };

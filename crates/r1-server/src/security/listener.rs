@@ -159,10 +159,3 @@ pub async fn too_many_connections() -> axum::response::Response {
     );
     r
 }
-
-/// The router over-limit connections are served by: the same request-id, metrics, audit and
-/// authentication layers, then 429 for everything.
-pub fn over_limit_router(state: Arc<crate::state::AppState>) -> Router {
-    let r = Router::new().fallback(too_many_connections);
-    crate::routes::outer_layers(r, &state).with_state(state)
-}

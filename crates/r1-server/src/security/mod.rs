@@ -9,6 +9,7 @@
 
 pub mod admin;
 pub mod audit_layer;
+pub mod audit_slot;
 pub mod auth;
 pub mod listener;
 pub mod output_filter;
@@ -21,6 +22,9 @@ use std::time::Duration;
 
 use r1_security::{AuditConfig, AuditLog, KeyStore, KeysFile, RedactMode};
 use tokio::sync::Notify;
+
+/// The default of `--max-body-bytes` (long prompts are large).
+pub const MAX_BODY_BYTES: usize = 64 << 20;
 
 /// The security settings (`serve` flags).
 #[derive(Clone, Debug)]
@@ -64,7 +68,7 @@ impl Default for SecurityConfig {
             max_connections: 1024,
             header_read_timeout: Duration::from_secs(10),
             max_header_bytes: 64 << 10,
-            max_body_bytes: crate::routes::MAX_BODY_BYTES,
+            max_body_bytes: MAX_BODY_BYTES,
             allow_unauthenticated: false,
         }
     }

@@ -7,15 +7,7 @@
 
 use r1_security::{Detector, RedactMode, StreamRedactor};
 
-use crate::security::audit_layer::AuditSlot;
-
-#[derive(Clone, Debug)]
-pub struct RequestGuard {
-    pub mode: RedactMode,
-    pub slot: AuditSlot,
-    /// Keep the output text for the audit record.
-    pub keep_text: bool,
-}
+use crate::security::audit_slot::RequestGuard;
 
 /// One request's output filter (owned by its `Generation`).
 pub struct OutputFilter {
