@@ -1,10 +1,18 @@
 //! The engine thread: one per model. It owns the model and the KV cache, takes requests from a
 //! channel, runs the scheduler's plan each step as one flattened batch, samples, detokenizes,
 //! applies stop conditions, and streams events back on each request's own channel.
-//! Nothing async runs here; the HTTP side talks to it through [`EngineHandle`].
+//! Nothing async runs here; the HTTP side talks to it through [`EngineHandle`] (`handle.rs`);
+//! the types both sides share are in `types.rs`.
+
+mod handle;
+mod types;
+
+use handle::Command;
+pub use handle::{EngineHandle, RequestStream};
+pub use types::*;
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::AtomicU64;
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -13,240 +21,16 @@ use r1_model::{KvCache, Model};
 use tokio::sync::mpsc as tmpsc;
 
 use crate::adaptive::{AdaptiveBatcher, Limits};
-use crate::block_pool::{num_blocks_for_budget, KvCacheMem};
+use crate::block_pool::num_blocks_for_budget;
 use crate::detokenizer::DecodeState;
-use crate::engine_metrics::{EngineMetrics, PriorityLoad, RequestTimes};
-use crate::sampler::{logprobs, Sampler, SamplingParams};
+use crate::engine_metrics::{PriorityLoad, RequestTimes};
+use crate::sampler::{logprobs, Sampler};
 use crate::scheduler::{
     Appended, FinishReason, Request, RequestId, SchedError, Scheduler, SchedulerConfig, SeqId,
     SeqStatus, StepPlan,
 };
 use crate::stop::{StopOutcome, StopStrings};
 use crate::tokenizer::Tokenizer;
-
-/// Why the engine refused, or could not finish, a request. It crosses into the HTTP layer as
-/// this type (from [`EngineHandle::submit`] and in [`EngineEvent::Error`]); r1-server maps each
-/// variant to a status in one place, so no caller reads the message to classify it.
-#[derive(Clone, Debug, PartialEq, thiserror::Error)]
-pub enum EngineError {
-    /// The scheduler refused the request (longer than the context or the cache, too many
-    /// choices, ...). Its message names no request id: it is meant for the client.
-    #[error("{0}")]
-    Rejected(#[from] SchedError),
-    /// The request is malformed (sampling parameters, a token outside the vocabulary, `n` or
-    /// `max_tokens` of 0).
-    #[error("invalid request: {0}")]
-    Invalid(String),
-    /// The engine thread is gone.
-    #[error("the engine has stopped")]
-    Stopped,
-    /// The server stopped the engine while the request was queued or running.
-    #[error("the server is shutting down")]
-    ShuttingDown,
-    #[error("KV cache: {0}")]
-    Config(String),
-}
-
-/// Engine settings (the serving flags).
-#[derive(Clone, Debug)]
-pub struct EngineConfig {
-    pub kv_cache_mem: KvCacheMem,
-    pub block_size: usize,
-    pub max_batched_tokens: usize,
-    pub max_num_seqs: usize,
-    /// Context limit; `None` = the model's.
-    pub max_model_len: Option<usize>,
-    pub enable_prefix_caching: bool,
-    /// Largest prefill chunk of one sequence per step (`None` = the token budget).
-    pub max_chunk_tokens: Option<usize>,
-    /// Step token budget for the classes with a target ITL (`None` = `max_batched_tokens`);
-    /// see [`SchedulerConfig::max_protected_tokens`].
-    pub max_protected_tokens: Option<usize>,
-}
-
-impl Default for EngineConfig {
-    fn default() -> Self {
-        EngineConfig {
-            kv_cache_mem: KvCacheMem::Bytes(1 << 30),
-            block_size: 16,
-            max_batched_tokens: 2048,
-            max_num_seqs: 64,
-            max_model_len: None,
-            enable_prefix_caching: true,
-            max_chunk_tokens: None,
-            max_protected_tokens: None,
-        }
-    }
-}
-
-/// One generation request as the engine sees it: token ids in, token events out.
-#[derive(Clone, Debug)]
-pub struct GenerateRequest {
-    pub prompt: Vec<u32>,
-    pub params: SamplingParams,
-    pub max_tokens: usize,
-    /// Extra stop token ids (the model's end-of-generation ids apply unless `ignore_eos`).
-    pub stop_ids: Vec<u32>,
-    pub stop_strings: Vec<String>,
-    pub ignore_eos: bool,
-    pub n: usize,
-    pub priority: i32,
-    /// `Some(k)`: report the chosen token's logprob and the top `k`.
-    pub logprobs: Option<usize>,
-    /// Include special tokens in the text.
-    pub skip_special_tokens: bool,
-    /// Adaptive batching: the inter-token latency this request wants; while it runs, the
-    /// engine shrinks the step's token budget and batch to hold it (`None`: no target).
-    pub target_itl: Option<Duration>,
-}
-
-impl GenerateRequest {
-    pub fn new(prompt: Vec<u32>, max_tokens: usize) -> Self {
-        GenerateRequest {
-            prompt,
-            params: SamplingParams::greedy(),
-            max_tokens,
-            stop_ids: Vec::new(),
-            stop_strings: Vec::new(),
-            ignore_eos: false,
-            n: 1,
-            priority: 0,
-            logprobs: None,
-            skip_special_tokens: true,
-            target_itl: None,
-        }
-    }
-}
-
-#[derive(Clone, Debug, PartialEq)]
-pub struct TokenLogprob {
-    pub token: u32,
-    pub logprob: f32,
-    pub top: Vec<(u32, f32)>,
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Finish {
-    Stop,
-    Length,
-    Cancelled,
-}
-
-/// What a request's stream carries. Every choice ends with exactly one `Finished`.
-#[derive(Clone, Debug, PartialEq)]
-pub enum EngineEvent {
-    /// The prompt was admitted; `cached_tokens` of it came from the prefix cache.
-    Admitted {
-        cached_tokens: usize,
-    },
-    Token {
-        index: u32,
-        token: u32,
-        text: String,
-        logprob: Option<TokenLogprob>,
-    },
-    Finished {
-        index: u32,
-        reason: Finish,
-        /// Text released at the end (held back for a stop string that did not complete).
-        text: String,
-        completion_tokens: usize,
-    },
-    Error(EngineError),
-}
-
-/// Receives one request's events; dropping it cancels the request.
-pub struct RequestStream {
-    pub id: RequestId,
-    rx: tmpsc::UnboundedReceiver<EngineEvent>,
-    cmd: mpsc::Sender<Command>,
-}
-
-impl RequestStream {
-    pub async fn recv(&mut self) -> Option<EngineEvent> {
-        self.rx.recv().await
-    }
-    pub fn blocking_recv(&mut self) -> Option<EngineEvent> {
-        self.rx.blocking_recv()
-    }
-}
-
-impl Drop for RequestStream {
-    fn drop(&mut self) {
-        let _ = self.cmd.send(Command::Cancel(self.id));
-    }
-}
-
-/// A snapshot of the engine's state, refreshed every step.
-#[derive(Clone, Debug, Default)]
-pub struct EngineStats {
-    pub running: usize,
-    pub waiting: usize,
-    pub kv_blocks_total: usize,
-    pub kv_blocks_used: usize,
-    pub kv_usage: f64,
-    pub prefix_query_tokens: u64,
-    pub prefix_hit_tokens: u64,
-    pub prompt_tokens: u64,
-    pub generation_tokens: u64,
-    pub steps: u64,
-    pub preemptions: u64,
-    /// Timings, outcomes and per-priority load for monitoring.
-    pub metrics: EngineMetrics,
-    /// Adaptive batching: the token budget and running-sequence cap of the next step.
-    pub step_token_budget: usize,
-    pub step_seq_limit: usize,
-    /// Duration of the last forward pass.
-    pub last_step_ms: f64,
-}
-
-enum Command {
-    Add(
-        Box<GenerateRequest>,
-        RequestId,
-        tmpsc::UnboundedSender<EngineEvent>,
-        Instant,
-    ),
-    Cancel(RequestId),
-    Shutdown,
-}
-
-#[derive(Clone)]
-pub struct EngineHandle {
-    cmd: mpsc::Sender<Command>,
-    next_id: Arc<AtomicU64>,
-    stats: Arc<Mutex<EngineStats>>,
-    max_model_len: usize,
-}
-
-impl EngineHandle {
-    /// Queue a request; the first event says whether it was admitted or rejected.
-    pub fn submit(&self, req: GenerateRequest) -> Result<RequestStream, EngineError> {
-        req.params.validate().map_err(EngineError::Invalid)?;
-        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        let (tx, rx) = tmpsc::unbounded_channel();
-        self.cmd
-            .send(Command::Add(Box::new(req), id, tx, Instant::now()))
-            .map_err(|_| EngineError::Stopped)?;
-        Ok(RequestStream {
-            id,
-            rx,
-            cmd: self.cmd.clone(),
-        })
-    }
-
-    pub fn stats(&self) -> EngineStats {
-        self.stats.lock().unwrap_or_else(|e| e.into_inner()).clone()
-    }
-
-    pub fn max_model_len(&self) -> usize {
-        self.max_model_len
-    }
-
-    pub fn shutdown(&self) {
-        let _ = self.cmd.send(Command::Shutdown);
-    }
-}
 
 struct SeqState {
     sampler: Sampler,
