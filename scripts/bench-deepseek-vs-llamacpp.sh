@@ -19,6 +19,8 @@
 # r1serve under a cgroup memory limit smaller than the file (skipped with a message where no
 # cgroup can be written).
 # Prints a markdown table with the ratios r1serve/llama.cpp on stdout; progress on stderr.
+# R1SERVE_BIN=PATH runs that r1serve binary instead of building the work tree's (to measure a
+# fixed build while the tree changes).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -38,7 +40,7 @@ while [ $# -gt 0 ]; do
     --skip-batched) BATCHED=0; shift ;;
     --skip-cgroup) CGROUP=0; shift ;;
     --long) LONG=1; shift ;;
-    -h|--help) sed -n '2,23p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h|--help) sed -n '2,25p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "bench-deepseek: unknown argument $1 (see --help)" >&2; exit 2 ;;
   esac
 done
@@ -48,9 +50,14 @@ die() { log "$*"; exit 1; }
 [ -n "$MODEL" ] || MODEL="$(scripts/make-deepseek-v2lite8.sh)"
 [ -f "$MODEL" ] || die "$MODEL not found"
 BIN="$(scripts/build-llamacpp.sh)"
-log "building r1serve"
-cargo build --release -q -p r1serve
-R1=target/release/r1serve
+if [ -n "${R1SERVE_BIN:-}" ]; then
+  R1BIN="$R1SERVE_BIN"
+else
+  log "building r1serve"
+  cargo build --release -q -p r1serve
+  R1BIN=target/release/r1serve
+fi
+[ -x "$R1BIN" ] || die "$R1BIN is not an executable"
 WORK="$(mktemp -d "${TMPDIR:-/tmp}/r1serve-dsbench.XXXXXX")"
 trap 'rm -rf "$WORK"' EXIT
 
@@ -67,7 +74,7 @@ run_pair() { # name, llama-bench args, r1serve bench args, r1 json field
     # shellcheck disable=SC2086
     "$BIN/llama-bench" -m "$MODEL" -t "$THREADS" -r 1 -o json $largs 2>/dev/null | llama_ts >>"$WORK/$name.ll"
     # shellcheck disable=SC2086
-    "$R1" bench --model "$MODEL" --threads "$THREADS" -r 1 --json $rargs 2>/dev/null | r1_field "$field" >>"$WORK/$name.r1"
+    "$R1BIN" bench --model "$MODEL" --threads "$THREADS" -r 1 --json $rargs 2>/dev/null | r1_field "$field" >>"$WORK/$name.r1"
     log "$name run $i: llama.cpp $(tail -n1 "$WORK/$name.ll") t/s, r1serve $(tail -n1 "$WORK/$name.r1") t/s"
   done
   LL[$name]="$(best <"$WORK/$name.ll")"
@@ -82,7 +89,7 @@ fi
 if [ "$LONG" = 1 ]; then
   REPS_SAVED="$REPS"; REPS=1
   run_pair tg32_d16384 "-p 0 -n 32 -d 16384" "-p 0 -n 32 -d 16384" tg_tps
-  "$R1" bench --model "$MODEL" --threads "$THREADS" -r 1 --json -p 0 -n 32 -d 16384 --kv-dtype f16 \
+  "$R1BIN" bench --model "$MODEL" --threads "$THREADS" -r 1 --json -p 0 -n 32 -d 16384 --kv-dtype f16 \
     2>/dev/null | r1_field tg_tps >"$WORK/kvf16.r1"
   R1[tg32_d16384_kv_f16]="$(cat "$WORK/kvf16.r1")"
   LL[tg32_d16384_kv_f16]="${LL[tg32_d16384]}"
@@ -102,7 +109,7 @@ for line in sys.stdin:
         pp, tg, b, t = int(c[0]), int(c[1]), int(c[2]), float(c[8])
         print(b * tg / t)
 ' >>"$WORK/b8.ll"
-    "$R1" bench --model "$MODEL" --threads "$THREADS" --offline --json --concurrency 8 --prompt-tokens 105 \
+    "$R1BIN" bench --model "$MODEL" --threads "$THREADS" --offline --json --concurrency 8 --prompt-tokens 105 \
       --gen-tokens 64 --prefix-tokens 0 2>/dev/null \
       | python3 -c 'import json,sys; print(json.loads(sys.stdin.read().strip().splitlines()[-1])["runs"][0]["output_tps"])' \
       >>"$WORK/b8.r1"
@@ -116,8 +123,8 @@ fi
 FILE_MB=$(( $(stat -c %s "$MODEL") / 1000000 ))
 rss_of() { /usr/bin/time -f '%M' -o "$WORK/rss" "$@" >/dev/null 2>&1 || true; echo $(( $(cat "$WORK/rss" | tail -n1) / 1000 )); }
 RSS_LL="$(rss_of "$BIN/llama-bench" -m "$MODEL" -t "$THREADS" -r 1 -p 0 -n 16)"
-RSS_R1="$(rss_of "$R1" bench --model "$MODEL" --threads "$THREADS" -r 1 -p 0 -n 16)"
-KV_BPT="$("$R1" inspect "$MODEL" 2>/dev/null | sed -n 's/^KV cache: *\([0-9]*\) bytes\/token.*/\1/p' | head -n1)"
+RSS_R1="$(rss_of "$R1BIN" bench --model "$MODEL" --threads "$THREADS" -r 1 -p 0 -n 16)"
+KV_BPT="$("$R1BIN" inspect "$MODEL" 2>/dev/null | sed -n 's/^KV cache: *\([0-9]*\) bytes\/token.*/\1/p' | head -n1)"
 KV_MB="$([ -n "$KV_BPT" ] && echo $(( KV_BPT * 8192 / 1000000 )))"
 
 CG_RESULT="skipped"
@@ -133,7 +140,7 @@ if [ "$CGROUP" = 1 ]; then
   fi
   if [ -n "$cg" ]; then
     log "tg16 under a memory limit of $(( LIMIT / 1000000 )) MB (file $FILE_MB MB), $cg"
-    if sh -c "echo \$\$ >'$cg/cgroup.procs' && exec '$R1' bench --model '$MODEL' --threads '$THREADS' -r 1 -p 0 -n 16 --json" \
+    if sh -c "echo \$\$ >'$cg/cgroup.procs' && exec '$R1BIN' bench --model '$MODEL' --threads '$THREADS' -r 1 -p 0 -n 16 --json" \
       >"$WORK/cg.json" 2>"$WORK/cg.err"; then
       CG_RESULT="ok: $(r1_field tg_tps <"$WORK/cg.json") t/s under $(( LIMIT / 1000000 )) MB"
     else
