@@ -24,7 +24,7 @@ use serde_json::Value;
 
 use crate::caller::Caller;
 use crate::error::ApiError;
-use admission::{ClassQueue, Ticket};
+use admission::{AdmissionQueue, ClassQueue, Ticket};
 use classes::{ClassConfig, Classes};
 use rate_limit::RateLimiter;
 use response_cache::{ResponseCache, ResponseCacheStats};
@@ -101,7 +101,8 @@ pub struct OverloadStats {
 
 pub struct Overload {
     pub classes: Classes,
-    queues: Vec<Arc<ClassQueue>>,
+    /// The one admission queue (every class's places and waiters).
+    queue: Arc<AdmissionQueue>,
     pub limiter: RateLimiter,
     pub cache: Arc<ResponseCache>,
     rate_limited: std::sync::atomic::AtomicU64,
@@ -109,8 +110,8 @@ pub struct Overload {
 
 impl Overload {
     /// The queue of the class at `idx` in [`Classes::all`].
-    pub fn queue(&self, idx: usize) -> &Arc<ClassQueue> {
-        &self.queues[idx]
+    pub fn queue(&self, idx: usize) -> ClassQueue {
+        self.queue.class(idx)
     }
 
     /// A request refused by the rate limits.
@@ -136,14 +137,10 @@ impl Overload {
             )
             .expect("the default classes are valid")
         });
-        let queues = classes
-            .all()
-            .iter()
-            .map(|c| ClassQueue::new(&c.name, c.max_queue))
-            .collect();
+        let queue = AdmissionQueue::new(classes.all());
         Overload {
             classes,
-            queues,
+            queue,
             limiter: RateLimiter::new(cfg.requests_per_min, cfg.tokens_per_min),
             cache: Arc::new(ResponseCache::new(
                 cfg.response_cache_bytes,
@@ -159,16 +156,19 @@ impl Overload {
                 .classes
                 .all()
                 .iter()
-                .zip(&self.queues)
-                .map(|(c, q)| ClassStats {
-                    name: c.name.clone(),
-                    priority: c.priority,
-                    queued: q.queued(),
-                    max_queue: c.max_queue,
-                    admitted: q.admitted.load(std::sync::atomic::Ordering::Relaxed),
-                    refused_queue_full: q.refused.load(std::sync::atomic::Ordering::Relaxed),
-                    timed_out: q.timed_out.load(std::sync::atomic::Ordering::Relaxed),
-                    drain_per_sec: q.drain_rate(),
+                .enumerate()
+                .map(|(i, c)| {
+                    let q = self.queue.class(i);
+                    ClassStats {
+                        name: c.name.clone(),
+                        priority: c.priority,
+                        queued: q.queued(),
+                        max_queue: c.max_queue,
+                        admitted: q.admitted(),
+                        refused_queue_full: q.refused(),
+                        timed_out: q.timed_out(),
+                        drain_per_sec: q.drain_rate(),
+                    }
                 })
                 .collect(),
             rate_limited: self.rate_limited.load(std::sync::atomic::Ordering::Relaxed),

@@ -3,7 +3,8 @@
 //! then the rest of the handler with the request's [`RequestContext`]. The decisions are
 //! `crate::overload`'s; this file turns them into answers.
 //!
-//! Wait mode (opt-in per class): when the class queue is full, the request waits for a place
+//! Wait mode (opt-in per class): when the class is full, the request waits in the one
+//! admission queue (`overload/admission.rs`, places handed over by priority then arrival)
 //! instead of being refused, up to the class's `max_queue_wait`, then gets 503. A streaming
 //! request gets its `200` and SSE headers at once and `: keep-alive` comments while it waits,
 //! as DeepSeek's API does, so proxies and clients keep the connection; if the wait runs out
@@ -21,7 +22,7 @@ use futures_util::StreamExt;
 
 use crate::error::ApiError;
 use crate::model::ModelSlot;
-use crate::overload::admission::{acquire, ClassQueue};
+use crate::overload::admission::ClassQueue;
 use crate::overload::rate_limit::Limited;
 use crate::overload::{
     queue_timeout, Admission, Overload, RequestContext, CACHE_HEADER, CLASS_HEADER,
@@ -102,7 +103,7 @@ where
         add_limit_headers(&mut r);
         return r;
     }
-    let queue = ov.queue(class_idx).clone();
+    let queue = ov.queue(class_idx);
     let arrival = Instant::now();
     let deadline = class.max_queue_wait.map(|w| arrival + w);
     let ctx = Arc::new(RequestContext {
@@ -130,9 +131,7 @@ where
             w.run(a.stream, ctx, handler).await
         }
         None => {
-            queue
-                .refused
-                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            queue.count_refused();
             too_many(
                 format!(
                     "The server is busy: the `{}` queue is full ({} waiting). Please retry \
@@ -188,7 +187,7 @@ impl Drop for AbortOnDrop {
 
 /// A request that found its class queue full and waits for a place.
 struct Waiting {
-    pub queue: Arc<ClassQueue>,
+    pub queue: ClassQueue,
     /// When it stops waiting.
     pub limit: Instant,
     /// The class's `max_queue_wait` deadline, carried by the ticket.
@@ -212,17 +211,15 @@ impl Waiting {
         } = self;
         let arrival = Instant::now();
         if !streaming {
-            return match acquire(&queue, limit, deadline, std::future::pending()).await {
+            return match queue.wait(limit, deadline, std::future::pending()).await {
                 Some(t) => {
                     *ctx.ticket.lock().unwrap_or_else(|e| e.into_inner()) = Some(t);
                     let resp = handler(ctx.clone()).await;
                     finish(resp, &ctx, &queue)
                 }
                 None => {
-                    queue
-                        .timed_out
-                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                    let mut r = queue_timeout(&queue.name, arrival.elapsed()).into_response();
+                    queue.count_timed_out();
+                    let mut r = queue_timeout(queue.name(), arrival.elapsed()).into_response();
                     r.headers_mut()
                         .insert(header::RETRY_AFTER, HeaderValue::from(queue.retry_after()));
                     r
@@ -231,12 +228,10 @@ impl Waiting {
         }
         let (tx, rx) = tokio::sync::mpsc::channel::<Bytes>(16);
         let task = tokio::spawn(async move {
-            let Some(ticket) = acquire(&queue, limit, deadline, tx.closed()).await else {
+            let Some(ticket) = queue.wait(limit, deadline, tx.closed()).await else {
                 if !tx.is_closed() {
-                    queue
-                        .timed_out
-                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                    let e = queue_timeout(&queue.name, arrival.elapsed());
+                    queue.count_timed_out();
+                    let e = queue_timeout(queue.name(), arrival.elapsed());
                     let _ = tx
                         .send(Bytes::from(format!("data: {}\n\n", e.body_json())))
                         .await;
