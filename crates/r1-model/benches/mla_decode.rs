@@ -5,7 +5,8 @@
 //!
 //! A decode token at depth reads every latent row of every layer once, so its attention is
 //! as fast as the fraction of read bandwidth it sustains: the `read` column is the time the
-//! same threads take to sum the layer's cache bytes. Eight layers rotate, as in the model, so
+//! same threads take to sum the layer's cache bytes. The CPU columns are the CPU time of all
+//! threads per call (Linux), which a busy machine disturbs less than the wall time. Eight layers rotate, as in the model, so
 //! no layer's cache is still in the last-level cache when its turn comes.
 
 use std::hint::black_box;
@@ -36,18 +37,32 @@ fn values(n: usize, seed: u64) -> impl Iterator<Item = f32> {
     })
 }
 
-/// Seconds per call of `f`, best of 3 rounds of `reps` calls.
-fn time(reps: usize, mut f: impl FnMut(usize)) -> f64 {
+/// CPU time of every thread of this process so far, in seconds (Linux `schedstat`; 0
+/// elsewhere). Unlike wall time it does not grow while other processes hold the cores, so
+/// on a busy machine it still compares two kernels.
+fn cpu_seconds() -> f64 {
+    let Ok(dir) = std::fs::read_dir("/proc/self/task") else {
+        return 0.0;
+    };
+    dir.filter_map(|e| std::fs::read_to_string(e.ok()?.path().join("schedstat")).ok())
+        .filter_map(|s| s.split_whitespace().next()?.parse::<f64>().ok())
+        .sum::<f64>()
+        / 1e9
+}
+
+/// Seconds per call of `f` (wall, CPU of all threads), best of 3 rounds of `reps` calls.
+fn time(reps: usize, mut f: impl FnMut(usize)) -> (f64, f64) {
     f(0);
-    let mut best = f64::INFINITY;
+    let (mut best, mut best_cpu) = (f64::INFINITY, f64::INFINITY);
     for _ in 0..3 {
-        let t = Instant::now();
+        let (t, c) = (Instant::now(), cpu_seconds());
         for i in 0..reps {
             f(i);
         }
         best = best.min(t.elapsed().as_secs_f64() / reps as f64);
+        best_cpu = best_cpu.min((cpu_seconds() - c) / reps as f64);
     }
-    best
+    (best, best_cpu)
 }
 
 fn main() {
@@ -58,8 +73,10 @@ fn main() {
         rope: 64,
     };
     let kw = d.latent + d.rope;
-    println!("| case | threads | attention ms/layer | read ms/layer | read / attention | attention GB/s |");
-    println!("|---|---:|---:|---:|---:|---:|");
+    println!(
+        "| case | threads | attention ms/layer | CPU ms | read ms/layer | CPU ms | read / attention | attention GB/s |"
+    );
+    println!("|---|---:|---:|---:|---:|---:|---:|---:|");
     for depth in list("MLA_DEPTHS", "4096,16384") {
         for dtype in [KvDtype::F32, KvDtype::F16] {
             let case = format!("depth {depth} {}", dtype.name());
@@ -121,10 +138,13 @@ fn main() {
                         sums[t].fetch_xor(s, std::sync::atomic::Ordering::Relaxed);
                     });
                 });
+                let ((att, att_cpu), (read, read_cpu)) = (att, read);
                 println!(
-                    "| {case} | {threads} | {:.3} | {:.3} | {:.2} | {:.1} |",
+                    "| {case} | {threads} | {:.3} | {:.3} | {:.3} | {:.3} | {:.2} | {:.1} |",
                     att * 1e3,
+                    att_cpu * 1e3,
                     read * 1e3,
+                    read_cpu * 1e3,
                     read / att,
                     bytes as f64 / att / 1e9
                 );
