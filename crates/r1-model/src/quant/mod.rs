@@ -76,6 +76,8 @@ mod iq_dot_scalar;
 mod iq_grids;
 mod q8;
 mod quantize;
+mod quantize_ggml;
+mod quantize_ggml_k;
 mod types;
 mod util;
 pub mod x16;
@@ -117,6 +119,7 @@ mod x86_x16_k;
 mod x86_x16_q2k;
 
 pub use dispatch::{kernel_isa, Isa};
+pub use quantize_ggml::{quantize_weights, quantize_weights_supported};
 pub use types::GgmlType;
 
 /// How a weight matrix's rows lie in memory.

@@ -1,0 +1,233 @@
+//! Weight quantizers that write the bytes `llama-quantize` writes: ggml's `quantize_*`
+//! (`ggml_quantize_chunk`), without an importance matrix (the `quantize_row_*_ref`
+//! algorithms) and with one (the `quantize_row_*_impl` ones, in `quantize_ggml_k.rs`).
+//!
+//! Bit-exactness with a real build of ggml needs more than the algorithm: ggml is compiled as
+//! GNU C with `-march=native`, so GCC contracts `a*b + c` into one fused multiply-add wherever
+//! the product has no other use in the same block. Every place GCC fuses is written here as
+//! `mul_add` (or [`ni_mul`]); everything else is rounded step by step as the C source says.
+//! `crates/r1-model/tests/quantize_vs_ggml.rs` checks the bytes against ggml's own
+//! `ggml_quantize_chunk`, linked from the peer build, for every type here.
+//!
+//! On x86-64 the row functions are compiled twice, with and without the FMA instruction set,
+//! so `mul_add` is one instruction where the CPU has it (the results are the same either way).
+
+use super::util::{nearest_int, rd_f16, wr_f16};
+use super::{q8, GgmlType, QuantError};
+
+/// ggml's `nearest_int(a * b)` where GCC fused the product into the rounding's `+ 1.5·2^23`:
+/// the exact product rounded once, ties to even (the f64 product of two f32 is exact).
+#[inline(always)]
+pub(super) fn ni_mul(a: f32, b: f32) -> i32 {
+    (a as f64 * b as f64).round_ties_even() as i32
+}
+
+/// The types [`quantize_weights`] writes.
+pub fn quantize_weights_supported(ty: GgmlType) -> bool {
+    use GgmlType::*;
+    matches!(
+        ty,
+        F32 | F16 | BF16 | Q4_0 | Q4_1 | Q5_0 | Q5_1 | Q8_0 | Q2_K | Q3_K | Q4_K | Q5_K | Q6_K
+    )
+}
+
+/// Quantize one row of a weight matrix as `llama-quantize` does (`ggml_quantize_chunk` on
+/// that row): `x` is the row, `out` its `row_bytes(ty, x.len())` bytes, `imatrix` the
+/// importance of each of the row's columns (llama.cpp's imatrix entry for the tensor).
+/// Q8_0 and the float types ignore the importance matrix, as ggml does.
+pub fn quantize_weights(
+    ty: GgmlType,
+    x: &[f32],
+    out: &mut [u8],
+    imatrix: Option<&[f32]>,
+) -> Result<(), QuantError> {
+    if !quantize_weights_supported(ty) {
+        return Err(QuantError::Unsupported {
+            ty,
+            op: "quantize_weights",
+        });
+    }
+    let rb = super::row_bytes(ty, x.len())?;
+    super::check_len(ty, "output", rb, out.len())?;
+    if let Some(w) = imatrix {
+        super::check_len(ty, "importance matrix", x.len(), w.len())?;
+    }
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("fma") {
+        // SAFETY: the CPU has FMA, checked just above.
+        unsafe { row_fma(ty, x, out, imatrix) };
+        return Ok(());
+    }
+    row_generic(ty, x, out, imatrix);
+    Ok(())
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "fma")]
+unsafe fn row_fma(ty: GgmlType, x: &[f32], out: &mut [u8], imatrix: Option<&[f32]>) {
+    row(ty, x, out, imatrix)
+}
+
+fn row_generic(ty: GgmlType, x: &[f32], out: &mut [u8], imatrix: Option<&[f32]>) {
+    row(ty, x, out, imatrix)
+}
+
+#[inline(always)]
+fn row(ty: GgmlType, x: &[f32], out: &mut [u8], imatrix: Option<&[f32]>) {
+    use super::quantize_ggml_k as k;
+    use GgmlType::*;
+    let bs = ty.block_size();
+    let ts = ty.type_size();
+    let blocks = x.chunks_exact(bs).zip(out.chunks_exact_mut(ts));
+    match (ty, imatrix) {
+        (F32, _) => q8::convert_f32(x, out),
+        (F16, _) => q8::convert_f16(x, out),
+        (BF16, _) => q8::convert_bf16(x, out),
+        (Q8_0, _) => blocks.for_each(|(x, y)| q8_0(x, y)),
+        (Q4_0, None) => blocks.for_each(|(x, y)| q4_0(x, y)),
+        (Q4_1, None) => blocks.for_each(|(x, y)| q4_1(x, y)),
+        (Q5_0, None) => blocks.for_each(|(x, y)| q5_0(x, y)),
+        (Q5_1, None) => blocks.for_each(|(x, y)| q5_1(x, y)),
+        (Q2_K, None) => blocks.for_each(|(x, y)| k::q2_k_ref(x, y)),
+        (Q3_K, None) => blocks.for_each(|(x, y)| k::q3_k_ref(x, y)),
+        (Q4_K, None) => blocks.for_each(|(x, y)| k::q45_k_ref(x, y, 15)),
+        (Q5_K, None) => blocks.for_each(|(x, y)| k::q45_k_ref(x, y, 31)),
+        (Q6_K, None) => blocks.for_each(|(x, y)| k::q6_k_ref(x, y)),
+        (_, Some(w)) => {
+            let it = x
+                .chunks_exact(bs)
+                .zip(out.chunks_exact_mut(ts))
+                .zip(w.chunks_exact(bs));
+            match ty {
+                // sigma² of these four is taken over the whole row
+                Q4_0 => k::q4_0_imat_row(x, out, w),
+                Q4_1 => k::q4_1_imat_row(x, out, w),
+                Q5_0 => k::q5_0_imat_row(x, out, w),
+                Q5_1 => k::q5_1_imat_row(x, out, w),
+                Q2_K => it.for_each(|((x, y), w)| k::q2_k_imat(x, y, w)),
+                Q3_K => it.for_each(|((x, y), w)| k::q3_k_imat(x, y, w)),
+                Q4_K => it.for_each(|((x, y), w)| k::q45_k_imat(x, y, w, 15)),
+                Q5_K => it.for_each(|((x, y), w)| k::q45_k_imat(x, y, w, 31)),
+                Q6_K => it.for_each(|((x, y), w)| k::q6_k_imat(x, y, w)),
+                _ => unreachable!("checked by quantize_weights_supported"),
+            }
+        }
+        _ => unreachable!("checked by quantize_weights_supported"),
+    }
+}
+
+/// (max |x|, the element that has it)
+#[inline(always)]
+pub(super) fn signed_absmax(x: &[f32]) -> (f32, f32) {
+    let mut amax = 0f32;
+    let mut max = 0f32;
+    for &v in x {
+        if amax < v.abs() {
+            amax = v.abs();
+            max = v;
+        }
+    }
+    (amax, max)
+}
+
+#[inline(always)]
+pub(super) fn min_max(x: &[f32]) -> (f32, f32) {
+    let mut min = f32::MAX;
+    let mut max = -f32::MAX;
+    for &v in x {
+        if v < min {
+            min = v;
+        }
+        if v > max {
+            max = v;
+        }
+    }
+    (min, max)
+}
+
+/// `quantize_row_q8_0_ref`: `roundf` (ties away from zero), `id = 1/d`.
+#[inline(always)]
+fn q8_0(x: &[f32], y: &mut [u8]) {
+    let amax = x.iter().fold(0f32, |a, v| a.max(v.abs()));
+    let d = amax / 127.0;
+    let id = if d != 0.0 { 1.0 / d } else { 0.0 };
+    wr_f16(y, 0, d);
+    for (q, &v) in y[2..34].iter_mut().zip(x) {
+        *q = (v * id).round() as i8 as u8;
+    }
+}
+
+#[inline(always)]
+fn q4_0(x: &[f32], y: &mut [u8]) {
+    let (_, max) = signed_absmax(x);
+    let d = max / -8.0;
+    let id = if d != 0.0 { 1.0 / d } else { 0.0 };
+    wr_f16(y, 0, d);
+    for j in 0..16 {
+        let a = (x[j].mul_add(id, 8.5) as i8).min(15) as u8;
+        let b = (x[j + 16].mul_add(id, 8.5) as i8).min(15) as u8;
+        y[2 + j] = a | (b << 4);
+    }
+}
+
+#[inline(always)]
+fn q4_1(x: &[f32], y: &mut [u8]) {
+    let (min, max) = min_max(x);
+    let d = (max - min) / 15.0;
+    let id = if d != 0.0 { 1.0 / d } else { 0.0 };
+    wr_f16(y, 0, d);
+    wr_f16(y, 2, min);
+    for j in 0..16 {
+        let a = ((x[j] - min).mul_add(id, 0.5) as i8).min(15) as u8;
+        let b = ((x[j + 16] - min).mul_add(id, 0.5) as i8).min(15) as u8;
+        y[4 + j] = a | (b << 4);
+    }
+}
+
+#[inline(always)]
+fn q5_0(x: &[f32], y: &mut [u8]) {
+    let (_, max) = signed_absmax(x);
+    let d = max / -16.0;
+    let id = if d != 0.0 { 1.0 / d } else { 0.0 };
+    wr_f16(y, 0, d);
+    let mut qh = 0u32;
+    for j in 0..16 {
+        let a = (x[j].mul_add(id, 16.5) as i8).min(31) as u8;
+        let b = (x[j + 16].mul_add(id, 16.5) as i8).min(31) as u8;
+        y[6 + j] = (a & 0xF) | ((b & 0xF) << 4);
+        qh |= ((a as u32 & 0x10) >> 4) << j;
+        qh |= ((b as u32 & 0x10) >> 4) << (j + 16);
+    }
+    y[2..6].copy_from_slice(&qh.to_le_bytes());
+}
+
+#[inline(always)]
+fn q5_1(x: &[f32], y: &mut [u8]) {
+    let (min, max) = min_max(x);
+    let d = (max - min) / 31.0;
+    let id = if d != 0.0 { 1.0 / d } else { 0.0 };
+    wr_f16(y, 0, d);
+    wr_f16(y, 2, min);
+    let mut qh = 0u32;
+    for j in 0..16 {
+        let a = (x[j] - min).mul_add(id, 0.5) as u8;
+        let b = (x[j + 16] - min).mul_add(id, 0.5) as u8;
+        y[8 + j] = (a & 0xF) | ((b & 0xF) << 4);
+        qh |= ((a as u32 & 0x10) >> 4) << j;
+        qh |= ((b as u32 & 0x10) >> 4) << (j + 16);
+    }
+    y[4..8].copy_from_slice(&qh.to_le_bytes());
+}
+
+/// Re-read an f16 field just written (ggml's `GGML_FP16_TO_FP32(y.d)`).
+#[inline(always)]
+pub(super) fn f16_roundtrip(y: &mut [u8], off: usize, v: f32) -> f32 {
+    wr_f16(y, off, v);
+    rd_f16(y, off)
+}
+
+/// ggml's plain `nearest_int` (no product folded in).
+#[inline(always)]
+pub(super) fn ni(x: f32) -> i32 {
+    nearest_int(x)
+}
