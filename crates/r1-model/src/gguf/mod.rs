@@ -12,4 +12,4 @@ mod writer;
 pub use reader::{GgufError, GgufFile, PartInfo, TensorInfo};
 pub use split::SplitError;
 pub use value::{GgufArray, GgufValue};
-pub use writer::GgufWriter;
+pub use writer::{GgufStreamWriter, GgufWriter, StreamTensor};

@@ -1,8 +1,10 @@
 //! A minimal GGUF v3 writer: metadata and raw tensor bytes. Used to build test files and to
 //! convert checkpoints; writes to `PATH.part` and renames, so no half-written file is left.
+//! [`GgufStreamWriter`] writes one tensor at a time (`r1serve quantize`), never holding the
+//! model in memory.
 
-use std::io::Write;
-use std::path::Path;
+use std::io::{BufWriter, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
 
 use super::value::{GgufArray, GgufValue};
 use crate::quant::GgmlType;
@@ -41,32 +43,13 @@ impl GgufWriter {
 
     /// Encode the whole file in memory.
     pub fn to_bytes(&self) -> Vec<u8> {
-        let mut out = Vec::new();
-        out.extend_from_slice(b"GGUF");
-        out.extend_from_slice(&3u32.to_le_bytes());
-        out.extend_from_slice(&(self.tensors.len() as u64).to_le_bytes());
-        out.extend_from_slice(&(self.metadata.len() as u64).to_le_bytes());
-        for (k, v) in &self.metadata {
-            put_str(&mut out, k);
-            out.extend_from_slice(&type_id(v).to_le_bytes());
-            put_value(&mut out, v);
-        }
-        let a = self.alignment as usize;
-        let mut offset = 0usize;
-        let mut offsets = Vec::with_capacity(self.tensors.len());
-        for (name, ty, dims, data) in &self.tensors {
-            put_str(&mut out, name);
-            out.extend_from_slice(&(dims.len() as u32).to_le_bytes());
-            for d in dims {
-                out.extend_from_slice(&d.to_le_bytes());
-            }
-            out.extend_from_slice(&ty.id().to_le_bytes());
-            out.extend_from_slice(&(offset as u64).to_le_bytes());
-            offsets.push(offset);
-            offset = (offset + data.len()).div_ceil(a) * a;
-        }
-        let data_start = out.len().div_ceil(a) * a;
-        out.resize(data_start, 0);
+        let infos: Vec<_> = self
+            .tensors
+            .iter()
+            .map(|(n, ty, dims, data)| (n.as_str(), *ty, dims.as_slice(), data.len()))
+            .collect();
+        let (mut out, offsets) = header(&self.metadata, &infos, self.alignment);
+        let data_start = out.len();
         for ((_, _, _, data), off) in self.tensors.iter().zip(offsets) {
             out.resize(data_start + off, 0);
             out.extend_from_slice(data);
@@ -83,6 +66,179 @@ impl GgufWriter {
             f.sync_all()?;
         }
         std::fs::rename(&part, path)
+    }
+}
+
+/// The header (magic, counts, metadata, tensor infos) padded to the alignment, and each
+/// tensor's offset in the data section. `tensors`: (name, type, dims, data length in bytes).
+fn header(
+    metadata: &[(String, GgufValue)],
+    tensors: &[(&str, GgmlType, &[u64], usize)],
+    alignment: u64,
+) -> (Vec<u8>, Vec<usize>) {
+    let mut out = Vec::new();
+    out.extend_from_slice(b"GGUF");
+    out.extend_from_slice(&3u32.to_le_bytes());
+    out.extend_from_slice(&(tensors.len() as u64).to_le_bytes());
+    out.extend_from_slice(&(metadata.len() as u64).to_le_bytes());
+    for (k, v) in metadata {
+        put_str(&mut out, k);
+        out.extend_from_slice(&type_id(v).to_le_bytes());
+        put_value(&mut out, v);
+    }
+    let a = alignment.max(1) as usize;
+    let mut offset = 0usize;
+    let mut offsets = Vec::with_capacity(tensors.len());
+    for (name, ty, dims, len) in tensors {
+        put_str(&mut out, name);
+        out.extend_from_slice(&(dims.len() as u32).to_le_bytes());
+        for d in *dims {
+            out.extend_from_slice(&d.to_le_bytes());
+        }
+        out.extend_from_slice(&ty.id().to_le_bytes());
+        out.extend_from_slice(&(offset as u64).to_le_bytes());
+        offsets.push(offset);
+        offset = (offset + len).div_ceil(a) * a;
+    }
+    let data_start = out.len().div_ceil(a) * a;
+    out.resize(data_start, 0);
+    (out, offsets)
+}
+
+/// A tensor to be written by [`GgufStreamWriter`]: its header entry, data to follow.
+#[derive(Clone, Debug)]
+pub struct StreamTensor {
+    pub name: String,
+    pub ty: GgmlType,
+    /// GGML order (`dims[0]` contiguous).
+    pub dims: Vec<u64>,
+}
+
+impl StreamTensor {
+    /// Bytes of data this tensor takes (`None` if the row length is not whole blocks).
+    pub fn n_bytes(&self) -> Option<usize> {
+        let row = self.ty.row_bytes(*self.dims.first()? as usize)?;
+        let rows: u64 = self.dims[1..].iter().product();
+        row.checked_mul(rows as usize)
+    }
+}
+
+/// Writes a GGUF file tensor by tensor: the header (all tensor types and shapes known up
+/// front) goes first, then each tensor's bytes in order through [`Self::append`]. The file
+/// is `PATH.part` until [`Self::finish`] renames it; dropped unfinished, the part file is
+/// removed.
+pub struct GgufStreamWriter {
+    out: Option<BufWriter<std::fs::File>>,
+    part: PathBuf,
+    path: PathBuf,
+    tensors: Vec<(StreamTensor, usize)>,
+    alignment: usize,
+    next: usize,
+    written: usize,
+}
+
+impl GgufStreamWriter {
+    /// Create `PATH.part` and write the header. The alignment is `general.alignment` when
+    /// the metadata has it, else 32.
+    pub fn create(
+        path: &Path,
+        metadata: &[(String, GgufValue)],
+        tensors: Vec<StreamTensor>,
+    ) -> std::io::Result<Self> {
+        let alignment = metadata
+            .iter()
+            .find(|(k, _)| k == "general.alignment")
+            .and_then(|(_, v)| v.as_u64())
+            .unwrap_or(32)
+            .max(1);
+        let mut sized = Vec::with_capacity(tensors.len());
+        for t in tensors {
+            let n = t.n_bytes().ok_or_else(|| {
+                std::io::Error::new(
+                    std::io::ErrorKind::InvalidInput,
+                    format!(
+                        "tensor {}: dims {:?} are not whole {} blocks",
+                        t.name,
+                        t.dims,
+                        t.ty.name()
+                    ),
+                )
+            })?;
+            sized.push((t, n));
+        }
+        let infos: Vec<_> = sized
+            .iter()
+            .map(|(t, n)| (t.name.as_str(), t.ty, t.dims.as_slice(), *n))
+            .collect();
+        let (head, _) = header(metadata, &infos, alignment);
+        let mut name = path.as_os_str().to_owned();
+        name.push(".part");
+        let part = PathBuf::from(name);
+        let mut out = BufWriter::with_capacity(1 << 20, std::fs::File::create(&part)?);
+        out.write_all(&head)?;
+        Ok(GgufStreamWriter {
+            out: Some(out),
+            part,
+            path: path.to_path_buf(),
+            tensors: sized,
+            alignment: alignment as usize,
+            next: 0,
+            written: 0,
+        })
+    }
+
+    /// The tensor the next [`Self::append`] calls fill, if any is left.
+    pub fn current(&self) -> Option<&StreamTensor> {
+        self.tensors.get(self.next).map(|(t, _)| t)
+    }
+
+    /// Append bytes of the current tensor (in as many pieces as wanted); when it is
+    /// complete, the padding is written and the next tensor begins.
+    pub fn append(&mut self, bytes: &[u8]) -> std::io::Result<()> {
+        let Some((t, n)) = self.tensors.get(self.next) else {
+            return Err(std::io::Error::other("all tensors already written"));
+        };
+        if self.written + bytes.len() > *n {
+            return Err(std::io::Error::other(format!(
+                "tensor {}: more than its {n} bytes",
+                t.name
+            )));
+        }
+        let n = *n;
+        let out = self.out.as_mut().expect("open until finished");
+        out.write_all(bytes)?;
+        self.written += bytes.len();
+        if self.written == n {
+            let pad = n.div_ceil(self.alignment) * self.alignment - n;
+            out.write_all(&vec![0u8; pad])?;
+            self.next += 1;
+            self.written = 0;
+        }
+        Ok(())
+    }
+
+    /// Check every tensor was written, sync, and rename `PATH.part` to `PATH`.
+    pub fn finish(mut self) -> std::io::Result<()> {
+        if let Some((t, _)) = self.tensors.get(self.next) {
+            return Err(std::io::Error::other(format!(
+                "tensor {} was not written",
+                t.name
+            )));
+        }
+        let out = self.out.take().expect("open until finished");
+        let mut f = out.into_inner().map_err(|e| e.into_error())?;
+        f.seek(SeekFrom::End(0))?;
+        f.sync_all()?;
+        drop(f);
+        std::fs::rename(&self.part, &self.path)
+    }
+}
+
+impl Drop for GgufStreamWriter {
+    fn drop(&mut self) {
+        if self.out.take().is_some() {
+            let _ = std::fs::remove_file(&self.part);
+        }
     }
 }
 
