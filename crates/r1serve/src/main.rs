@@ -12,6 +12,9 @@ mod keys;
 mod load;
 mod observability;
 mod pull;
+mod quantize;
+mod quantize_imatrix;
+mod quantize_mix;
 mod serve;
 mod serve_overload;
 mod serve_security;
@@ -83,6 +86,8 @@ enum Command {
     Serve(Box<serve::ServeArgs>),
     /// Manage API keys: add (prints the key once), list, revoke.
     Keys(keys::KeysArgs),
+    /// Quantize a GGUF model to another type (llama-quantize's types, mixes and bytes).
+    Quantize(quantize::QuantizeArgs),
 }
 
 fn main() {
@@ -121,6 +126,7 @@ fn main() {
         Command::Pull(a) => pull::run(&a),
         Command::Serve(a) => serve::run(&a),
         Command::Keys(a) => keys::run(&a),
+        Command::Quantize(a) => quantize::run(&a),
     };
     if let Err(e) = result {
         eprintln!("error: {e:#}");
