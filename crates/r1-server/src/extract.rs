@@ -69,6 +69,15 @@ pub struct RequestCtx {
     pub output: Option<RequestGuard>,
 }
 
+impl RequestCtx {
+    /// Note the request's `model` field for its audit record.
+    pub fn record_model(&self, model: Option<&str>) {
+        if let (Some(g), Some(m)) = (&self.output, model) {
+            g.slot.with(|f| f.model = Some(m.to_string()));
+        }
+    }
+}
+
 impl<S: Send + Sync> FromRequestParts<S> for RequestCtx {
     type Rejection = std::convert::Infallible;
 

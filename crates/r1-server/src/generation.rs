@@ -1,5 +1,8 @@
 //! From an API request to engine requests, and from engine events to per-choice deltas: the
-//! part both generation endpoints share, streaming or not.
+//! part both generation endpoints share, streaming or not. A [`Generation`] becomes an
+//! [`EventStream`] of [`GenEvent`]s; the output filter and the audit record are adapters over
+//! that stream (`security::output_filter::redact`, `security::audit_slot::audited`), and the
+//! writers (`sse.rs`, [`collect`]) consume it.
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -17,8 +20,6 @@ use crate::overload::admission::Ticket;
 use crate::overload::response_cache::{CacheKey, Recorder, Source};
 use crate::overload::RequestContext;
 use crate::reasoning::{ReasoningParser, ReasoningStream};
-use crate::security::audit_slot::RequestGuard;
-use crate::security::output_filter::OutputFilter;
 
 /// Most choices one request may ask for.
 pub const MAX_N: u32 = 128;
@@ -168,14 +169,12 @@ pub fn sampling_params(c: &CommonParams, vocab: usize) -> Result<SamplingParams,
 /// Submit the requests (one per prompt) and wrap their event streams. With the admission
 /// context (see [`crate::overload::admit`]) deterministic requests are answered from the
 /// response cache when they can be, the rest are recorded into it, and the queue ticket and
-/// the class's priority and latency target travel with the generation. `output` filters
-/// what is generated (sensitive data) and reports to the audit record.
+/// the class's priority and latency target travel with the generation.
 pub fn submit(
     m: &ModelState,
     reqs: Vec<GenerateRequest>,
     parser: Option<ReasoningParser>,
     ctx: Option<&RequestContext>,
-    output: Option<RequestGuard>,
 ) -> Result<Generation, ApiError> {
     let n = reqs.first().map_or(1, |r| r.n);
     let prompt_tokens = reqs.iter().map(|r| r.prompt.len()).sum();
@@ -216,7 +215,7 @@ pub fn submit(
             }
         }
     }
-    let mut g = Generation::new(sources, n, prompt_tokens, parser, output);
+    let mut g = Generation::new(sources, n, prompt_tokens, parser);
     g.ticket = ticket;
     Ok(g)
 }
@@ -235,8 +234,14 @@ pub enum GenEvent {
     /// The first prompt was admitted by the scheduler.
     Admitted,
     Delta(Delta),
+    /// Every choice has finished: the token counts (the last event of a generation that
+    /// did not fail).
+    Usage(Usage),
     Error(ApiError),
 }
+
+/// One API request's events, in order; dropping the stream cancels what still runs.
+pub type EventStream = Pin<Box<dyn Stream<Item = GenEvent> + Send>>;
 
 type Events = Pin<Box<dyn Stream<Item = (usize, EngineEvent)> + Send>>;
 
@@ -258,16 +263,8 @@ pub struct Generation {
     /// The request's place in its class queue, released at admission.
     ticket: Option<Arc<Ticket>>,
     created: Instant,
-    /// Sensitive-data detection/redaction and audit facts (when the security layer is on).
-    filter: Option<OutputFilter>,
-}
-
-impl Drop for Generation {
-    fn drop(&mut self) {
-        if let Some(mut f) = self.filter.take() {
-            f.report(self.prompt_tokens, self.completion_tokens.iter().sum());
-        }
-    }
+    /// The closing `GenEvent::Usage` has been returned.
+    usage_sent: bool,
 }
 
 impl Generation {
@@ -276,7 +273,6 @@ impl Generation {
         n: usize,
         prompt_tokens: usize,
         parser: Option<ReasoningParser>,
-        output: Option<RequestGuard>,
     ) -> Self {
         let choices = streams.len() * n;
         let events = streams
@@ -296,19 +292,31 @@ impl Generation {
             cached_tokens: 0,
             ticket: None,
             created: Instant::now(),
-            filter: output.map(|g| OutputFilter::new(g, choices)),
+            usage_sent: false,
         }
+    }
+
+    /// The generation as a stream of events (see [`Generation::next`]).
+    pub fn into_events(self) -> EventStream {
+        Box::pin(stream::unfold(self, |mut g| async move {
+            let ev = g.next().await?;
+            Some((ev, g))
+        }))
     }
 
     pub fn num_choices(&self) -> usize {
         self.parsers.len()
     }
 
-    /// The next event; `None` once every choice has finished (or after an error).
-    /// Cancel-safe: dropping the future loses no event.
+    /// The next event; after every choice has finished one `Usage`, then `None` (`None` at
+    /// once after an error). Cancel-safe: dropping the future loses no event.
     pub async fn next(&mut self) -> Option<GenEvent> {
         if let Some(ev) = self.held.take() {
             return Some(ev);
+        }
+        if !self.failed && !self.usage_sent && self.finished == self.parsers.len() {
+            self.usage_sent = true;
+            return Some(GenEvent::Usage(self.usage()));
         }
         let deadline = self.ticket.as_ref().and_then(|t| t.deadline);
         let ev = match deadline.filter(|_| !self.announced) {
@@ -417,9 +425,6 @@ impl Generation {
                 d.content = r.content;
             }
         }
-        if let Some(f) = &mut self.filter {
-            f.apply(ci, &mut d.content, &mut d.reasoning, last);
-        }
         d
     }
 
@@ -446,15 +451,21 @@ pub struct Collected {
     pub finish: Option<Finish>,
 }
 
-/// Run a generation to the end.
-pub async fn collect(mut g: Generation) -> Result<(Vec<Collected>, Usage), ApiError> {
-    let mut out = vec![Collected::default(); g.num_choices()];
-    while let Some(ev) = g.next().await {
+/// Run a generation's events to the end: each choice's output, and the usage.
+pub async fn collect(mut events: EventStream) -> Result<(Vec<Collected>, Usage), ApiError> {
+    let mut out: Vec<Collected> = Vec::new();
+    let mut usage = None;
+    while let Some(ev) = events.next().await {
         match ev {
             GenEvent::Admitted => {}
+            GenEvent::Usage(u) => usage = Some(u),
             GenEvent::Error(e) => return Err(e),
             GenEvent::Delta(d) => {
-                let c = &mut out[d.index as usize];
+                let i = d.index as usize;
+                if out.len() <= i {
+                    out.resize(i + 1, Collected::default());
+                }
+                let c = &mut out[i];
                 c.reasoning.push_str(&d.reasoning);
                 c.content.push_str(&d.content);
                 c.logprobs.extend(d.logprobs);
@@ -464,7 +475,9 @@ pub async fn collect(mut g: Generation) -> Result<(Vec<Collected>, Usage), ApiEr
             }
         }
     }
-    Ok((out, g.usage()))
+    let usage = usage
+        .ok_or_else(|| ApiError::unavailable("The engine stopped before the request finished."))?;
+    Ok((out, usage))
 }
 
 /// The API's name for a finish reason.

@@ -9,35 +9,39 @@
 //! # The path of one chat request, top to bottom
 //!
 //! 1. **Connection** (`security/listener.rs`): our hyper accept loop: TLS, the connection
-//!    cap (one 429 to extra connections), header size and read-time limits.
-//! 2. **Layers** (`routes/mod.rs`, outer to inner): `caller.rs` (request id, anonymous
-//!    `Caller` with the peer IP) → `metrics/http.rs` (counters, span) →
-//!    `security/audit_layer.rs` (body hash, one audit record per request; puts the output
-//!    filter's `RequestGuard` in the request's extensions) → `security/auth.rs` (API key →
-//!    `Caller`, route permission, 401/403) → access log → tower-http's body limit
+//!    cap (one 429 to extra connections, through `routes::over_limit_router`), header size
+//!    and read-time limits.
+//! 2. **Layers** (`routes/mod.rs` `outer_layers`, outer to inner): `caller.rs` (request id,
+//!    anonymous `Caller` with the peer IP) → `metrics/http.rs` (counters, span) →
+//!    `security/audit_layer.rs` (body hash; puts the request's `AuditSlot` and output-filter
+//!    `RequestGuard`, `security/audit_slot.rs`, in its extensions) → `security/auth.rs` (API
+//!    key → `Caller`, route permission, 401/403) → access log → tower-http's body limit
 //!    (`--max-body-bytes` on a declared length, every route).
 //! 3. **Typed request** (`extract.rs`): `ApiJson` reads the body once under the same limit
 //!    (413) and parses it once into `openai_types.rs`'s `ChatCompletionRequest` (400 naming
 //!    the field); `RequestCtx` takes the caller and output filter from the extensions.
 //! 4. **Admission** (`routes/admit.rs` `admit`, from the handler in `routes/chat.rs`): 503
-//!    while loading or draining; the class (`overload/classes.rs`, key tier or `priority`);
-//!    the rate limit (`overload/rate_limit.rs`); a place in the class queue
-//!    (`overload/admission.rs`: 429 + Retry-After when full, or wait mode, woken by a tokio
-//!    `Notify`). The rest of the handler runs with the request's `RequestContext` (ticket,
-//!    class priority, latency target, response cache).
+//!    while loading or draining (`model.rs`); the class (`overload/classes.rs`, key tier or
+//!    `priority`); the rate limit (`overload/rate_limit.rs`); then one priority queue for all
+//!    classes (`overload/admission.rs`): a place in the class (429 + Retry-After when full),
+//!    or in wait mode a turn among the waiters, by class priority then arrival, handed over
+//!    through a tokio `oneshot`. The rest of the handler runs with the request's
+//!    `RequestContext` (`overload/mod.rs`: ticket, class priority, latency target, cache).
 //! 5. **Prompt** (`routes/chat.rs`): chat template (`r1_engine::chat_template`), tokenize,
 //!    `generation::engine_request` checks every field into a `GenerateRequest`.
 //! 6. **Engine** (`generation.rs` `submit`): the response cache
 //!    (`overload/response_cache.rs`) or `backend.rs`'s `Backend::generate` (the engine
 //!    thread's `EngineHandle`), a stream of engine events; the engine's typed
 //!    `EngineError` becomes an HTTP error in one place (`error.rs`, `From<EngineError>`).
-//! 7. **Events → deltas** (`generation.rs` `Generation::next`): the `<think>` split
-//!    (`reasoning.rs`), redaction (`security/output_filter.rs`), the ticket released at
-//!    admission, the class's max queue wait.
+//! 7. **Events** (`routes/mod.rs` `events`): `generation.rs`'s `Generation` turns engine
+//!    events into per-choice deltas (the `<think>` split, `reasoning.rs`; the ticket released
+//!    at admission; the class's max queue wait) and ends with the usage; over that stream,
+//!    two adapters: the output filter (`security/output_filter.rs` `redact`) and the audit
+//!    adapter (`security/audit_slot.rs` `audited`: token counts, output text).
 //! 8. **Writer**: one JSON body (`generation::collect`) or SSE (`sse.rs`, axum `Sse` with
-//!    `KeepAlive`; routes implement `ChunkFormat`). The audit record is written when the
-//!    answer (or the stream) ends; a client that leaves drops the body, which cancels the
-//!    request in the engine.
+//!    `KeepAlive`; routes implement `ChunkFormat`). The audit record is written at once for a
+//!    plain answer, and for a stream when its adapters let go of the audit slot (the stream
+//!    ended, or the client left: dropping the body also cancels the request in the engine).
 //!
 //! `/metrics` is `metrics/exposition.rs` (`--metrics-compat vllm` adds vLLM's gauge names).
 //!

@@ -4,8 +4,8 @@
 //! `: keep-alive\n\n` comment every interval, as DeepSeek's API does, so proxies keep the
 //! connection.
 //!
-//! The response body owns the [`Generation`]: when the client goes away, hyper drops the body,
-//! which drops the engine's request streams, which cancels the request.
+//! The response body owns the request's [`EventStream`]: when the client goes away, hyper drops
+//! the body, which drops the engine's request streams, which cancels the request.
 
 use std::collections::VecDeque;
 use std::convert::Infallible;
@@ -19,7 +19,9 @@ use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 
 use crate::error::ApiError;
-use crate::generation::{Delta, GenEvent, Generation};
+use futures_util::StreamExt;
+
+use crate::generation::{Delta, EventStream, GenEvent};
 use crate::openai_types::Usage;
 
 /// How streams keep the connection alive (a sub-state of the router's state).
@@ -58,7 +60,7 @@ fn done() -> Event {
 }
 
 struct SseState<F: ChunkFormat> {
-    gen: Generation,
+    events: EventStream,
     fmt: F,
     queue: VecDeque<Event>,
     done: bool,
@@ -74,6 +76,12 @@ impl<F: ChunkFormat> SseState<F> {
             GenEvent::Delta(d) => {
                 let chunks = self.fmt.delta(d);
                 self.queue.extend(chunks);
+            }
+            GenEvent::Usage(u) => {
+                if self.fmt.include_usage() {
+                    let chunk = self.fmt.usage(u);
+                    self.queue.push_back(chunk);
+                }
             }
             GenEvent::Error(e) => {
                 self.queue.push_back(Event::default().data(e.body_json()));
@@ -91,13 +99,9 @@ impl<F: ChunkFormat> SseState<F> {
             if self.done {
                 return None;
             }
-            match self.gen.next().await {
+            match self.events.next().await {
                 Some(ev) => self.push_event(ev),
                 None => {
-                    if self.fmt.include_usage() {
-                        let u = self.fmt.usage(self.gen.usage());
-                        self.queue.push_back(u);
-                    }
                     self.queue.push_back(done());
                     self.done = true;
                 }
@@ -106,15 +110,15 @@ impl<F: ChunkFormat> SseState<F> {
     }
 }
 
-/// Start streaming `gen`. `first` is an event already taken from it (see [`first_event`]).
+/// Start streaming `events`. `first` is an event already taken from it (see [`first_event`]).
 pub fn response<F: ChunkFormat>(
-    gen: Generation,
+    events: EventStream,
     fmt: F,
     first: Option<GenEvent>,
     keep_alive: Duration,
 ) -> Response {
     let mut st = SseState {
-        gen,
+        events,
         fmt,
         queue: VecDeque::new(),
         done: false,
@@ -159,10 +163,10 @@ pub fn is_event_stream(resp: &Response) -> bool {
 /// Wait briefly for the first event, so that a request the engine rejects at once gets a
 /// plain HTTP error instead of an error inside a stream.
 pub async fn first_event(
-    gen: &mut Generation,
+    events: &mut EventStream,
     wait: Duration,
 ) -> Result<Option<GenEvent>, ApiError> {
-    match tokio::time::timeout(wait, gen.next()).await {
+    match tokio::time::timeout(wait, events.next()).await {
         Err(_) => Ok(None),
         Ok(Some(GenEvent::Error(e))) => Err(e),
         Ok(ev) => Ok(ev),

@@ -90,13 +90,15 @@ async fn handle(
         stream = common.stream,
         "chat completion"
     );
-    let mut gen = generation::submit(m, vec![ereq], parser, Some(&ctx), rc.output)?;
+    rc.record_model(req.model.as_deref());
+    let gen = generation::submit(m, vec![ereq], parser, Some(&ctx))?;
+    let mut events = super::events(gen, rc.output.as_ref());
     let id = slot.new_id("chatcmpl");
     let created = unix_now();
     let model = slot.served_name.clone();
     if common.stream {
         let keep_alive = stream.keep_alive;
-        let first = sse::first_event(&mut gen, keep_alive.min(FIRST_EVENT_WAIT)).await?;
+        let first = sse::first_event(&mut events, keep_alive.min(FIRST_EVENT_WAIT)).await?;
         let fmt = ChatFormat {
             id,
             created,
@@ -106,9 +108,9 @@ async fn handle(
             logprobs: common.logprobs.is_some(),
             tokenizer: m.tokenizer.clone(),
         };
-        return Ok(sse::response(gen, fmt, first, keep_alive));
+        return Ok(sse::response(events, fmt, first, keep_alive));
     }
-    let (outs, usage) = generation::collect(gen).await?;
+    let (outs, usage) = generation::collect(events).await?;
     let choices = outs
         .into_iter()
         .enumerate()

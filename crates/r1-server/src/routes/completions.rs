@@ -108,7 +108,10 @@ async fn handle(
         stream = common.stream,
         "completion"
     );
-    let mut gen = generation::submit(m, reqs, None, Some(&ctx), rc.output)?;
+    rc.record_model(req.model.as_deref());
+    let gen = generation::submit(m, reqs, None, Some(&ctx))?;
+    let choices = gen.num_choices();
+    let mut events = super::events(gen, rc.output.as_ref());
     let id = slot.new_id("cmpl");
     let created = unix_now();
     let model = slot.served_name.clone();
@@ -116,8 +119,7 @@ async fn handle(
     let prefix = |i: usize| echoes[i / n].clone();
     if common.stream {
         let keep_alive = stream.keep_alive;
-        let first = sse::first_event(&mut gen, keep_alive.min(FIRST_EVENT_WAIT)).await?;
-        let choices = gen.num_choices();
+        let first = sse::first_event(&mut events, keep_alive.min(FIRST_EVENT_WAIT)).await?;
         let fmt = CompletionFormat {
             id,
             created,
@@ -132,9 +134,9 @@ async fn handle(
                 Vec::new()
             },
         };
-        return Ok(sse::response(gen, fmt, first, keep_alive));
+        return Ok(sse::response(events, fmt, first, keep_alive));
     }
-    let (outs, usage) = generation::collect(gen).await?;
+    let (outs, usage) = generation::collect(events).await?;
     let choices = outs
         .into_iter()
         .enumerate()

@@ -9,7 +9,7 @@ use axum::Json;
 use serde_json::{json, Value};
 
 use crate::error::ApiError;
-use crate::extract::ApiJson;
+use crate::extract::{ApiJson, RequestCtx};
 use crate::model::ModelSlot;
 use crate::openai_types::{
     DetokenizeRequest, DetokenizeResponse, TokenizeRequest, TokenizeResponse,
@@ -92,8 +92,10 @@ pub async fn engine_stats(State(st): State<Arc<ModelSlot>>) -> Response {
 /// `POST /tokenize` (vLLM's): `{"prompt": ...}` or `{"messages": [...]}`.
 pub async fn tokenize(
     State(st): State<Arc<ModelSlot>>,
+    rc: RequestCtx,
     ApiJson(req): ApiJson<TokenizeRequest>,
 ) -> Response {
+    rc.record_model(req.model.as_deref());
     let run = || -> Result<TokenizeResponse, ApiError> {
         let m = st.for_request(req.model.as_deref())?;
         let tokens = match (&req.prompt, &req.messages) {
@@ -141,8 +143,10 @@ pub async fn tokenize(
 /// `POST /detokenize` (vLLM's): `{"tokens": [...]}` → `{"prompt": "..."}`.
 pub async fn detokenize(
     State(st): State<Arc<ModelSlot>>,
+    rc: RequestCtx,
     ApiJson(req): ApiJson<DetokenizeRequest>,
 ) -> Response {
+    rc.record_model(req.model.as_deref());
     let run = || -> Result<DetokenizeResponse, ApiError> {
         let m = st.for_request(req.model.as_deref())?;
         let vocab = m.tokenizer.vocab_size();

@@ -18,7 +18,10 @@ use axum::Router;
 use tower_http::limit::RequestBodyLimitLayer;
 
 use crate::error::ApiError;
+use crate::generation::{EventStream, Generation};
 use crate::security;
+use crate::security::audit_slot::{audited, RequestGuard};
+use crate::security::output_filter::redact;
 use crate::state::AppState;
 
 pub use crate::security::MAX_BODY_BYTES;
@@ -71,6 +74,18 @@ pub fn outer_layers(r: Router<AppState>, state: &AppState) -> Router<AppState> {
         crate::metrics::http::track,
     ))
     .layer(middleware::from_fn(crate::caller::request_context))
+}
+
+/// A generation's events as the writers get them: the engine's events turned into deltas
+/// (`generation.rs`), then, when the security layer is on, the output filter and the audit
+/// adapter over them.
+pub fn events(gen: Generation, guard: Option<&RequestGuard>) -> EventStream {
+    let prompt_tokens = gen.prompt_tokens;
+    let events = gen.into_events();
+    match guard {
+        None => events,
+        Some(g) => audited(redact(events, g), g, prompt_tokens),
+    }
 }
 
 /// `GET /v1/overload/stats`: class queues, refusals, response-cache counters.

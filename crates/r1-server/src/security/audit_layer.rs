@@ -1,12 +1,13 @@
 //! The audit layer: wraps every request (outside authentication, so 401/403 and every other
-//! rejection is recorded too), hashes the body, lets the generation code report token counts
-//! and sensitivity findings through an [`AuditSlot`], and writes one record when the answer
-//! is complete: at once for plain answers, when the stream ends (or the client leaves) for
-//! SSE. It also puts the request's output filter ([`RequestGuard`]) in its extensions.
+//! rejection is recorded too), hashes the body (every record carries the input's hash, so the
+//! body is read here, under the body limit; the handler's extractor parses it, once), and puts
+//! the request's [`AuditSlot`] and output filter settings ([`RequestGuard`]) in its
+//! extensions. Authentication and the adapters over the generation's events
+//! (`output_filter::redact`, `audit_slot::audited`) report to the slot. One record is written
+//! when the answer is complete: at once for plain answers; for SSE when the stream's adapters
+//! let go of the slot (the stream ended, or the client left).
 
-use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
 use std::time::Instant;
 
 use axum::body::{Body, Bytes};
@@ -14,7 +15,6 @@ use axum::extract::{Request, State};
 use axum::http::{HeaderValue, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use http_body::{Body as HttpBody, Frame, SizeHint};
 use r1_security::detect::score;
 use r1_security::secret::sha256_hex;
 use r1_security::{AuditRecord, RedactMode};
@@ -22,7 +22,7 @@ use r1_security::{AuditRecord, RedactMode};
 use crate::caller::{Caller, RequestId};
 use crate::error::ApiError;
 use crate::model::ModelSlot;
-use crate::security::audit_slot::{AuditSlot, RequestGuard};
+use crate::security::audit_slot::{AuditFacts, AuditSlot, RequestGuard};
 use crate::security::Security;
 
 pub const SCORE_HEADER: &str = "x-sensitivity-score";
@@ -32,22 +32,20 @@ pub const CATEGORIES_HEADER: &str = "x-sensitivity-categories";
 struct Pending {
     sec: Arc<Security>,
     model_slot: Arc<ModelSlot>,
-    slot: AuditSlot,
     t0: Instant,
     request_id: String,
     client_ip: Option<String>,
     method: String,
     route: String,
-    model: Option<String>,
     input_sha256: String,
     input_bytes: usize,
     input_text: Option<String>,
 }
 
 impl Pending {
-    fn record(&self, status: u16) -> AuditRecord {
+    fn record(&self, f: &AuditFacts, status: u16) -> AuditRecord {
         let sec = &self.sec;
-        self.slot.with(|f| {
+        {
             let mut cats: Vec<String> = f
                 .categories
                 .iter()
@@ -64,7 +62,7 @@ impl Pending {
                 method: self.method.clone(),
                 route: self.route.clone(),
                 // A generation without a `model` field ran on the served model.
-                model: self
+                model: f
                     .model
                     .clone()
                     .or_else(|| f.prompt_tokens.map(|_| self.model_slot.served_name.clone())),
@@ -85,12 +83,12 @@ impl Pending {
                     None
                 },
             }
-        })
+        }
     }
 
     /// Write the record (blocking I/O off the async threads). Err = it was not written.
-    async fn write(self, status: u16) -> Result<(), ()> {
-        let rec = self.record(status);
+    async fn write(self, slot: &AuditSlot, status: u16) -> Result<(), ()> {
+        let rec = slot.with(|f| self.record(f, status));
         let sec = self.sec.clone();
         tokio::task::spawn_blocking(move || match &sec.audit {
             Some(log) => log.write(&rec).map_err(|_| ()),
@@ -98,6 +96,30 @@ impl Pending {
         })
         .await
         .unwrap_or(Err(()))
+    }
+
+    /// Write the record once the slot is released: off the async threads when there is a
+    /// runtime, here otherwise (shutdown).
+    fn write_when_released(self, slot: AuditSlot, status: u16) {
+        slot.write_when_released(move |facts| {
+            let rec = self.record(facts, status);
+            let Some(log) = self.sec.audit.as_ref() else {
+                return;
+            };
+            match tokio::runtime::Handle::try_current() {
+                Ok(h) => {
+                    let sec = self.sec.clone();
+                    h.spawn_blocking(move || {
+                        if let Some(log) = &sec.audit {
+                            let _ = log.write(&rec);
+                        }
+                    });
+                }
+                Err(_) => {
+                    let _ = log.write(&rec);
+                }
+            }
+        });
     }
 }
 
@@ -130,7 +152,6 @@ pub async fn layer(
     let pending = Pending {
         sec: sec.clone(),
         model_slot,
-        slot: slot.clone(),
         t0,
         request_id: parts
             .extensions
@@ -144,7 +165,6 @@ pub async fn layer(
             .map(|ip| ip.to_string()),
         method: parts.method.to_string(),
         route: parts.uri.path().to_string(),
-        model: model_field(&bytes),
         input_sha256: sha256_hex(&bytes),
         input_bytes: bytes.len(),
         input_text: sec
@@ -171,7 +191,7 @@ pub async fn layer(
         None
     };
     if let Some(resp) = early {
-        let _ = pending.write(resp.status().as_u16()).await;
+        let _ = pending.write(&slot, resp.status().as_u16()).await;
         return resp;
     }
     let mut req = Request::from_parts(parts, Body::from(bytes));
@@ -207,95 +227,16 @@ pub async fn layer(
     }
     let status = resp.status().as_u16();
     if streaming {
-        // Recorded when the stream ends or is dropped (client gone).
-        let (parts, body) = resp.into_parts();
-        let body = AuditedBody {
-            inner: Some(body),
-            pending: Some((pending, status)),
-        };
-        return Response::from_parts(parts, Body::new(body));
+        // Recorded when the stream's adapters let go of the slot (see `audit_slot`).
+        pending.write_when_released(slot, status);
+        return resp;
     }
     let route = pending.route.clone();
-    if pending.write(status).await.is_err() && sec.config.audit_required && route != "/health" {
+    if pending.write(&slot, status).await.is_err()
+        && sec.config.audit_required
+        && route != "/health"
+    {
         return audit_unavailable();
     }
     resp
-}
-
-/// The request's `model` field, if the body is a JSON object with one.
-fn model_field(body: &[u8]) -> Option<String> {
-    #[derive(serde::Deserialize)]
-    struct M {
-        model: Option<String>,
-    }
-    if body.first().is_none_or(|&b| b != b'{') {
-        return None;
-    }
-    serde_json::from_slice::<M>(body).ok().and_then(|m| m.model)
-}
-
-/// A streamed answer that writes its audit record once it is over.
-struct AuditedBody {
-    inner: Option<Body>,
-    pending: Option<(Pending, u16)>,
-}
-
-impl AuditedBody {
-    fn finish(&mut self) {
-        // Drop the stream first: that ends the generation, which reports its counts.
-        self.inner = None;
-        if let Some((p, status)) = self.pending.take() {
-            match tokio::runtime::Handle::try_current() {
-                Ok(h) => {
-                    h.spawn(async move {
-                        let _ = p.write(status).await;
-                    });
-                }
-                // Outside the runtime (shutdown): write here.
-                Err(_) => {
-                    if let Some(log) = &p.sec.audit {
-                        let _ = log.write(&p.record(status));
-                    }
-                }
-            }
-        }
-    }
-}
-
-impl HttpBody for AuditedBody {
-    type Data = Bytes;
-    type Error = axum::Error;
-
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, axum::Error>>> {
-        let Some(inner) = self.inner.as_mut() else {
-            return Poll::Ready(None);
-        };
-        let r = Pin::new(inner).poll_frame(cx);
-        if let Poll::Ready(None) = r {
-            self.finish();
-        }
-        r
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.inner.as_ref().is_none_or(|b| b.is_end_stream())
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        self.inner
-            .as_ref()
-            .map(|b| b.size_hint())
-            .unwrap_or_default()
-    }
-}
-
-impl Drop for AuditedBody {
-    fn drop(&mut self) {
-        if self.pending.is_some() {
-            self.finish();
-        }
-    }
 }

@@ -1,50 +1,81 @@
-//! Sensitive-data detection on generated text. The audit layer puts the request's
-//! [`RequestGuard`] in its extensions; the handler takes it with `crate::extract::RequestCtx`
-//! and hands it to `generation::submit`, which passes every piece of output through an
-//! [`OutputFilter`]: per choice, one streaming redactor for the answer and one for the
-//! reasoning text, so streamed and non-streamed answers are treated alike.
-//! Findings, token counts and (with `--audit-include-text`) the output go to the audit slot.
+//! Sensitive-data detection on generated text, as an adapter over the request's event stream
+//! ([`redact`]). The audit layer puts the request's [`RequestGuard`] in its extensions; the
+//! handler takes it with `crate::extract::RequestCtx` and `routes::events` puts this adapter
+//! (then the audit adapter) over the generation's events. Findings go to the audit slot.
 
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use futures_util::Stream;
 use r1_security::{Detector, RedactMode, StreamRedactor};
 
-use crate::security::audit_slot::RequestGuard;
+use crate::generation::{EventStream, GenEvent};
+use crate::security::audit_slot::{AuditSlot, RequestGuard};
 
-/// One request's output filter (owned by its `Generation`).
-pub struct OutputFilter {
-    guard: RequestGuard,
+/// The output filter as an adapter over a request's events: every delta's content and
+/// reasoning pass through the choice's streaming redactors (one each, so streamed and
+/// non-streamed answers are treated alike; a finishing delta flushes them). The findings go
+/// to the audit slot when the stream ends or is dropped. With detection off the events pass
+/// untouched.
+pub fn redact(events: EventStream, guard: &RequestGuard) -> EventStream {
+    if guard.mode == RedactMode::Off {
+        return events;
+    }
+    Box::pin(Redacting {
+        inner: events,
+        filter: OutputFilter {
+            mode: guard.mode,
+            slot: Some(guard.slot.clone()),
+            redactors: Vec::new(),
+        },
+    })
+}
+
+struct Redacting {
+    inner: EventStream,
+    filter: OutputFilter,
+}
+
+impl Stream for Redacting {
+    type Item = GenEvent;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<GenEvent>> {
+        let this = &mut *self;
+        match this.inner.as_mut().poll_next(cx) {
+            Poll::Ready(Some(GenEvent::Delta(mut d))) => {
+                let last = d.finish.is_some();
+                this.filter
+                    .apply(d.index as usize, &mut d.content, &mut d.reasoning, last);
+                Poll::Ready(Some(GenEvent::Delta(d)))
+            }
+            Poll::Ready(None) => {
+                this.filter.report();
+                Poll::Ready(None)
+            }
+            other => other,
+        }
+    }
+}
+
+/// One request's redactors and where they report.
+struct OutputFilter {
+    mode: RedactMode,
+    /// Taken when the findings are reported.
+    slot: Option<AuditSlot>,
     /// Per choice: (content, reasoning) redactors.
     redactors: Vec<(StreamRedactor, StreamRedactor)>,
-    text: Vec<String>,
 }
 
 impl OutputFilter {
-    pub fn new(guard: RequestGuard, choices: usize) -> Self {
-        let replace = guard.mode == RedactMode::Redact;
-        OutputFilter {
-            redactors: (0..choices)
-                .map(|_| (StreamRedactor::new(replace), StreamRedactor::new(replace)))
-                .collect(),
-            text: vec![String::new(); if guard.keep_text { choices } else { 0 }],
-            guard,
-        }
-    }
-
     /// Filter one choice's new content and reasoning text in place; `last` flushes.
-    pub fn apply(
-        &mut self,
-        choice: usize,
-        content: &mut String,
-        reasoning: &mut String,
-        last: bool,
-    ) {
-        let Some((c, r)) = self.redactors.get_mut(choice) else {
-            return;
-        };
-        let detecting = self.guard.mode != RedactMode::Off;
+    fn apply(&mut self, choice: usize, content: &mut String, reasoning: &mut String, last: bool) {
+        let replace = self.mode == RedactMode::Redact;
+        while self.redactors.len() <= choice {
+            self.redactors
+                .push((StreamRedactor::new(replace), StreamRedactor::new(replace)));
+        }
+        let (c, r) = &mut self.redactors[choice];
         for (red, text) in [(c, &mut *content), (r, &mut *reasoning)] {
-            if !detecting {
-                break;
-            }
             let mut out = if text.is_empty() {
                 String::new()
             } else {
@@ -53,38 +84,36 @@ impl OutputFilter {
             if last {
                 out.push_str(&red.finish());
             }
-            match self.guard.mode {
-                // Only recorded: the text goes out as it came.
-                RedactMode::Flag | RedactMode::Off => {}
-                RedactMode::Redact => *text = out,
+            // In flag mode the findings are only recorded: the text goes out as it came.
+            if replace {
+                *text = out;
             }
-        }
-        if let Some(t) = self.text.get_mut(choice) {
-            t.push_str(reasoning);
-            t.push_str(content);
         }
     }
 
-    /// Report what was found and the token counts (the generation is over or dropped).
-    pub fn report(&mut self, prompt_tokens: usize, completion_tokens: usize) {
+    /// Report what was found (the stream is over or dropped).
+    fn report(&mut self) {
+        let Some(slot) = self.slot.take() else {
+            return;
+        };
         let mut cats = Vec::new();
         for (c, r) in &self.redactors {
             cats.extend_from_slice(c.found());
             cats.extend_from_slice(r.found());
         }
-        let redacted = self.guard.mode == RedactMode::Redact;
-        let text = std::mem::take(&mut self.text);
-        self.guard.slot.with(|f| {
-            f.prompt_tokens = Some(prompt_tokens as u64);
-            f.completion_tokens = Some(completion_tokens as u64);
+        let redacted = self.mode == RedactMode::Redact;
+        slot.with(|f| {
             if redacted {
                 f.redactions += cats.len();
             }
             f.categories.extend(cats);
-            if !text.is_empty() {
-                f.output_text = Some(text.join("\n"));
-            }
         });
+    }
+}
+
+impl Drop for OutputFilter {
+    fn drop(&mut self) {
+        self.report();
     }
 }
 
@@ -108,5 +137,81 @@ pub fn filter_whole(guard: Option<&RequestGuard>, text: String) -> String {
         out
     } else {
         text
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+
+    use futures_util::StreamExt;
+
+    use super::*;
+    use crate::generation::Delta;
+    use crate::openai_types::Usage;
+    use crate::security::audit_slot::{audited, AuditFacts};
+
+    /// Completion tokens, redactions, output text.
+    type Written = (Option<u64>, usize, Option<String>);
+
+    fn delta(text: &str, last: bool) -> GenEvent {
+        GenEvent::Delta(Delta {
+            content: text.to_string(),
+            finish: last.then_some(r1_engine::engine::Finish::Stop),
+            ..Delta::default()
+        })
+    }
+
+    // The adapters over a stream: an address split across two deltas is redacted, the text
+    // as sent and the counts reach the slot, and the record is written once, when the last
+    // holder lets go, whether the stream ran to its end or was dropped.
+    #[tokio::test]
+    async fn redaction_and_audit_are_adapters_over_the_events() {
+        for run_to_end in [true, false] {
+            let slot = AuditSlot::default();
+            let guard = RequestGuard {
+                mode: RedactMode::Redact,
+                slot: slot.clone(),
+                keep_text: true,
+            };
+            let written: std::sync::Arc<Mutex<Vec<Written>>> = Default::default();
+            let w = written.clone();
+            slot.write_when_released(move |f: &AuditFacts| {
+                w.lock()
+                    .unwrap()
+                    .push((f.completion_tokens, f.redactions, f.output_text.clone()))
+            });
+            let events: EventStream = Box::pin(futures_util::stream::iter(vec![
+                GenEvent::Admitted,
+                delta("mail jane.doe@exa", false),
+                delta("mple.com now", true),
+                GenEvent::Usage(Usage::new(5, 0, 2, 0)),
+            ]));
+            let mut s = audited(redact(events, &guard), &guard, 5);
+            drop(guard);
+            let mut out = String::new();
+            if run_to_end {
+                while let Some(ev) = s.next().await {
+                    if let GenEvent::Delta(d) = ev {
+                        out.push_str(&d.content);
+                    }
+                }
+                assert_eq!(out, "mail [REDACTED:EMAIL] now");
+                assert_eq!(written.lock().unwrap().len(), 1, "written at the end");
+            } else {
+                assert!(
+                    written.lock().unwrap().is_empty(),
+                    "the stream still holds it"
+                );
+            }
+            drop(s);
+            let w = written.lock().unwrap().clone();
+            assert_eq!(w.len(), 1, "one record");
+            if run_to_end {
+                assert_eq!(w[0], (Some(2), 1, Some(out)));
+            } else {
+                assert_eq!(w[0].0, Some(0));
+            }
+        }
     }
 }
