@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Build llama.cpp once, as the benchmark peer for scripts/bench-*.sh and the file maker for the
-# DeepSeek GGUF checks (scripts/deepseek-gguf-vs-llamacpp.sh: quantize, imatrix, gguf-split).
+# DeepSeek GGUF checks (scripts/deepseek-gguf-vs-llamacpp.sh: quantize, imatrix, gguf-split), and the
+# reference for scripts/quantize-vs-llamacpp.sh (llama-quantize) and perplexity (llama-perplexity).
 #
 #   scripts/build-llamacpp.sh          # prints the directory holding the binaries below
 #
@@ -47,7 +48,7 @@ SRC="$PEER_DIR/src"
 BUILD="$PEER_DIR/build"
 BIN="$PEER_DIR/bin"
 JOBS="${R1SERVE_PEER_JOBS:-$(nproc)}"
-TARGETS="llama-bench llama-server llama-batched-bench llama-quantize llama-imatrix llama-gguf-split"
+TARGETS="llama-bench llama-server llama-batched-bench llama-quantize llama-imatrix llama-gguf-split llama-perplexity"
 [ "$PEER_ISA" = avx2 ] && TARGETS="llama-bench llama-batched-bench"
 
 die() { echo "build-llamacpp: $*" >&2; exit 1; }
