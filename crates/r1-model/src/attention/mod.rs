@@ -13,6 +13,8 @@
 //! depend on the batch.)
 
 #[cfg(target_arch = "x86_64")]
+mod avx2;
+#[cfg(target_arch = "x86_64")]
 mod avx512;
 
 use std::cell::RefCell;
@@ -325,9 +327,12 @@ pub fn attention(
         .collect();
     let qd = n_heads * hd;
     let ptr = SharedMut::new(out);
-    // Heads that share a KV head walk its keys together (AVX-512), in chunks of `per`.
+    // Heads that share a KV head walk its keys together (AVX-512, else AVX2), in chunks of
+    // `per`.
     #[cfg(target_arch = "x86_64")]
-    let together = avx512::available() && avx512::supports(hd, hd);
+    let wide = avx512::available() && avx512::supports(hd, hd);
+    #[cfg(target_arch = "x86_64")]
+    let together = wide || (avx2::available() && avx2::supports(hd, hd));
     #[cfg(not(target_arch = "x86_64"))]
     let together = false;
     let per = if together {
@@ -352,8 +357,14 @@ pub fn attention(
         let offs = (kvh * hd, kvh * hd);
         #[cfg(target_arch = "x86_64")]
         if together {
-            // SAFETY: CPU and shapes checked above; `g <= MAX_HEADS`.
-            unsafe { avx512::attend_heads(g, qv, &mut slots, kc, vc, widths, offs, scale, o) };
+            // SAFETY: CPU and shapes checked above; `g <= MAX_HEADS` of either kernel.
+            unsafe {
+                if wide {
+                    avx512::attend_heads(g, qv, &mut slots, kc, vc, widths, offs, scale, o)
+                } else {
+                    avx2::attend_heads(g, qv, &mut slots, kc, vc, widths, offs, scale, o)
+                }
+            };
             return;
         }
         SCRATCH.with(|sc| {
@@ -373,7 +384,11 @@ pub fn attention(
 }
 
 #[cfg(target_arch = "x86_64")]
-const MAX_HEADS_TOGETHER: usize = avx512::MAX_HEADS;
+const MAX_HEADS_TOGETHER: usize = if avx512::MAX_HEADS < avx2::MAX_HEADS {
+    avx512::MAX_HEADS
+} else {
+    avx2::MAX_HEADS
+};
 #[cfg(not(target_arch = "x86_64"))]
 const MAX_HEADS_TOGETHER: usize = 1;
 
@@ -381,15 +396,24 @@ const MAX_HEADS_TOGETHER: usize = 1;
 mod tests {
     use super::*;
 
-    /// The register-resident AVX-512 rows, alone or with other heads of their KV head, equal
-    /// the out-of-line kernels bit for bit over long key walks with many rescales.
+    /// What `attend_heads` of the AVX2 and AVX-512 kernels looks like.
     #[cfg(target_arch = "x86_64")]
-    #[test]
-    fn avx512_row_equals_portable_row() {
-        if !avx512::available() {
-            eprintln!("SKIP: no AVX-512 on this CPU");
-            return;
-        }
+    type AttendHeads = unsafe fn(
+        usize,
+        &[f32],
+        &mut dyn Iterator<Item = usize>,
+        &[u16],
+        &[u16],
+        (usize, usize),
+        (usize, usize),
+        f32,
+        &mut [f32],
+    );
+
+    /// The register-resident rows of `kernel`, alone or with other heads of their KV head,
+    /// equal the out-of-line kernels bit for bit over long key walks with many rescales.
+    #[cfg(target_arch = "x86_64")]
+    fn register_rows_equal_portable_rows(kernel: AttendHeads, max_heads: usize) {
         let mut seed = 7u64;
         let mut rnd = || {
             seed = seed
@@ -397,21 +421,19 @@ mod tests {
                 .wrapping_add(1442695040888963407);
             ((seed >> 40) as f32 / (1u64 << 24) as f32 - 0.5) * 6.0
         };
-        for (hd, dv, n) in [(64usize, 64usize, 300usize), (128, 128, 77)] {
+        for (hd, dv, n) in [(64usize, 64usize, 300usize), (128, 128, 77), (64, 64, 5)] {
             let (kw, vw) = (2 * hd, 2 * dv);
             let kc: Vec<u16> = (0..n * kw).map(|_| f16::from_f32(rnd())).collect();
             let vc: Vec<u16> = (0..n * vw).map(|_| f16::from_f32(rnd())).collect();
             // keys in a scattered slot order, as a paged cache gives them
             let order: Vec<usize> = (0..n).map(|i| (i * 37) % n).collect();
             let scale = 1.0 / (hd as f32).sqrt();
-            for g in 1..=avx512::MAX_HEADS {
+            for g in 1..=max_heads {
                 let q: Vec<f32> = (0..g * hd).map(|_| rnd()).collect();
                 let offs = (hd, dv); // the second KV head
                 let mut a = vec![0f32; g * dv];
                 let mut it = order.iter().copied();
-                unsafe {
-                    avx512::attend_heads(g, &q, &mut it, &kc, &vc, (kw, vw), offs, scale, &mut a)
-                };
+                unsafe { kernel(g, &q, &mut it, &kc, &vc, (kw, vw), offs, scale, &mut a) };
                 for h in 0..g {
                     let mut b = vec![0f32; dv];
                     let mut sc = Scratch {
@@ -438,6 +460,26 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[test]
+    fn avx512_row_equals_portable_row() {
+        if !avx512::available() {
+            eprintln!("SKIP: no AVX-512 on this CPU");
+            return;
+        }
+        register_rows_equal_portable_rows(avx512::attend_heads, avx512::MAX_HEADS);
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[test]
+    fn avx2_row_equals_portable_row() {
+        if !avx2::available() {
+            eprintln!("SKIP: no AVX2 on this CPU (or R1SERVE_ISA=scalar)");
+            return;
+        }
+        register_rows_equal_portable_rows(avx2::attend_heads, avx2::MAX_HEADS);
     }
 
     #[test]
