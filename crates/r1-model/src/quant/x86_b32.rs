@@ -5,6 +5,7 @@
 //!
 //! * AVX2: one weight row and 4 tokens per tile; a block's weights are unpacked once per
 //!   tile. Signed weights use ggml's sign trick (`|x| * sign(y, x)` with `vpmaddubsw`).
+//!   Q4_0 / Q4_1 take two rows per register instead (`x86_b32_pair.rs`).
 //! * AVX-512 (VNNI): two weight rows per 512-bit register (row `r` in lanes 0..8, row `r+1`
 //!   in lanes 8..16, the token's activations broadcast to both halves), 8 tokens per tile
 //!   (or 8 rows and 1-2 tokens for GEMV); one `vpdpbusd` per block, row pair and token.
@@ -23,6 +24,10 @@ use core::arch::x86_64::*;
 
 use super::gemm::{gemm_tiled, RowKernel};
 use super::GgmlType;
+
+#[path = "x86_b32_pair.rs"]
+mod pair;
+use pair::{run_pair, Pair};
 
 /// A 32-element block format against its 8-bit activation format.
 trait B32 {
@@ -480,6 +485,8 @@ macro_rules! row_kernel {
 
 row_kernel!(Avx2, 1, run_avx2);
 row_kernel!(Avx2, 4, run_avx2);
+row_kernel!(Pair, 2, run_pair, 1);
+row_kernel!(Pair, 4, run_pair, 2);
 row_kernel!(Vnni, 2, run_vnni, true, 1);
 row_kernel!(Vnni, 4, run_vnni, true, 2);
 row_kernel!(Vnni, 8, run_vnni, false, 4);
@@ -491,7 +498,10 @@ unsafe fn gemm_b32<F: B32, const VNNI: bool>(k: usize, w: &[u8], a: &[u8], n: us
     // few tokens: more rows per tile, so that independent accumulation chains hide the
     // FMA latency (and the per-block weight work is shared by fewer tokens)
     let few = n < 4;
+    // AVX2 pairs the rows of the nibble types (`pair`)
+    let pair = !VNNI && F::QH == 0 && F::TY != GgmlType::Q8_0;
     let sg = match (VNNI && F::OFF != 0, few) {
+        (false, _) if pair && F::OFF != 0 => Signed::Corr,
         (false, _) => Signed::None,
         (true, true) => Signed::Corr,
         (true, false) => Signed::UnsignedY,
@@ -510,6 +520,8 @@ unsafe fn gemm_b32<F: B32, const VNNI: bool>(k: usize, w: &[u8], a: &[u8], n: us
         (true, 0..4) => gemm_tiled::<_, 8, 2>(&(kern, Vnni), m, n, arow, out),
         (true, 4..8) => gemm_tiled::<_, 4, 4>(&(kern, Vnni), m, n, arow, out),
         (true, _) => gemm_tiled::<_, 2, 8>(&(kern, Vnni), m, n, arow, out),
+        (false, 0..4) if pair => gemm_tiled::<_, 4, 2>(&(kern, Pair), m, n, arow, out),
+        (false, _) if pair => gemm_tiled::<_, 2, 4>(&(kern, Pair), m, n, arow, out),
         (false, 0..4) => gemm_tiled::<_, 4, 2>(&(kern, Avx2), m, n, arow, out),
         (false, _) => gemm_tiled::<_, 1, 4>(&(kern, Avx2), m, n, arow, out),
     }
