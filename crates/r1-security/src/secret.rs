@@ -1,19 +1,13 @@
-//! Small primitives for handling secrets: constant-time comparison, random bytes, hex.
+//! Small primitives for handling secrets: constant-time comparison (`subtle`), random bytes,
+//! hex (`hex`).
 
 use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
 
 /// Compare two byte strings in time that depends only on their lengths, so a caller cannot
 /// learn how many leading bytes of a guessed key hash were right.
 pub fn ct_eq(a: &[u8], b: &[u8]) -> bool {
-    if a.len() != b.len() {
-        return false;
-    }
-    let mut diff = 0u8;
-    for (x, y) in a.iter().zip(b) {
-        diff |= x ^ y;
-    }
-    // black_box keeps the optimiser from turning the loop into an early-exit compare.
-    std::hint::black_box(diff) == 0
+    a.ct_eq(b).into()
 }
 
 /// `n` bytes from the operating system's CSPRNG.
@@ -23,24 +17,14 @@ pub fn random_bytes(n: usize) -> Result<Vec<u8>, std::io::Error> {
     Ok(b)
 }
 
+/// Lowercase hex.
 pub fn hex(bytes: &[u8]) -> String {
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    let mut s = String::with_capacity(bytes.len() * 2);
-    for b in bytes {
-        s.push(DIGITS[(b >> 4) as usize] as char);
-        s.push(DIGITS[(b & 15) as usize] as char);
-    }
-    s
+    hex::encode(bytes)
 }
 
+/// Bytes from hex (either case); `None` for an odd length or a non-hex digit.
 pub fn unhex(s: &str) -> Option<Vec<u8>> {
-    if !s.len().is_multiple_of(2) {
-        return None;
-    }
-    (0..s.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(s.get(i..i + 2)?, 16).ok())
-        .collect()
+    hex::decode(s).ok()
 }
 
 /// SHA-256 of `data`, as lowercase hex.

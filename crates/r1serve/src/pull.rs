@@ -480,32 +480,15 @@ fn first_part_of_one_split(files: &[Sibling]) -> Option<usize> {
         .flatten()
 }
 
-/// fnmatch-style glob as huggingface_hub uses it: `*` matches any run (including `/`), `?` one
-/// character, everything else itself.
+/// fnmatch-style glob as huggingface_hub uses it (`globset`): `*` matches any run (including
+/// `/`), `?` one character, `[...]` a class, everything else itself. A pattern globset
+/// cannot read matches only the name spelled the same.
 fn glob_match(pattern: &str, name: &str) -> bool {
-    let p: Vec<char> = pattern.chars().collect();
-    let n: Vec<char> = name.chars().collect();
-    let (mut pi, mut ni) = (0usize, 0usize);
-    let mut star: Option<(usize, usize)> = None;
-    while ni < n.len() {
-        if pi < p.len() && (p[pi] == '?' || p[pi] == n[ni]) {
-            pi += 1;
-            ni += 1;
-        } else if pi < p.len() && p[pi] == '*' {
-            star = Some((pi, ni));
-            pi += 1;
-        } else if let Some((sp, sn)) = star {
-            pi = sp + 1;
-            ni = sn + 1;
-            star = Some((sp, sn + 1));
-        } else {
-            return false;
-        }
-    }
-    while pi < p.len() && p[pi] == '*' {
-        pi += 1;
-    }
-    pi == p.len()
+    globset::GlobBuilder::new(pattern)
+        .literal_separator(false)
+        .build()
+        .map(|g| g.compile_matcher().is_match(name))
+        .unwrap_or(pattern == name)
 }
 
 /// Downloads one file through hf-hub and verifies it; on a bad copy, deletes it and tries once more.
@@ -831,7 +814,7 @@ fn hash_file(path: &Path, sha256: bool, len: u64, pb: &ProgressBar) -> Result<St
 }
 
 fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
+    hex::encode(bytes)
 }
 
 /// Deletes a snapshot entry and the blob it points to.
@@ -903,6 +886,11 @@ mod tests {
         assert!(glob_match("m?del*", "model.bin"));
         assert!(glob_match("*", ""));
         assert!(!glob_match("a", ""));
+        assert!(glob_match(
+            "model-0000[12]-of-*",
+            "model-00002-of-00002.safetensors"
+        ));
+        assert!(glob_match("[bad", "[bad"));
     }
 
     #[test]
