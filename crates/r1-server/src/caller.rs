@@ -1,7 +1,10 @@
 //! Who is calling and which request this is: request extensions shared by the layers that
 //! sit in front of the handlers (authentication, admission control, rate limits, audit,
-//! metrics). The request-id layer runs first, so every later layer and every log line can
-//! name the request; the authentication layer (API keys) fills in [`Caller`].
+//! metrics). The request id comes first, so every later layer and every log line can name the
+//! request: tower-http's `SetRequestId` keeps a client's sane `x-request-id` (a bad one is
+//! dropped first, [`drop_bad_client_id`]) or makes one ([`MakeId`]), and
+//! `PropagateRequestId` echoes it on every answer (`routes::outer_layers`). The
+//! authentication layer (API keys) fills in [`Caller`].
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -11,6 +14,7 @@ use axum::extract::{ConnectInfo, Request};
 use axum::http::{HeaderName, HeaderValue};
 use axum::middleware::Next;
 use axum::response::Response;
+use tower_http::request_id::MakeRequestId;
 
 /// The header a request id travels in (accepted from the client, always returned).
 pub static REQUEST_ID_HEADER: HeaderName = HeaderName::from_static("x-request-id");
@@ -48,36 +52,55 @@ impl Caller {
     }
 }
 
-/// Outermost layer: attach a [`RequestId`] and an anonymous [`Caller`] (with the peer IP
-/// when the server was started with connect info), and echo the id in the response.
+/// Makes the id of a request that came without a (sane) one: [`generate_request_id`].
+#[derive(Clone, Copy, Debug, Default)]
+pub struct MakeId;
+
+impl MakeRequestId for MakeId {
+    fn make_request_id<B>(
+        &mut self,
+        _: &axum::http::Request<B>,
+    ) -> Option<tower_http::request_id::RequestId> {
+        HeaderValue::from_str(&generate_request_id())
+            .ok()
+            .map(Into::into)
+    }
+}
+
+/// Drop a client's `x-request-id` that is empty, longer than 128 bytes or not printable
+/// ASCII, so that a fresh one is made in its place.
+pub async fn drop_bad_client_id(mut req: Request) -> Request {
+    let sane = req.headers().get(&REQUEST_ID_HEADER).is_none_or(|v| {
+        let b = v.as_bytes();
+        !b.is_empty() && b.len() <= MAX_CLIENT_REQUEST_ID && b.iter().all(u8::is_ascii_graphic)
+    });
+    if !sane {
+        req.headers_mut().remove(&REQUEST_ID_HEADER);
+    }
+    req
+}
+
+/// Just inside the request-id layers: attach the [`RequestId`] and an anonymous [`Caller`]
+/// (with the peer IP when the server was started with connect info).
 pub async fn request_context(mut req: Request, next: Next) -> Response {
     let id = req
         .headers()
         .get(&REQUEST_ID_HEADER)
         .and_then(|v| v.to_str().ok())
-        .filter(|s| {
-            !s.is_empty()
-                && s.len() <= MAX_CLIENT_REQUEST_ID
-                && s.bytes().all(|b| b.is_ascii_graphic())
-        })
         .map(str::to_string)
         .unwrap_or_else(generate_request_id);
     let client_ip = req
         .extensions()
         .get::<ConnectInfo<SocketAddr>>()
         .map(|c| c.0.ip());
-    req.extensions_mut().insert(RequestId(id.clone()));
+    req.extensions_mut().insert(RequestId(id));
     if req.extensions().get::<Caller>().is_none() {
         req.extensions_mut().insert(Caller {
             client_ip,
             ..Caller::default()
         });
     }
-    let mut resp = next.run(req).await;
-    if let Ok(v) = HeaderValue::from_str(&id) {
-        resp.headers_mut().insert(REQUEST_ID_HEADER.clone(), v);
-    }
-    resp
+    next.run(req).await
 }
 
 /// A process-unique, hard-to-guess id (`req-` + 24 hex digits).
@@ -102,6 +125,23 @@ mod tests {
         let b = generate_request_id();
         assert_ne!(a, b);
         assert!(a.starts_with("req-") && a.len() == 28, "{a}");
+    }
+
+    #[tokio::test]
+    async fn bad_client_ids_are_dropped() {
+        let with = |id: &str| {
+            Request::builder()
+                .header(&REQUEST_ID_HEADER, id)
+                .body(axum::body::Body::empty())
+                .unwrap()
+        };
+        let long = "x".repeat(129);
+        for bad in ["", "two words", long.as_str()] {
+            let r = drop_bad_client_id(with(bad)).await;
+            assert!(r.headers().get(&REQUEST_ID_HEADER).is_none(), "{bad:?}");
+        }
+        let r = drop_bad_client_id(with("abc-123")).await;
+        assert_eq!(r.headers()[&REQUEST_ID_HEADER], "abc-123");
     }
 
     #[test]

@@ -16,7 +16,9 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::Router;
 use tower_http::limit::RequestBodyLimitLayer;
+use tower_http::request_id::{PropagateRequestIdLayer, SetRequestIdLayer};
 
+use crate::caller;
 use crate::error::ApiError;
 use crate::generation::{EventStream, Generation};
 use crate::security;
@@ -59,7 +61,8 @@ pub fn over_limit_router(state: AppState) -> Router {
 }
 
 /// The layers every answer passes, the listener's connection-limit refusal included (outer
-/// to inner): request id and `Caller` → metrics → audit → authentication. Declared once.
+/// to inner): request id (a bad client id dropped, tower-http's set and propagate) and
+/// `Caller` → metrics → audit → authentication. Declared once.
 pub fn outer_layers(r: Router<AppState>, state: &AppState) -> Router<AppState> {
     r.layer(middleware::from_fn_with_state(
         state.clone(),
@@ -73,7 +76,15 @@ pub fn outer_layers(r: Router<AppState>, state: &AppState) -> Router<AppState> {
         state.clone(),
         crate::metrics::http::track,
     ))
-    .layer(middleware::from_fn(crate::caller::request_context))
+    .layer(middleware::from_fn(caller::request_context))
+    .layer(PropagateRequestIdLayer::new(
+        caller::REQUEST_ID_HEADER.clone(),
+    ))
+    .layer(SetRequestIdLayer::new(
+        caller::REQUEST_ID_HEADER.clone(),
+        caller::MakeId,
+    ))
+    .layer(middleware::map_request(caller::drop_bad_client_id))
 }
 
 /// A generation's events as the writers get them: the engine's events turned into deltas
