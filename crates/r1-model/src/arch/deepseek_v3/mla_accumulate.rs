@@ -4,6 +4,7 @@
 //! Per element, the positions are added in order with one FMA each, on every ISA, so the
 //! sums never depend on the ISA or the blocking (a test compares them bit for bit).
 
+#[cfg(target_arch = "x86_64")]
 use crate::quant;
 
 /// `acc[h] += Σ_j w[j * ws + h] · rows[j]` for heads `h < nq` (`acc`: `[nq, r]`; `w` holds
@@ -53,6 +54,7 @@ fn accumulate_from(
     }
 }
 
+#[cfg(target_arch = "x86_64")]
 /// Runs `$f::<HB, CV>` over the heads in blocks of 16, 8, 4, 2 and 1 (each size its own
 /// kernel, so the accumulators stay in registers), `CV` column vectors at a time.
 macro_rules! by_head_blocks {

@@ -13,6 +13,7 @@
 //! f32 in order `i = 0..k`, from 0. The blocking (rows × query vectors that share loads)
 //! changes nothing in any one score.
 
+#[cfg(target_arch = "x86_64")]
 use crate::quant::Isa;
 
 /// Queries per vector group (the padding unit of `nqp`).
@@ -62,6 +63,7 @@ fn scores_portable(qt: &[f32], nqp: usize, k: usize, rows: &[&[f32]], out: &mut 
     }
 }
 
+#[cfg(target_arch = "x86_64")]
 /// Calls `$f::<G, R>` over every block of `R` rows and `G` query vectors: full blocks, then
 /// the leftover rows one const size at a time (each size is its own kernel, so the
 /// accumulators stay in registers).
