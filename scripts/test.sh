@@ -35,6 +35,19 @@ for cap in $R1SERVE_TEST_ISA_CAPS; do
   echo "== cargo test --release -p r1-model at R1SERVE_ISA=$cap"
   R1SERVE_ISA="$cap" cargo test --release -p r1-model -- --test-threads="${TEST_THREADS:-2}"
 done
+# aarch64: the model crate builds for ARM and its unit tests pass there under qemu-user (the
+# portable kernels; x86-only tests are compiled out). Skipped where the Rust target, a cross
+# linker or qemu is missing (.ci/run installs them).
+if rustup target list --installed 2>/dev/null | grep -qx aarch64-unknown-linux-gnu &&
+  command -v aarch64-linux-gnu-gcc >/dev/null && command -v qemu-aarch64 >/dev/null; then
+  echo "== aarch64: cargo test -p r1-model --lib under qemu-user"
+  CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_LINKER=aarch64-linux-gnu-gcc \
+    CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_RUNNER="qemu-aarch64 -L /usr/aarch64-linux-gnu" \
+    cargo test --release --target aarch64-unknown-linux-gnu -p r1-model --lib -- --test-threads=2
+else
+  echo "== aarch64: SKIP (needs rustup target add aarch64-unknown-linux-gnu and apt install" \
+    "gcc-aarch64-linux-gnu libc6-dev-arm64-cross qemu-user)"
+fi
 echo "== deploy: alert rules, Kubernetes manifests and chart, Dockerfile lint"
 scripts/test-deploy.sh
 echo "== python: the openai SDK against a live server"
