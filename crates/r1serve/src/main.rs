@@ -11,6 +11,8 @@ mod inspect;
 mod keys;
 mod load;
 mod observability;
+mod perplexity;
+mod perplexity_kld;
 mod pull;
 mod quantize;
 mod quantize_imatrix;
@@ -88,6 +90,9 @@ enum Command {
     Keys(keys::KeysArgs),
     /// Quantize a GGUF model to another type (llama-quantize's types, mixes and bytes).
     Quantize(quantize::QuantizeArgs),
+    /// Perplexity of a model on a text, and KL divergence against saved log-probabilities
+    /// (as llama-perplexity).
+    Perplexity(perplexity::PerplexityArgs),
 }
 
 fn main() {
@@ -127,6 +132,7 @@ fn main() {
         Command::Serve(a) => serve::run(&a),
         Command::Keys(a) => keys::run(&a),
         Command::Quantize(a) => quantize::run(&a),
+        Command::Perplexity(a) => perplexity::run(&a),
     };
     if let Err(e) = result {
         eprintln!("error: {e:#}");
