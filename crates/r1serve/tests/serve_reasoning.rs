@@ -99,7 +99,10 @@ fn prefilled_think_template_gives_reasoning_content() {
     let Some(s) = Server::start(&["--chat-template", &tpl]) else {
         return;
     };
-    assert!(s.log().contains("reasoning parser on"), "{}", s.log());
+    // The log is read on another thread: the ready line may reach it after /ready does.
+    serve_support::wait_until(10, "the ready line", || {
+        s.log().contains("reasoning parser on")
+    });
     run(&s, true);
 }
 
@@ -108,6 +111,9 @@ fn forced_parser_without_think_gives_plain_content() {
     let Some(s) = Server::start(&["--reasoning-parser", "deepseek-r1"]) else {
         return;
     };
-    assert!(s.log().contains("reasoning parser on"), "{}", s.log());
+    // The log is read on another thread: the ready line may reach it after /ready does.
+    serve_support::wait_until(10, "the ready line", || {
+        s.log().contains("reasoning parser on")
+    });
     run(&s, false);
 }
