@@ -294,13 +294,25 @@ impl Sim {
         self.cov.steps += 1;
         self.check_plan(&plan, &before);
 
-        // Update phases from the plan.
+        // Update phases from the plan. A sequence preempted AGING_PREEMPTIONS times is
+        // scheduled from then on at the highest priority live when the step began.
+        let top = before.keys().map(|q| self.sh[q].priority).max();
         for v in &plan.preempted {
-            self.sh.get_mut(v).unwrap().phase = Phase::Waiting;
+            let aged = self.s.num_preemptions(*v).unwrap_or(0) >= AGING_PREEMPTIONS;
+            let h = self.sh.get_mut(v).unwrap();
+            h.phase = Phase::Waiting;
+            if aged {
+                h.priority = h.priority.max(top.unwrap_or(h.priority));
+            }
             self.cov.preemptions += 1;
         }
         for it in &plan.items {
             self.sh.get_mut(&it.seq).unwrap().phase = Phase::Prefill;
+            // Forks take their leader's (possibly aged) priority.
+            let p = self.sh[&it.seq].priority;
+            for f in &it.forks {
+                self.sh.get_mut(f).unwrap().priority = p;
+            }
         }
         self.cov.copies += plan.copies.len();
         self.cov.forks += plan.items.iter().map(|i| i.forks.len()).sum::<usize>();

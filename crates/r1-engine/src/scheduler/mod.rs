@@ -39,6 +39,14 @@
 //! usually from the prefix cache); a waiting request may preempt only strictly lower-priority
 //! sequences, and only when that makes it fit. Admission stops at the first waiting request
 //! that does not fit, so a lower priority never overtakes a higher one.
+//!
+//! Aging: strict priority alone lets a steady stream of higher-priority arrivals preempt a
+//! low-priority sequence again and again, so that it never finishes (a soak saw one wait
+//! more than 180 s). A sequence preempted [`AGING_PREEMPTIONS`] times is therefore scheduled
+//! from then on at the highest priority present at that moment: it keeps its earlier
+//! arrival, so it goes before newer requests of that priority, and it is no longer a victim
+//! for them (only strictly lower priorities are). [`Scheduler::priority`] still reports the
+//! request's own priority.
 
 mod limits;
 mod step;
@@ -58,10 +66,17 @@ use crate::prefix_cache::{BlockHash, PrefixCache, PrefixCacheStats};
 /// Order of sequences: higher priority first, then earlier arrival, then choice index.
 type Key = (Reverse<i32>, u64, SeqId);
 
+/// Preemptions after which a sequence is scheduled at the highest priority present (see
+/// "Aging" in the module docs).
+pub const AGING_PREEMPTIONS: u32 = 3;
+
 #[derive(Clone, Debug)]
 struct Seq {
     id: SeqId,
+    /// The priority it is scheduled at: the request's, raised by aging.
     priority: i32,
+    /// The request's own priority.
+    class_priority: i32,
     arrival: u64,
     prompt_len: usize,
     max_new_tokens: usize,
@@ -200,6 +215,7 @@ impl Scheduler {
         let seq = Seq {
             id: SeqId::new(id, 0),
             priority: req.priority,
+            class_priority: req.priority,
             arrival,
             prompt_len: prompt,
             max_new_tokens: max_new,
@@ -328,7 +344,7 @@ impl Scheduler {
 
     /// Priority of `seq`.
     pub fn priority(&self, seq: SeqId) -> Option<i32> {
-        self.owner(seq).map(|s| s.priority)
+        self.owner(seq).map(|s| s.class_priority)
     }
 
     /// Times `seq` was preempted.
@@ -527,6 +543,12 @@ impl Scheduler {
     /// Preempt a running sequence by recompute: free its blocks (tail first, so the prefix
     /// cache keeps the head longest) and queue it again with everything it has generated.
     fn preempt_now(&mut self, id: SeqId) -> Result<(), SchedError> {
+        // The highest priority present, for aging (keys sort highest priority first).
+        let top = [self.running.first(), self.waiting.first()]
+            .into_iter()
+            .flatten()
+            .map(|k| k.0 .0)
+            .max();
         let s = self
             .seqs
             .get_mut(&id)
@@ -542,9 +564,12 @@ impl Scheduler {
         s.awaiting_sample = false;
         s.running = false;
         s.num_preemptions += 1;
+        if s.num_preemptions >= AGING_PREEMPTIONS {
+            s.priority = s.priority.max(top.unwrap_or(s.priority));
+        }
         self.running_slots -= s.slots();
         self.running.remove(&key);
-        self.waiting.insert(key);
+        self.waiting.insert(s.key());
         for &b in blocks.iter().rev() {
             self.cache.release(&mut self.pool, b)?;
         }

@@ -597,3 +597,43 @@ fn a_prompt_that_fits_one_step_is_not_split_behind_another() {
     assert_eq!(item(&plan, id(4)).tokens.len(), 68);
     s.check_invariants().unwrap();
 }
+
+#[test]
+fn a_sequence_preempted_again_and_again_ages_ahead_of_newer_high_priority_arrivals() {
+    // 4 blocks of 4 tokens. A low-priority request runs; high-priority requests that each
+    // need the whole cache keep arriving. Without aging `low` would lose every time.
+    let mut s = Scheduler::new(cfg(4, 16, 4)).unwrap();
+    let low = s.add(Request::new(1, toks(0, 8), 8)).unwrap()[0];
+    let p = s.schedule().unwrap();
+    sample_all(&mut s, &p, 5);
+    let mut next_id = 10;
+    for round in 1..=AGING_PREEMPTIONS {
+        let hi = s
+            .add(Request::new(next_id, toks(100 * round, 12), 1).with_priority(5))
+            .unwrap()[0];
+        next_id += 1;
+        let p = s.schedule().unwrap();
+        assert_eq!(p.preempted, vec![low], "round {round}");
+        assert_eq!(s.num_preemptions(low), Some(round));
+        // `hi` prefills and samples its one token: done, its blocks go back.
+        assert!(sample_all(&mut s, &p, 7).contains(&hi));
+        assert_eq!(s.status(hi), None, "round {round}: hi finished");
+        if round < AGING_PREEMPTIONS {
+            // `low` runs again (nothing else waits), recomputing its tokens.
+            let p = s.schedule().unwrap();
+            assert!(p.items.iter().any(|i| i.seq == low));
+            sample_all(&mut s, &p, 5);
+        }
+    }
+    // Aged: a newer high-priority request no longer goes first, nor preempts it.
+    let newer = s
+        .add(Request::new(next_id, toks(900, 12), 1).with_priority(5))
+        .unwrap()[0];
+    let p = s.schedule().unwrap();
+    assert!(p.preempted.is_empty());
+    assert!(p.items.iter().any(|i| i.seq == low));
+    assert_eq!(s.status(newer), Some(SeqStatus::Waiting));
+    // Its own class is still what it reports.
+    assert_eq!(s.priority(low), Some(0));
+    s.check_invariants().unwrap();
+}
