@@ -353,6 +353,7 @@ pub fn attention(
         let qv = &q[row * qd + h0 * hd..row * qd + (h0 + g) * hd];
         // SAFETY: each (row, head) output slice is written by exactly one task.
         let o = unsafe { ptr.slice(row * qd + h0 * hd, g * hd) };
+        #[cfg_attr(not(target_arch = "x86_64"), allow(unused_mut))]
         let mut slots = (0..=pos).map(|p| kv.slot(&s.block_table, p));
         let offs = (kvh * hd, kvh * hd);
         #[cfg(target_arch = "x86_64")]

@@ -17,21 +17,28 @@ pub enum Isa {
     Avx2,
     /// x86-64 AVX-512 (F, BW, VL) with VNNI, on top of AVX2.
     Avx512,
+    /// aarch64 NEON, with the dot-product extension (`sdot`) where the CPU has it.
+    #[cfg(target_arch = "aarch64")]
+    Neon,
 }
 
 impl Isa {
     /// Every ISA, slowest first.
+    #[cfg(not(target_arch = "aarch64"))]
     pub const ALL: [Isa; 3] = [Isa::Scalar, Isa::Avx2, Isa::Avx512];
+    /// Every ISA, slowest first.
+    #[cfg(target_arch = "aarch64")]
+    pub const ALL: [Isa; 4] = [Isa::Scalar, Isa::Avx2, Isa::Avx512, Isa::Neon];
 
     /// The fastest ISA this CPU supports, detected once. `R1SERVE_ISA=scalar|avx2|avx512`
-    /// caps it (for tests and benchmarks).
+    /// (aarch64: `scalar|neon`) caps it (for tests and benchmarks).
     pub fn best() -> Isa {
         static BEST: OnceLock<Isa> = OnceLock::new();
         *BEST.get_or_init(|| {
             let cap = match std::env::var("R1SERVE_ISA").ok().as_deref() {
                 Some("scalar") => Isa::Scalar,
                 Some("avx2") => Isa::Avx2,
-                _ => Isa::Avx512,
+                _ => *Isa::ALL.last().unwrap(),
             };
             Isa::ALL
                 .into_iter()
@@ -59,6 +66,8 @@ impl Isa {
                     && is_x86_feature_detected!("avx512vl")
                     && is_x86_feature_detected!("avx512vnni")
             }
+            #[cfg(target_arch = "aarch64")]
+            Isa::Neon => std::arch::is_aarch64_feature_detected!("neon"),
             #[cfg(not(target_arch = "x86_64"))]
             _ => false,
         }
@@ -203,6 +212,10 @@ fn build(isa: Isa) -> Table {
                 Isa::Avx2 => avx2_kernel(ty),
                 #[cfg(target_arch = "x86_64")]
                 Isa::Avx512 => avx512_kernel(ty),
+                #[cfg(target_arch = "aarch64")]
+                Isa::Neon => {
+                    super::neon::kernel(super::neon::dotprod(), ty).or_else(|| scalar_kernel(ty))
+                }
                 #[cfg(not(target_arch = "x86_64"))]
                 _ => None,
             };
@@ -213,7 +226,7 @@ fn build(isa: Isa) -> Table {
 
 /// The kernel for weights of `ty` on `isa` (the caller checks that `isa` is available).
 pub(crate) fn kernel(isa: Isa, ty: GgmlType) -> Option<GemmFn> {
-    static TABLES: [OnceLock<Table>; 3] = [OnceLock::new(), OnceLock::new(), OnceLock::new()];
+    static TABLES: [OnceLock<Table>; Isa::ALL.len()] = [const { OnceLock::new() }; Isa::ALL.len()];
     let i = isa as usize;
     TABLES[i].get_or_init(|| build(isa))[ty.id() as usize]
 }

@@ -9,6 +9,7 @@ use super::GgmlType;
 
 /// Finishes a float dot from 32 lane accumulators and the elements past the last whole
 /// 32-chunk (`tail` yields (lane, w, a)).
+#[cfg(target_arch = "x86_64")]
 #[inline(always)]
 pub(crate) fn finish32(mut lanes: [f32; 32], tail: impl Iterator<Item = (usize, f32, f32)>) -> f32 {
     for (l, x, y) in tail {

@@ -44,7 +44,9 @@
 //!   element `i` is fused-multiply-added into lane `i % 32`; the lanes are folded
 //!   `(l[j]+l[j+8]) + (l[j+16]+l[j+24])` and then summed as above.
 //!
-//! The SIMD kernels reproduce the scalar code bit for bit (tests check this).
+//! The SIMD kernels reproduce the scalar code bit for bit (tests check this), the x86 ones and
+//! on aarch64 the NEON ones (`neon.rs`: Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q4_K, Q6_K, with `sdot`
+//! where the CPU has the dot-product extension; the other types run the portable code).
 //!
 //! # Interleaved weights: faster, in an order of their own
 //!
@@ -74,6 +76,8 @@ mod gemm;
 mod iq_dequant;
 mod iq_dot_scalar;
 mod iq_grids;
+#[cfg(target_arch = "aarch64")]
+mod neon;
 mod q8;
 mod quantize;
 mod quantize_ggml;

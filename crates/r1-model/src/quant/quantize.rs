@@ -6,6 +6,7 @@ use super::q8;
 use super::util::*;
 use super::{GgmlType, Isa, QuantError};
 
+#[cfg(target_arch = "x86_64")]
 type QuantizeFn = unsafe fn(&[f32], &mut [u8]);
 
 pub(crate) fn quantize(

@@ -123,7 +123,7 @@ pub fn try_gemm_avx2(
     }
     #[cfg(not(target_arch = "x86_64"))]
     {
-        let _ = (k, w, a, n, out);
+        let _ = (ty, k, w, a, n, out);
         Err(QuantError::IsaUnavailable(Isa::Avx2))
     }
 }

@@ -18,7 +18,9 @@ use super::util::rd_f16;
 use super::x16::GROUP;
 use super::GgmlType;
 
+#[cfg(target_arch = "x86_64")]
 pub(crate) const Q4_0_GB: usize = 288;
+#[cfg(target_arch = "x86_64")]
 pub(crate) const Q4_1_GB: usize = 320;
 
 /// Whether `ty` is one of this file's types.

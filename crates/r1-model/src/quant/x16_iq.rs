@@ -63,38 +63,47 @@ use super::gemm::OutPtr;
 use super::GgmlType;
 
 /// Bytes of one IQ4_NL group-block.
+#[cfg(target_arch = "x86_64")]
 pub(crate) const IQ4_NL_GB: usize = 16 * 18;
 /// Bytes of one IQ4_XS group-superblock.
+#[cfg(target_arch = "x86_64")]
 pub(crate) const IQ4_XS_GB: usize = 16 * 136;
 /// Bytes of one IQ2_XXS group-superblock, and where its grid indices and sign words start.
+#[cfg(target_arch = "x86_64")]
 pub(crate) const IQ2_XXS_GB: usize = 16 * 66;
 pub(crate) const IQ2_XXS_IDX: usize = 32;
 pub(crate) const IQ2_XXS_AUX: usize = 544;
 /// IQ3_XXS: group-superblock bytes, grid indices, sign/scale words.
+#[cfg(target_arch = "x86_64")]
 pub(crate) const IQ3_XXS_GB: usize = 16 * 98;
 pub(crate) const IQ3_XXS_IDX: usize = 32;
 pub(crate) const IQ3_XXS_AUX: usize = 1056;
 /// IQ2_XS: group-superblock bytes, index/sign u16s, scales.
+#[cfg(target_arch = "x86_64")]
 pub(crate) const IQ2_XS_GB: usize = 16 * 74;
 pub(crate) const IQ2_XS_QS: usize = 32;
 pub(crate) const IQ2_XS_SC: usize = 1056;
 /// IQ3_S: group-superblock bytes, index low bytes, 9th bits, signs, scales.
+#[cfg(target_arch = "x86_64")]
 pub(crate) const IQ3_S_GB: usize = 16 * 110;
 pub(crate) const IQ3_S_IDX: usize = 32;
 pub(crate) const IQ3_S_QH: usize = 1056;
 pub(crate) const IQ3_S_SGN: usize = 1184;
 pub(crate) const IQ3_S_SC: usize = 1696;
 /// IQ2_S: group-superblock bytes, index low bytes, signs, high index bits, scales.
+#[cfg(target_arch = "x86_64")]
 pub(crate) const IQ2_S_GB: usize = 16 * 82;
 pub(crate) const IQ2_S_IDX: usize = 32;
 pub(crate) const IQ2_S_SGN: usize = 544;
 pub(crate) const IQ2_S_QH: usize = 1056;
 pub(crate) const IQ2_S_SC: usize = 1184;
 /// IQ1_S: group-superblock bytes, index low bytes, `qh` words.
+#[cfg(target_arch = "x86_64")]
 pub(crate) const IQ1_S_GB: usize = 16 * 50;
 pub(crate) const IQ1_S_IDX: usize = 32;
 pub(crate) const IQ1_S_QH: usize = 544;
 /// IQ1_M: group-superblock bytes, index low bytes, `qh`, scale words.
+#[cfg(target_arch = "x86_64")]
 pub(crate) const IQ1_M_GB: usize = 16 * 56;
 pub(crate) const IQ1_M_IDX: usize = 0;
 pub(crate) const IQ1_M_QH: usize = 512;

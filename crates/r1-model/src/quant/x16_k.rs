@@ -25,7 +25,9 @@ use super::gemm::OutPtr;
 use super::util::{rd_f32, rd_i16, scale_min_k4, QK_K};
 use super::GgmlType;
 
+#[cfg(target_arch = "x86_64")]
 pub(crate) const Q4_K_GB: usize = 16 * 144;
+#[cfg(target_arch = "x86_64")]
 pub(crate) const Q6_K_GB: usize = 16 * 210;
 
 /// One row's super-block, decoded: `q` the unsigned quants (Q4_K 0..16, Q6_K 0..64), `sc`
