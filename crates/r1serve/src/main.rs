@@ -45,6 +45,8 @@ enum IsaCap {
     Scalar,
     Avx2,
     Avx512,
+    /// ARM NEON (aarch64 only; the `sdot` kernels where the CPU has them).
+    Neon,
 }
 
 /// Cap the kernels' ISA before anything asks for it (the kernels read `R1SERVE_ISA` once),
@@ -56,6 +58,7 @@ fn apply_isa_cap(cap: Option<IsaCap>) {
             IsaCap::Scalar => "scalar",
             IsaCap::Avx2 => "avx2",
             IsaCap::Avx512 => "avx512",
+            IsaCap::Neon => "neon",
         };
         // Single-threaded here: no thread has started yet.
         std::env::set_var("R1SERVE_ISA", name);
@@ -65,6 +68,13 @@ fn apply_isa_cap(cap: Option<IsaCap>) {
     let asked = match cap {
         Some(IsaCap::Avx512) => Some(Isa::Avx512),
         Some(IsaCap::Avx2) => Some(Isa::Avx2),
+        #[cfg(target_arch = "aarch64")]
+        Some(IsaCap::Neon) => Some(Isa::Neon),
+        #[cfg(not(target_arch = "aarch64"))]
+        Some(IsaCap::Neon) => {
+            tracing::warn!(running = ?best, "--isa neon: this is not an ARM CPU");
+            None
+        }
         _ => None,
     };
     if let Some(asked) = asked.filter(|&a| a != best) {
