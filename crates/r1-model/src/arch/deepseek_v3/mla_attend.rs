@@ -50,8 +50,6 @@ enum Store<'a> {
 
 #[derive(Default)]
 struct Scratch {
-    /// The task's queries transposed, `[kw, nqp]` (`mla_scores::transpose`).
-    qt: Vec<f32>,
     /// Scores, then weights, of one tile: `[TILE, nqp]`.
     scores: Vec<f32>,
     /// An f16 tile's cache rows widened to f32.
@@ -77,7 +75,8 @@ struct Ctx<'a> {
 impl Ctx<'_> {
     /// Positions from `p0` to the end of its segment, for `ends.len()` consecutive tokens of
     /// one sequence (token `t` sees the positions below `ends[t]`) with `nh` heads each
-    /// (queries `q`: `[tokens, nh, kw]`), accumulated into fresh per-query states written to
+    /// (queries transposed by the caller with `mla_scores::transpose`: `qt` is `[kw, nqp]`),
+    /// accumulated into fresh per-query states written to
     /// `ms`, `ls`, `accs` (`[tokens * nh]`, `[tokens * nh]`, `[tokens * nh, r]`).
     ///
     /// The tokens share each tile's cache rows (one pass over the cache for all of them);
@@ -88,7 +87,7 @@ impl Ctx<'_> {
         block_table: &[u32],
         (p0, ends): (usize, &[usize]),
         nh: usize,
-        q: &[f32],
+        (qt, nqp): (&[f32], usize),
         (ms, ls, accs): (&mut [f32], &mut [f32], &mut [f32]),
     ) {
         let (kw, r) = (self.kw, self.r);
@@ -101,7 +100,6 @@ impl Ctx<'_> {
         accs.fill(0.0);
         SCRATCH.with(|sc| {
             let sc = &mut *sc.borrow_mut();
-            let nqp = mla_scores::transpose(q, nq, kw, &mut sc.qt);
             sc.scores.resize(TILE * nqp, 0.0);
             sc.seen.resize(nq, 0);
             sc.rescale.resize(nq, 0.0);
@@ -131,7 +129,7 @@ impl Ctx<'_> {
                     };
                 }
                 let rows = &rows[..n];
-                mla_scores::scores(&sc.qt, nqp, kw, rows, &mut sc.scores[..n * nqp]);
+                mla_scores::scores(qt, nqp, kw, rows, &mut sc.scores[..n * nqp]);
                 // Rows of the tile each token sees (a causal prefill's last tile is cut short
                 // for its earlier tokens).
                 let seen = |t: usize| ends[t].saturating_sub(t0).min(n);
@@ -315,11 +313,13 @@ pub fn attend(
                         std::slice::from_raw_parts_mut(p.add(2 * nh + tk.h0 * r), nq * r),
                     )
                 };
+                let mut qt = Vec::new();
+                let nqp = mla_scores::transpose(qh, nq, kw, &mut qt);
                 ctx.segment(
                     &s.block_table,
                     (tk.s0 * SEGMENT, &ends),
                     nq,
-                    qh,
+                    (&qt, nqp),
                     (ms, ls, accs),
                 );
             }
@@ -334,13 +334,16 @@ pub fn attend(
                 let mut fm = vec![f32::NEG_INFINITY; nq];
                 let mut fl = vec![0.0f32; nq];
                 out.fill(0.0);
+                // Transposed once for all the task's segments.
+                let mut qt = Vec::new();
+                let nqp = mla_scores::transpose(qb, nq, kw, &mut qt);
                 for seg in tk.s0..tk.s1 {
                     let p0 = seg * SEGMENT;
                     ctx.segment(
                         &s.block_table,
                         (p0, &ends),
                         nh,
-                        qb,
+                        (&qt, nqp),
                         (&mut ms, &mut ls, &mut accs),
                     );
                     for (t, &end) in ends.iter().enumerate() {
