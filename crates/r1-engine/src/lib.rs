@@ -3,6 +3,7 @@
 pub mod adaptive;
 pub mod block_pool;
 pub mod chat_template;
+pub mod constraint;
 pub mod detokenizer;
 pub mod engine;
 pub mod engine_metrics;

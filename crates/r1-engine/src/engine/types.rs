@@ -4,6 +4,7 @@
 use std::time::Duration;
 
 use crate::block_pool::KvCacheMem;
+use crate::constraint::Constraint;
 use crate::engine_metrics::EngineMetrics;
 use crate::sampler::SamplingParams;
 use crate::scheduler::SchedError;
@@ -82,6 +83,9 @@ pub struct GenerateRequest {
     /// Adaptive batching: the inter-token latency this request wants; while it runs, the
     /// engine shrinks the step's token budget and batch to hold it (`None`: no target).
     pub target_itl: Option<Duration>,
+    /// Constrained decoding (JSON schema, regex, choice, grammar): every sampled token must
+    /// keep the output inside it. `None`: free.
+    pub constraint: Option<Constraint>,
 }
 
 impl GenerateRequest {
@@ -98,6 +102,7 @@ impl GenerateRequest {
             logprobs: None,
             skip_special_tokens: true,
             target_itl: None,
+            constraint: None,
         }
     }
 }
