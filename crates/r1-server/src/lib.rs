@@ -69,6 +69,9 @@ pub mod security;
 pub mod shutdown;
 pub mod sse;
 pub mod state;
+pub mod structured;
+pub mod tool_types;
+pub mod tools;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -138,7 +141,19 @@ pub fn model_state(config: &ServerConfig, lm: &LoadedModel) -> Result<ModelState
             },
         },
     };
+    // Indexing the vocabulary for constrained decoding takes a moment: done once, here.
+    let constraints = r1_engine::constraint::ConstraintCompiler::new(tok)
+        .map(Arc::new)
+        .map_err(|e| e.to_string());
+    if let Err(e) = &constraints {
+        tracing::warn!("constrained decoding is off for this model: {e}");
+    }
+    let tool_parser = config
+        .tool_call_parser
+        .or_else(|| source.as_deref().and_then(tools::ToolParserKind::detect));
     Ok(ModelState {
+        constraints,
+        tool_parser,
         engine: Arc::new(lm.engine.clone()),
         tokenizer: lm.tokenizer.clone(),
         reasoning: config.reasoning.enabled_for(source.as_deref()),

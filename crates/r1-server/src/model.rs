@@ -31,6 +31,11 @@ pub struct ModelState {
     /// The template's source (for reasoning auto-detection and errors).
     pub template_source: Option<String>,
     pub reasoning: bool,
+    /// Compiles `response_format`, `guided_*` and forced tool calls for this vocabulary (the
+    /// reason when the model's vocabulary cannot be indexed).
+    pub constraints: Result<Arc<r1_engine::constraint::ConstraintCompiler>, String>,
+    /// The format tool calls are parsed in (`--tool-call-parser`, or from the template).
+    pub tool_parser: Option<crate::tools::ToolParserKind>,
     pub block_size: usize,
     pub loaded_at: u64,
 }

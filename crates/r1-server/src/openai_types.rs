@@ -161,7 +161,16 @@ pub struct ChatCompletionRequest {
     pub add_generation_prompt: Option<bool>,
     /// Extra template variables (vLLM), e.g. `{"enable_thinking": false}`.
     pub chat_template_kwargs: Option<serde_json::Map<String, Value>>,
+    /// Tools and structured output are checked in `tool_types.rs` and `structured.rs`, where
+    /// each problem gets a message naming the field.
     pub tools: Option<Value>,
+    pub tool_choice: Option<Value>,
+    pub parallel_tool_calls: Option<bool>,
+    pub response_format: Option<Value>,
+    pub guided_json: Option<Value>,
+    pub guided_regex: Option<Value>,
+    pub guided_choice: Option<Value>,
+    pub guided_grammar: Option<Value>,
 }
 
 /// `prompt` of `/v1/completions`: text, token ids, or a batch of either.
@@ -258,6 +267,11 @@ pub struct CompletionRequest {
     pub ignore_eos: Option<bool>,
     pub skip_special_tokens: Option<bool>,
     pub stop_token_ids: Option<Vec<u32>>,
+    pub response_format: Option<Value>,
+    pub guided_json: Option<Value>,
+    pub guided_regex: Option<Value>,
+    pub guided_choice: Option<Value>,
+    pub guided_grammar: Option<Value>,
 }
 
 macro_rules! common_from {
@@ -310,6 +324,24 @@ impl CompletionRequest {
         common_from!(self, self.max_tokens, self.logprobs)
     }
 }
+
+macro_rules! structured_fields {
+    ($t:ty) => {
+        impl $t {
+            pub fn structured(&self) -> crate::structured::StructuredFields<'_> {
+                crate::structured::StructuredFields {
+                    response_format: self.response_format.as_ref(),
+                    guided_json: self.guided_json.as_ref(),
+                    guided_regex: self.guided_regex.as_ref(),
+                    guided_choice: self.guided_choice.as_ref(),
+                    guided_grammar: self.guided_grammar.as_ref(),
+                }
+            }
+        }
+    };
+}
+structured_fields!(ChatCompletionRequest);
+structured_fields!(CompletionRequest);
 
 // ---- responses ----
 
@@ -379,6 +411,8 @@ pub struct ChatMessageOut {
     pub content: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reasoning_content: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tool_calls: Option<Vec<crate::tool_types::ToolCall>>,
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -408,6 +442,8 @@ pub struct ChatDelta {
     pub content: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reasoning_content: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tool_calls: Option<Vec<crate::tool_types::ToolCallDelta>>,
 }
 
 #[derive(Clone, Debug, Serialize)]

@@ -25,6 +25,8 @@ pub struct ServerConfig {
     /// The name clients pass as `model`.
     pub served_model_name: String,
     pub reasoning: ReasoningMode,
+    /// `--tool-call-parser`; `None`: picked from the chat template.
+    pub tool_call_parser: Option<crate::tools::ToolParserKind>,
     /// How long in-flight requests may run after SIGTERM/SIGINT.
     pub drain_timeout: Duration,
     /// A `: keep-alive` comment is sent when a stream has been silent this long.
@@ -48,6 +50,7 @@ impl Default for ServerConfig {
             port: 8080,
             served_model_name: "model".into(),
             reasoning: ReasoningMode::Auto,
+            tool_call_parser: None,
             drain_timeout: Duration::from_secs(30),
             keep_alive_interval: Duration::from_secs(5),
             chat_template: None,

@@ -50,6 +50,10 @@ pub struct ServeArgs {
     /// <think>), deepseek-r1, or none.
     #[arg(long, default_value = "auto")]
     pub reasoning_parser: ReasoningMode,
+    /// The format tool calls are parsed in: deepseek_v3, deepseek_v31, hermes or llama3_json
+    /// (default: picked from the chat template).
+    #[arg(long)]
+    pub tool_call_parser: Option<r1_server::tools::ToolParserKind>,
     /// A Jinja chat template file to use instead of the model's own.
     #[arg(long)]
     pub chat_template: Option<PathBuf>,
@@ -104,6 +108,7 @@ pub fn run(args: &ServeArgs) -> anyhow::Result<()> {
         port: args.port,
         served_model_name,
         reasoning: args.reasoning_parser,
+        tool_call_parser: args.tool_call_parser,
         drain_timeout: seconds("drain-timeout", args.drain_timeout)?,
         keep_alive_interval: seconds("keep-alive-interval", args.keep_alive_interval)?
             .max(Duration::from_millis(10)),

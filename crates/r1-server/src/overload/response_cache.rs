@@ -37,6 +37,11 @@ impl CacheKey {
         if p.temperature != 0.0 && p.seed.is_none() {
             return None;
         }
+        // A constraint is not part of the key (it is opaque): never answer a constrained
+        // request with a free one's output, or the reverse.
+        if r.constraint.is_some() {
+            return None;
+        }
         let params = format!(
             "{:?}|{}|{:?}|{:?}|{}|{}|{:?}|{}",
             p,

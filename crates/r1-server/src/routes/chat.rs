@@ -12,7 +12,7 @@ use serde_json::{json, Value};
 
 use crate::error::ApiError;
 use crate::extract::{ApiJson, RequestCtx};
-use crate::generation::{self, finish_reason, token_bytes, token_text, Delta};
+use crate::generation::{self, token_bytes, token_text, Delta};
 use crate::model::{system_fingerprint, unix_now, ModelSlot};
 use crate::openai_types::{
     ChatChoice, ChatChunkChoice, ChatCompletionRequest, ChatCompletionResponse, ChatDelta,
@@ -23,6 +23,7 @@ use crate::overload::{estimate_tokens, Admission, Overload, RequestContext};
 use crate::reasoning::ReasoningParser;
 use crate::routes::admit::admit;
 use crate::sse::{self, data_line, ChunkFormat, Event, StreamSettings};
+use crate::tools::{request, ChatTools, ToolStream};
 
 /// The body is read and parsed once ([`ApiJson`]); admission control runs on the typed
 /// request, then `handle` with the request's admission context.
@@ -73,13 +74,24 @@ async fn handle(
             Some("logprobs"),
         ));
     }
-    let rendered = render(m, &req.messages, &req)?;
+    let tools = ChatTools::new(m, &req)?;
+    let rendered = render_messages(
+        m,
+        &req.messages,
+        req.add_generation_prompt.unwrap_or(true),
+        tools.render_tools(&req),
+        req.chat_template_kwargs.as_ref(),
+    )?;
     let prompt = m
         .tokenizer
         .encode(&rendered, false, true)
         .map_err(|e| ApiError::internal(format!("tokenizing the prompt failed: {e}")))?;
     let common = req.common();
-    let ereq = generation::engine_request(m, &common, prompt, "messages")?;
+    let mut ereq = generation::engine_request(m, &common, prompt, "messages")?;
+    ereq.constraint = tools.constraint(m, &req, &rendered)?;
+    if common.skip_special_tokens.is_none() && tools.needs_special_tokens(&m.tokenizer) {
+        ereq.skip_special_tokens = false;
+    }
     let n = ereq.n;
     let parser = m.reasoning.then(|| ReasoningParser::for_prompt(&rendered));
     tracing::debug!(
@@ -107,6 +119,7 @@ async fn handle(
             include_usage: common.include_usage,
             logprobs: common.logprobs.is_some(),
             tokenizer: m.tokenizer.clone(),
+            tool_streams: (0..n).map(|_| tools.parser.map(ToolStream::new)).collect(),
         };
         return Ok(sse::response(events, fmt, first, keep_alive));
     }
@@ -114,18 +127,33 @@ async fn handle(
     let choices = outs
         .into_iter()
         .enumerate()
-        .map(|(i, c)| ChatChoice {
-            index: i as u32,
-            message: ChatMessageOut {
-                role: "assistant",
-                content: Some(c.content),
-                reasoning_content: m.reasoning.then_some(c.reasoning),
-            },
-            logprobs: common
-                .logprobs
-                .is_some()
-                .then(|| chat_logprobs(&m.tokenizer, &c.logprobs)),
-            finish_reason: finish_reason(c.finish),
+        .map(|(i, c)| {
+            let (content, tool_calls) = match tools.parser {
+                Some(kind) => {
+                    let parsed = crate::tools::parse(kind, &c.content);
+                    let calls = request::tool_calls(&parsed);
+                    let content = match (&calls, parsed.content) {
+                        (Some(_), content) => content,
+                        (None, content) => Some(content.unwrap_or_default()),
+                    };
+                    (content, calls)
+                }
+                None => (Some(c.content), None),
+            };
+            ChatChoice {
+                index: i as u32,
+                finish_reason: request::finish_reason(c.finish, tool_calls.is_some()),
+                message: ChatMessageOut {
+                    role: "assistant",
+                    content,
+                    reasoning_content: m.reasoning.then_some(c.reasoning),
+                    tool_calls,
+                },
+                logprobs: common
+                    .logprobs
+                    .is_some()
+                    .then(|| chat_logprobs(&m.tokenizer, &c.logprobs)),
+            }
         })
         .collect();
     Ok(Json(ChatCompletionResponse {
@@ -144,21 +172,7 @@ async fn handle(
 /// out (an immediate rejection then becomes an HTTP error).
 pub(crate) const FIRST_EVENT_WAIT: std::time::Duration = std::time::Duration::from_millis(500);
 
-/// Apply the chat template to the request's messages.
-pub(crate) fn render(
-    m: &crate::model::ModelState,
-    messages: &[ChatMessageIn],
-    req: &ChatCompletionRequest,
-) -> Result<String, ApiError> {
-    render_messages(
-        m,
-        messages,
-        req.add_generation_prompt.unwrap_or(true),
-        req.tools.as_ref(),
-        req.chat_template_kwargs.as_ref(),
-    )
-}
-
+/// Apply the chat template to the messages (with `tools` in the context when given).
 pub(crate) fn render_messages(
     m: &crate::model::ModelState,
     messages: &[ChatMessageIn],
@@ -179,7 +193,8 @@ pub(crate) fn render_messages(
             Some("messages"),
         )
     })?;
-    let msgs = messages_json(messages)?;
+    let mut msgs = messages_json(messages)?;
+    crate::tools::prepare_messages(&mut msgs, m.template_source.as_deref())?;
     template
         .render_json(&msgs, add_generation_prompt, tools, kwargs)
         .map_err(|e| match e {
@@ -279,6 +294,8 @@ struct ChatFormat {
     include_usage: bool,
     logprobs: bool,
     tokenizer: Arc<Tokenizer>,
+    /// Per choice, the tool-call parser its content goes through (when tools are on).
+    tool_streams: Vec<Option<ToolStream>>,
 }
 
 impl ChatFormat {
@@ -304,7 +321,7 @@ impl ChunkFormat for ChatFormat {
                     delta: ChatDelta {
                         role: Some("assistant"),
                         content: Some(String::new()),
-                        reasoning_content: None,
+                        ..Default::default()
                     },
                     logprobs: None,
                     finish_reason: None,
@@ -313,13 +330,30 @@ impl ChunkFormat for ChatFormat {
             .collect()
     }
 
-    fn delta(&mut self, d: Delta) -> Vec<Event> {
+    fn delta(&mut self, mut d: Delta) -> Vec<Event> {
         let mut out = Vec::new();
-        if !d.content.is_empty() || !d.reasoning.is_empty() || !d.logprobs.is_empty() {
+        let mut tool_calls = Vec::new();
+        let mut called = false;
+        if let Some(Some(ts)) = self.tool_streams.get_mut(d.index as usize) {
+            let mut events = ts.push(&d.content);
+            if d.finish.is_some() {
+                events.extend(ts.finish());
+            }
+            called = ts.has_calls();
+            (d.content, tool_calls) = request::stream_delta(events);
+        }
+        if !d.content.is_empty()
+            || !d.reasoning.is_empty()
+            || !d.logprobs.is_empty()
+            || !tool_calls.is_empty()
+        {
             let delta = ChatDelta {
                 role: None,
-                content: (!d.content.is_empty() || d.reasoning.is_empty()).then_some(d.content),
+                content: (!d.content.is_empty()
+                    || (d.reasoning.is_empty() && tool_calls.is_empty()))
+                .then_some(d.content),
                 reasoning_content: (!d.reasoning.is_empty()).then_some(d.reasoning),
+                tool_calls: (!tool_calls.is_empty()).then_some(tool_calls),
             };
             out.push(self.chunk(vec![ChatChunkChoice {
                 index: d.index,
@@ -335,7 +369,7 @@ impl ChunkFormat for ChatFormat {
                 index: d.index,
                 delta: ChatDelta::default(),
                 logprobs: None,
-                finish_reason: finish_reason(d.finish),
+                finish_reason: request::finish_reason(d.finish, called),
             }]));
         }
         out

@@ -96,10 +96,17 @@ async fn handle(
         vec![String::new(); prompts.len()]
     };
     let common = req.common();
-    let reqs = prompts
+    let mut reqs = prompts
         .into_iter()
         .map(|p| generation::engine_request(m, &common, p, "prompt"))
         .collect::<Result<Vec<_>, _>>()?;
+    // A raw prompt has no reasoning section of its own: constrained from the first token.
+    if let Some(r) = crate::structured::requested(req.structured())? {
+        let c = crate::structured::compile(m, r.grammar, None, &r.param)?;
+        for e in &mut reqs {
+            e.constraint = Some(c.clone());
+        }
+    }
     let n = reqs[0].n;
     tracing::debug!(
         user = req.user.as_deref().unwrap_or(""),
