@@ -82,6 +82,7 @@ mod q8;
 mod quantize;
 mod quantize_ggml;
 mod quantize_ggml_k;
+mod quantize_ggml_search;
 mod types;
 mod util;
 pub mod x16;
