@@ -387,6 +387,25 @@ fn audit_series(st: &Sources, e: &mut TextEncoder) {
 
 fn process_series(_st: &Sources, e: &mut TextEncoder) {
     let p = process::read();
+    // The build, as Prometheus' `*_build_info` convention has it (the web dashboard shows it).
+    e.family(
+        "r1serve_build_info",
+        Kind::Gauge,
+        "The server's build: version label, value 1.",
+    );
+    e.sample(
+        "r1serve_build_info",
+        &[("version", env!("CARGO_PKG_VERSION"))],
+        1.0,
+    );
+    if let Some(t) = p.start_time_seconds {
+        e.single(
+            "r1serve_process_start_time_seconds",
+            Kind::Gauge,
+            "When the server process started, in seconds since the Unix epoch.",
+            t,
+        );
+    }
     if let Some(b) = p.resident_bytes {
         e.single(
             "r1serve_process_resident_memory_bytes",

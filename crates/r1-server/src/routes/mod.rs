@@ -43,6 +43,7 @@ pub fn router(state: AppState) -> Router {
         .route("/metrics", get(crate::metrics::exposition::metrics))
         .route("/v1/scaling", get(crate::scaling::get_scaling))
         .merge(crate::security::admin::routes())
+        .merge(crate::webui::routes(state.config.webui))
         .fallback(not_found)
         // The one body limit (`--max-body-bytes`): a declared length over it is refused here
         // for every route; the extractor (`crate::extract::ApiJson`) reads under the same

@@ -31,6 +31,10 @@ pub enum Access {
 pub fn required_access(method: &Method, path: &str) -> Access {
     use Permission::*;
     let path = path.trim_end_matches('/');
+    // The web UI's pages and files: the API calls they make are checked like any client's.
+    if crate::webui::is_ui_path(path) {
+        return Access::Public;
+    }
     match path {
         "/health" | "/ready" => return Access::Public,
         "/v1/models" | "/v1/engine/stats" => return Access::Needs(ModelRead),
@@ -161,6 +165,10 @@ mod tests {
         let g = Method::GET;
         let p = Method::POST;
         assert_eq!(required_access(&g, "/health"), Access::Public);
+        assert_eq!(required_access(&g, "/"), Access::Public);
+        assert_eq!(required_access(&g, "/dashboard"), Access::Public);
+        assert_eq!(required_access(&g, "/ui/chat.js"), Access::Public);
+        assert_eq!(required_access(&g, "/metrics"), Access::Authenticated);
         assert_eq!(required_access(&g, "/v1/models"), Access::Needs(ModelRead));
         assert_eq!(
             required_access(&g, "/v1/models/x"),
