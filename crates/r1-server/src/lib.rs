@@ -69,6 +69,7 @@ pub mod security;
 pub mod shutdown;
 pub mod sse;
 pub mod state;
+pub mod webui;
 pub mod structured;
 pub mod tool_types;
 pub mod tools;

@@ -41,6 +41,8 @@ pub struct ServerConfig {
     pub security: SecurityConfig,
     /// Extra metric names on `/metrics` (`--metrics-compat vllm`).
     pub metrics_compat: crate::metrics::MetricsCompat,
+    /// Serve the web UI at `/` and `/dashboard` (`--no-webui` turns it off).
+    pub webui: bool,
 }
 
 impl Default for ServerConfig {
@@ -58,6 +60,7 @@ impl Default for ServerConfig {
             overload: Default::default(),
             security: SecurityConfig::default(),
             metrics_compat: Default::default(),
+            webui: true,
         }
     }
 }

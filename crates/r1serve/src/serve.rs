@@ -68,6 +68,9 @@ pub struct ServeArgs {
     /// Extension's endpoint picker and llm-d).
     #[arg(long, default_value = "none")]
     pub metrics_compat: r1_server::metrics::MetricsCompat,
+    /// Do not serve the web UI (chat at `/`, dashboard at `/dashboard`).
+    #[arg(long)]
+    pub no_webui: bool,
     #[command(flatten)]
     pub scaling: ScalingArgs,
     #[command(flatten)]
@@ -117,6 +120,7 @@ pub fn run(args: &ServeArgs) -> anyhow::Result<()> {
         overload: args.overload.config()?,
         security: args.security.config()?,
         metrics_compat: args.metrics_compat,
+        webui: !args.no_webui,
     };
     let engine_cfg = EngineConfig {
         kv_cache_mem: args.kv_cache_mem,
