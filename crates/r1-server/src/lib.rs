@@ -69,10 +69,10 @@ pub mod security;
 pub mod shutdown;
 pub mod sse;
 pub mod state;
-pub mod webui;
 pub mod structured;
 pub mod tool_types;
 pub mod tools;
+pub mod webui;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
