@@ -17,7 +17,10 @@ use serde_json::Value;
 use crate::quant::GgmlType;
 use crate::weights::QMatrix;
 
+mod gguf_layout;
 mod llama;
+mod stream;
+pub use gguf_layout::{gguf_layout, GgufLayout, LayoutTensor};
 pub use llama::gguf_from_hf;
 
 #[derive(Debug, thiserror::Error)]
@@ -230,6 +233,18 @@ impl HfDir {
         let fp8_block = match config.object("quantization_config")? {
             None => (128, 128),
             Some(q) => {
+                match q.opt_str("quant_method")? {
+                    None | Some("fp8") => {}
+                    Some(other) => {
+                        return Err(q.err(
+                            "quant_method",
+                            format!(
+                                "`{other}` is not supported (only `fp8`, DeepSeek-V3/R1's \
+                                 block-scaled float8_e4m3fn)"
+                            ),
+                        ))
+                    }
+                }
                 if let Some(fmt) = q.opt_str("fmt")? {
                     if fmt != "e4m3" {
                         return Err(q.err("fmt", format!("`{fmt}` is not supported (only e4m3)")));

@@ -91,7 +91,13 @@ fn is_global_or_layer_tensor(name: &str, per_layer: &[&str]) -> bool {
 /// (`gguf::resident`), with the weights its architecture allows interleaved in place for the
 /// x16 kernels (unless `R1SERVE_REPACK=0`). Returns the file and its architecture.
 pub fn open_gguf_for_serving(path: &Path) -> Result<(GgufFile, String), ModelError> {
-    let mut file = GgufFile::open_resident(path)?;
+    prepare_for_serving(GgufFile::open_resident(path)?)
+}
+
+/// Interleave what the architecture allows (see [`open_gguf_for_serving`]) in a file already
+/// open: a resident copy, or one built in memory.
+pub fn prepare_for_serving(mut file: GgufFile) -> Result<(GgufFile, String), ModelError> {
+    let path = file.path().to_path_buf();
     let arch = file.get_str("general.architecture")?.to_string();
     let pick: Option<fn(&str) -> bool> = match arch.as_str() {
         "llama" | "qwen2" | "mistral" => Some(llama::is_interleavable),
@@ -116,8 +122,30 @@ pub fn load_gguf(
     progress: &mut dyn FnMut(u64, u64),
 ) -> Result<(Arc<GgufFile>, Box<dyn Model>), ModelError> {
     let (file, arch) = open_gguf_for_serving(path)?;
+    build_from_gguf(file, &arch, threads, progress)
+}
+
+/// Build a model from GGUF bytes made in memory (quantization at load), exactly as
+/// [`load_gguf`] builds it from the same bytes in a file.
+pub fn load_gguf_bytes(
+    name: &str,
+    bytes: Vec<u8>,
+    threads: usize,
+    progress: &mut dyn FnMut(u64, u64),
+) -> Result<(Arc<GgufFile>, Box<dyn Model>), ModelError> {
+    let (file, arch) = prepare_for_serving(GgufFile::from_bytes(name, bytes)?)?;
+    build_from_gguf(file, &arch, threads, progress)
+}
+
+fn build_from_gguf(
+    file: GgufFile,
+    arch: &str,
+    threads: usize,
+    progress: &mut dyn FnMut(u64, u64),
+) -> Result<(Arc<GgufFile>, Box<dyn Model>), ModelError> {
+    let path = file.path().to_path_buf();
     let file = Arc::new(file);
-    let model: Box<dyn Model> = match arch.as_str() {
+    let model: Box<dyn Model> = match arch {
         "llama" | "qwen2" | "mistral" => Box::new(llama::Llama::load(&file, threads, progress)?),
         "deepseek2" => Box::new(deepseek_v3::DeepSeekV3::from_gguf(&file, threads)?),
         other => {

@@ -207,10 +207,12 @@ impl GgufFile {
             {
                 continue;
             }
-            let Backing::Resident(map) = &mut self.parts[t.part].backing else {
-                continue;
+            // A private copy (huge pages, or bytes built in memory) may be rewritten.
+            let bytes = match &mut self.parts[t.part].backing {
+                Backing::Resident(map) => &mut map[t.offset..t.offset + t.size_bytes],
+                Backing::Bytes(v) => &mut v[t.offset..t.offset + t.size_bytes],
+                Backing::Mmap(_) => continue,
             };
-            let bytes = &mut map[t.offset..t.offset + t.size_bytes];
             x16::interleave(t.ty, t.row_len(), bytes, &mut scratch);
             t.layout = WeightLayout::Interleaved16;
             count += 1;

@@ -128,7 +128,7 @@ impl StreamTensor {
 /// is `PATH.part` until [`Self::finish`] renames it; dropped unfinished, the part file is
 /// removed.
 pub struct GgufStreamWriter {
-    out: Option<BufWriter<std::fs::File>>,
+    out: Option<Sink>,
     part: PathBuf,
     path: PathBuf,
     tensors: Vec<(StreamTensor, usize)>,
@@ -137,11 +137,46 @@ pub struct GgufStreamWriter {
     written: usize,
 }
 
+/// Where a [`GgufStreamWriter`] puts the bytes: a file, or memory (quantization at load).
+enum Sink {
+    File(BufWriter<std::fs::File>),
+    Mem(Vec<u8>),
+}
+
+impl Sink {
+    fn write_all(&mut self, b: &[u8]) -> std::io::Result<()> {
+        match self {
+            Sink::File(f) => f.write_all(b),
+            Sink::Mem(v) => {
+                v.extend_from_slice(b);
+                Ok(())
+            }
+        }
+    }
+}
+
 impl GgufStreamWriter {
     /// Create `PATH.part` and write the header. The alignment is `general.alignment` when
     /// the metadata has it, else 32.
     pub fn create(
         path: &Path,
+        metadata: &[(String, GgufValue)],
+        tensors: Vec<StreamTensor>,
+    ) -> std::io::Result<Self> {
+        Self::start(Some(path), metadata, tensors)
+    }
+
+    /// Build the file in memory instead, in one allocation of exactly its size; get it from
+    /// [`Self::finish_bytes`].
+    pub fn in_memory(
+        metadata: &[(String, GgufValue)],
+        tensors: Vec<StreamTensor>,
+    ) -> std::io::Result<Self> {
+        Self::start(None, metadata, tensors)
+    }
+
+    fn start(
+        path: Option<&Path>,
         metadata: &[(String, GgufValue)],
         tensors: Vec<StreamTensor>,
     ) -> std::io::Result<Self> {
@@ -171,15 +206,28 @@ impl GgufStreamWriter {
             .map(|(t, n)| (t.name.as_str(), t.ty, t.dims.as_slice(), *n))
             .collect();
         let (head, _) = header(metadata, &infos, alignment);
-        let mut name = path.as_os_str().to_owned();
-        name.push(".part");
-        let part = PathBuf::from(name);
-        let mut out = BufWriter::with_capacity(1 << 20, std::fs::File::create(&part)?);
+        let (mut out, part) = match path {
+            Some(path) => {
+                let mut name = path.as_os_str().to_owned();
+                name.push(".part");
+                let part = PathBuf::from(name);
+                let f = BufWriter::with_capacity(1 << 20, std::fs::File::create(&part)?);
+                (Sink::File(f), part)
+            }
+            None => {
+                let a = alignment as usize;
+                let data: usize = sized.iter().map(|(_, n)| n.div_ceil(a) * a).sum();
+                (
+                    Sink::Mem(Vec::with_capacity(head.len() + data)),
+                    PathBuf::new(),
+                )
+            }
+        };
         out.write_all(&head)?;
         Ok(GgufStreamWriter {
             out: Some(out),
             part,
-            path: path.to_path_buf(),
+            path: path.map(Path::to_path_buf).unwrap_or_default(),
             tensors: sized,
             alignment: alignment as usize,
             next: 0,
@@ -225,7 +273,9 @@ impl GgufStreamWriter {
                 t.name
             )));
         }
-        let out = self.out.take().expect("open until finished");
+        let Some(Sink::File(out)) = self.out.take() else {
+            return Err(std::io::Error::other("an in-memory GGUF: use finish_bytes"));
+        };
         let mut f = out.into_inner().map_err(|e| e.into_error())?;
         f.seek(SeekFrom::End(0))?;
         f.sync_all()?;
@@ -234,9 +284,25 @@ impl GgufStreamWriter {
     }
 }
 
+impl GgufStreamWriter {
+    /// Check every tensor was written and return the bytes of an [`Self::in_memory`] file.
+    pub fn finish_bytes(mut self) -> std::io::Result<Vec<u8>> {
+        if let Some((t, _)) = self.tensors.get(self.next) {
+            return Err(std::io::Error::other(format!(
+                "tensor {} was not written",
+                t.name
+            )));
+        }
+        match self.out.take() {
+            Some(Sink::Mem(v)) => Ok(v),
+            _ => Err(std::io::Error::other("a GGUF file: use finish")),
+        }
+    }
+}
+
 impl Drop for GgufStreamWriter {
     fn drop(&mut self) {
-        if self.out.take().is_some() {
+        if let Some(Sink::File(_)) = self.out.take() {
             let _ = std::fs::remove_file(&self.part);
         }
     }

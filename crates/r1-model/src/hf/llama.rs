@@ -70,8 +70,21 @@ fn llama3_factors(dir: &HfDir, head_dim: usize, base: f64) -> Result<Option<Vec<
     Ok(Some(f))
 }
 
-/// Build the GGUF llama.cpp would convert this directory to (weights as stored, or f32).
-pub fn gguf_from_hf(dir: &HfDir, dtype: WeightDtype) -> Result<GgufFile, HfError> {
+/// The hyper-parameters and GGUF metadata of a llama/qwen2 directory.
+struct Meta {
+    arch: &'static str,
+    md: Vec<(String, GgufValue)>,
+    rope_freqs: Option<Vec<f32>>,
+    hidden: usize,
+    n_head: usize,
+    n_kv: usize,
+    head_dim: usize,
+    n_layers: usize,
+    ffn: usize,
+    vocab: usize,
+}
+
+fn meta(dir: &HfDir) -> Result<Meta, HfError> {
     let c = &dir.config;
     let arch = match c.architecture()? {
         "Qwen2ForCausalLM" => "qwen2",
@@ -98,31 +111,194 @@ pub fn gguf_from_hf(dir: &HfDir, dtype: WeightDtype) -> Result<GgufFile, HfError
     let vocab = c.usize("vocab_size")?;
     let base = c.f64_or("rope_theta", 10000.0)?;
     let k = |s: &str| format!("{arch}.{s}");
-    let mut w = GgufWriter::new();
+    let mut md = Vec::new();
+    let mut set = |key: String, v: GgufValue| md.push((key, v));
     let name = dir
         .dir()
         .file_name()
         .map(|s| s.to_string_lossy().into_owned())
         .unwrap_or_default();
-    w.set("general.architecture", GgufValue::String(arch.into()));
-    w.set("general.name", GgufValue::String(name));
-    w.set(&k("block_count"), GgufValue::U32(n_layers as u32));
-    w.set(
-        &k("context_length"),
+    set(
+        "general.architecture".into(),
+        GgufValue::String(arch.into()),
+    );
+    set("general.name".into(), GgufValue::String(name));
+    set(k("block_count"), GgufValue::U32(n_layers as u32));
+    set(
+        k("context_length"),
         GgufValue::U32(c.usize_or("max_position_embeddings", 4096)? as u32),
     );
-    w.set(&k("embedding_length"), GgufValue::U32(hidden as u32));
-    w.set(&k("feed_forward_length"), GgufValue::U32(ffn as u32));
-    w.set(&k("attention.head_count"), GgufValue::U32(n_head as u32));
-    w.set(&k("attention.head_count_kv"), GgufValue::U32(n_kv as u32));
-    w.set(&k("attention.key_length"), GgufValue::U32(head_dim as u32));
-    w.set(&k("vocab_size"), GgufValue::U32(vocab as u32));
-    w.set(&k("rope.freq_base"), GgufValue::F32(base as f32));
-    w.set(
-        &k("attention.layer_norm_rms_epsilon"),
+    set(k("embedding_length"), GgufValue::U32(hidden as u32));
+    set(k("feed_forward_length"), GgufValue::U32(ffn as u32));
+    set(k("attention.head_count"), GgufValue::U32(n_head as u32));
+    set(k("attention.head_count_kv"), GgufValue::U32(n_kv as u32));
+    set(k("attention.key_length"), GgufValue::U32(head_dim as u32));
+    set(k("vocab_size"), GgufValue::U32(vocab as u32));
+    set(k("rope.freq_base"), GgufValue::F32(base as f32));
+    set(
+        k("attention.layer_norm_rms_epsilon"),
         GgufValue::F32(c.f64_or("rms_norm_eps", 1e-6)? as f32),
     );
-    if let Some(f) = llama3_factors(dir, head_dim, base)? {
+    let rope_freqs = llama3_factors(dir, head_dim, base)?;
+    Ok(Meta {
+        arch,
+        md,
+        rope_freqs,
+        hidden,
+        n_head,
+        n_kv,
+        head_dim,
+        n_layers,
+        ffn,
+        vocab,
+    })
+}
+
+/// The same conversion as [`gguf_from_hf`], as a plan to stream (`r1serve quantize`,
+/// quantization at load).
+pub(super) fn layout(dir: &HfDir) -> Result<super::GgufLayout, HfError> {
+    use super::gguf_layout::{llama_tensor, values_tensor};
+    let m = meta(dir)?;
+    let mut t = Vec::new();
+    if let Some(f) = m.rope_freqs.clone() {
+        t.push(values_tensor("rope_freqs.weight", f));
+    }
+    let (hidden, vocab, ffn) = (m.hidden, m.vocab, m.ffn);
+    t.push(llama_tensor(
+        dir,
+        "model.embed_tokens.weight",
+        "token_embd.weight",
+        &[vocab, hidden],
+        None,
+        false,
+    )?);
+    let tied = dir.config.bool_or("tie_word_embeddings", false)? || !dir.has("lm_head.weight");
+    if !tied {
+        t.push(llama_tensor(
+            dir,
+            "lm_head.weight",
+            "output.weight",
+            &[vocab, hidden],
+            None,
+            false,
+        )?);
+    }
+    t.push(llama_tensor(
+        dir,
+        "model.norm.weight",
+        "output_norm.weight",
+        &[hidden],
+        None,
+        true,
+    )?);
+    let llama = m.arch == "llama";
+    let (qd, kvd) = (m.n_head * m.head_dim, m.n_kv * m.head_dim);
+    for l in 0..m.n_layers {
+        let p = |s: &str| format!("model.layers.{l}.{s}");
+        let g = |s: &str| format!("blk.{l}.{s}");
+        t.push(llama_tensor(
+            dir,
+            &p("input_layernorm.weight"),
+            &g("attn_norm.weight"),
+            &[hidden],
+            None,
+            true,
+        )?);
+        t.push(llama_tensor(
+            dir,
+            &p("post_attention_layernorm.weight"),
+            &g("ffn_norm.weight"),
+            &[hidden],
+            None,
+            true,
+        )?);
+        for (proj, gg, len, nh) in [
+            ("q", "attn_q", qd, m.n_head),
+            ("k", "attn_k", kvd, m.n_kv),
+            ("v", "attn_v", kvd, 0),
+        ] {
+            let perm = (llama && nh > 0).then_some(nh);
+            let w = p(&format!("self_attn.{proj}_proj.weight"));
+            t.push(llama_tensor(
+                dir,
+                &w,
+                &g(&format!("{gg}.weight")),
+                &[len, hidden],
+                perm,
+                false,
+            )?);
+            let b = p(&format!("self_attn.{proj}_proj.bias"));
+            if dir.has(&b) {
+                t.push(llama_tensor(
+                    dir,
+                    &b,
+                    &g(&format!("{gg}.bias")),
+                    &[len],
+                    perm,
+                    true,
+                )?);
+            }
+        }
+        t.push(llama_tensor(
+            dir,
+            &p("self_attn.o_proj.weight"),
+            &g("attn_output.weight"),
+            &[hidden, qd],
+            None,
+            false,
+        )?);
+        t.push(llama_tensor(
+            dir,
+            &p("mlp.gate_proj.weight"),
+            &g("ffn_gate.weight"),
+            &[ffn, hidden],
+            None,
+            false,
+        )?);
+        t.push(llama_tensor(
+            dir,
+            &p("mlp.up_proj.weight"),
+            &g("ffn_up.weight"),
+            &[ffn, hidden],
+            None,
+            false,
+        )?);
+        t.push(llama_tensor(
+            dir,
+            &p("mlp.down_proj.weight"),
+            &g("ffn_down.weight"),
+            &[hidden, ffn],
+            None,
+            false,
+        )?);
+    }
+    Ok(super::GgufLayout {
+        arch: m.arch.into(),
+        metadata: m.md,
+        tensors: t,
+    })
+}
+
+/// Build the GGUF llama.cpp would convert this directory to (weights as stored, or f32).
+pub fn gguf_from_hf(dir: &HfDir, dtype: WeightDtype) -> Result<GgufFile, HfError> {
+    let c = &dir.config;
+    let Meta {
+        arch,
+        md,
+        rope_freqs,
+        hidden,
+        n_head,
+        n_kv,
+        head_dim,
+        n_layers,
+        ffn,
+        vocab,
+    } = meta(dir)?;
+    let mut w = GgufWriter::new();
+    for (key, v) in md {
+        w.set(&key, v);
+    }
+    if let Some(f) = rope_freqs {
         let n = f.len() as u64;
         let bytes = f.iter().flat_map(|v| v.to_le_bytes()).collect();
         w.tensor("rope_freqs.weight", GgmlType::F32, &[n], bytes);
