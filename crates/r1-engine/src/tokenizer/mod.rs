@@ -13,6 +13,9 @@
 
 mod hf;
 mod pre;
+mod to_gguf;
+
+pub use to_gguf::gguf_tokenizer_metadata;
 
 use std::sync::OnceLock;
 
