@@ -28,6 +28,17 @@ pub struct ModelArgs {
     /// cache and the bytes its attention reads per token.
     #[arg(long, env = "R1SERVE_KV_DTYPE", value_name = "TYPE")]
     pub kv_dtype: Option<r1_model::KvDtype>,
+    /// Quantize a Hugging Face directory's weights while loading them (BF16/FP16/FP32, or
+    /// FP8 dequantized block by block), one tensor at a time, so memory peaks near the
+    /// quantized size: q8_0, q4_0, q4_1, q5_0, q5_1, q6_k, the mixes q2_k, q3_k_m, q4_k_m,
+    /// q5_k_m (q4_k = q4_k_m, as llama-quantize names them), or f16/bf16/f32. The result is
+    /// what `r1serve quantize DIR OUT --type T` writes.
+    #[arg(long, value_name = "T")]
+    pub quantize: Option<crate::quantize_mix::FileType>,
+    /// With --quantize: also write the quantized model to this GGUF file (tokenizer and chat
+    /// template included), and serve it from there.
+    #[arg(long, value_name = "OUT.gguf", requires = "quantize")]
+    pub save: Option<PathBuf>,
 }
 
 impl ModelArgs {
@@ -49,8 +60,23 @@ pub struct Loaded {
 pub fn load(args: &ModelArgs) -> anyhow::Result<Loaded> {
     let path: &Path = &args.model;
     if path.is_dir() {
+        if let Some(ty) = args.quantize {
+            return load_hf_quantized(args, path, ty);
+        }
         return load_hf(args, path);
     }
+    if args.quantize.is_some() {
+        anyhow::bail!(
+            "{}: --quantize applies to Hugging Face directories (a GGUF file is requantized with \
+             `r1serve quantize --allow-requantize`)",
+            path.display()
+        );
+    }
+    load_gguf_file(args, path)
+}
+
+/// A GGUF file, with a progress bar while the weights are paged in.
+fn load_gguf_file(args: &ModelArgs, path: &Path) -> anyhow::Result<Loaded> {
     if !path.is_file() {
         anyhow::bail!(
             "{}: no such model file (fetch the test models with scripts/fetch-models.sh, or `r1serve pull`)",
@@ -123,6 +149,60 @@ fn set_kv_dtype(args: &ModelArgs, model: &mut dyn Model, path: &Path) -> anyhow:
     }
     tracing::info!(kv_dtype = %model.kv_dtype(), "KV cache type");
     Ok(())
+}
+
+/// An HF directory quantized while it is read (`--quantize`): into memory, or with `--save`
+/// into a GGUF file that is then loaded as any other.
+fn load_hf_quantized(
+    args: &ModelArgs,
+    dir: &Path,
+    ty: crate::quantize_mix::FileType,
+) -> anyhow::Result<Loaded> {
+    use crate::quantize_hf::{quantize_dir, Output};
+    use std::io::IsTerminal;
+    let start = Instant::now();
+    let qa = crate::quantize::QuantizeArgs {
+        input: dir.to_path_buf(),
+        output: args.save.clone().unwrap_or_default(),
+        ty,
+        pure: false,
+        imatrix: None,
+        allow_requantize: false,
+        threads: Some(args.threads()),
+    };
+    let tty = std::io::stderr().is_terminal();
+    if let Some(out) = &args.save {
+        quantize_dir(&qa, Output::File(out), tty)?;
+        tracing::info!(path = %out.display(), "quantized model saved");
+        return load_gguf_file(args, out);
+    }
+    if args.mlock {
+        anyhow::bail!(
+            "{}: --mlock with --quantize needs --save (the weights are then a GGUF file)",
+            dir.display()
+        );
+    }
+    let bytes = quantize_dir(&qa, Output::Memory, tty)?.expect("in memory");
+    let name = format!("{} ({} at load)", dir.display(), ty.name());
+    let (file, mut model) =
+        r1_model::arch::load_gguf_bytes(&name, bytes, args.threads(), &mut |_, _| {})
+            .with_context(|| format!("loading {}", dir.display()))?;
+    set_kv_dtype(args, model.as_mut(), dir)?;
+    log_kernels(&file);
+    let tokenizer = Tokenizer::from_gguf(&file)
+        .with_context(|| format!("building the tokenizer of {}", dir.display()))?;
+    tracing::info!(
+        model = %model.config().name,
+        arch = %model.config().arch,
+        quantize = ty.name(),
+        secs = start.elapsed().as_secs_f64(),
+        "model loaded"
+    );
+    Ok(Loaded {
+        size_bytes: file.file_size() as u64,
+        model: Arc::from(model),
+        tokenizer: Arc::new(tokenizer),
+    })
 }
 
 /// A Hugging Face model directory: safetensors weights, tokenizer.json and its config.

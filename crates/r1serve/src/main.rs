@@ -15,6 +15,7 @@ mod perplexity;
 mod perplexity_kld;
 mod pull;
 mod quantize;
+mod quantize_hf;
 mod quantize_imatrix;
 mod quantize_mix;
 mod serve;
@@ -98,7 +99,8 @@ enum Command {
     Serve(Box<serve::ServeArgs>),
     /// Manage API keys: add (prints the key once), list, revoke.
     Keys(keys::KeysArgs),
-    /// Quantize a GGUF model to another type (llama-quantize's types, mixes and bytes).
+    /// Quantize a GGUF model, or a Hugging Face directory (BF16/FP16/FP32/FP8), to a GGUF
+    /// of another type (llama-quantize's types, mixes and bytes).
     Quantize(quantize::QuantizeArgs),
     /// Perplexity of a model on a text, and KL divergence against saved log-probabilities
     /// (as llama-perplexity).

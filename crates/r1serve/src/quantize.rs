@@ -15,9 +15,11 @@ use r1_model::quant::{self, GgmlType};
 use crate::quantize_imatrix::{self, Imatrix};
 use crate::quantize_mix::{self, FileType, MixState, ModelInfo};
 
-#[derive(clap::Args, Debug)]
+#[derive(clap::Args, Debug, Clone)]
 pub struct QuantizeArgs {
-    /// Input GGUF file.
+    /// Input: a GGUF file, or a Hugging Face model directory (config.json and safetensors in
+    /// BF16, FP16, FP32, or DeepSeek-V3/R1's block-scaled FP8), converted as llama.cpp's
+    /// convert_hf_to_gguf.py does, tokenizer and chat template included.
     pub input: PathBuf,
     /// Output GGUF file (written as OUT.part, renamed when complete).
     pub output: PathBuf,
@@ -43,11 +45,7 @@ pub struct QuantizeArgs {
 
 pub fn run(a: &QuantizeArgs) -> anyhow::Result<()> {
     if a.input.is_dir() {
-        bail!(
-            "{}: a Hugging Face directory; `quantize` takes a GGUF file for now (load the \
-             directory with `run`/`bench`, or convert it with llama.cpp's convert_hf_to_gguf.py)",
-            a.input.display()
-        );
+        return crate::quantize_hf::run(a);
     }
     if a.input == a.output {
         bail!("input and output are the same file: {}", a.input.display());
@@ -58,8 +56,12 @@ pub fn run(a: &QuantizeArgs) -> anyhow::Result<()> {
         Some(p) => Some(quantize_imatrix::load(p)?),
         None => None,
     };
-    let plan = plan(&f, a, imatrix.as_ref())?;
-    let metadata = metadata(&f, a, imatrix.as_ref());
+    let src_md: Vec<(String, GgufValue)> = f
+        .metadata()
+        .map(|(k, v)| (k.to_string(), v.clone()))
+        .collect();
+    let plan = plan(&src_md, f.tensors().to_vec(), a, imatrix.as_ref())?;
+    let metadata = metadata(src_md, a, imatrix.as_ref());
     let tensors: Vec<StreamTensor> = plan
         .iter()
         .map(|p| StreamTensor {
@@ -70,23 +72,10 @@ pub fn run(a: &QuantizeArgs) -> anyhow::Result<()> {
         .collect();
     let mut w = GgufStreamWriter::create(&a.output, &metadata, tensors)
         .with_context(|| format!("creating {}.part", a.output.display()))?;
-    let threads = a
-        .threads
-        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
-        .max(1);
+    let threads = threads(a);
     let total_in: u64 = plan.iter().map(|p| p.info.size_bytes as u64).sum();
     let tty = std::io::stderr().is_terminal();
-    let bar = if tty {
-        let b = ProgressBar::new(total_in);
-        b.set_style(
-            ProgressStyle::with_template("{msg:40} [{bar:30}] {bytes}/{total_bytes} ({eta})")
-                .expect("valid template")
-                .progress_chars("=> "),
-        );
-        b
-    } else {
-        ProgressBar::hidden()
-    };
+    let bar = progress_bar(tty, total_in);
     let mut total_out = 0u64;
     for (i, p) in plan.iter().enumerate() {
         let t = &p.info;
@@ -115,6 +104,39 @@ pub fn run(a: &QuantizeArgs) -> anyhow::Result<()> {
     bar.finish_and_clear();
     w.finish()
         .with_context(|| format!("writing {}", a.output.display()))?;
+    summary(a, &plan, total_in, total_out, start);
+    Ok(())
+}
+
+/// `--threads`, else every core.
+pub(crate) fn threads(a: &QuantizeArgs) -> usize {
+    a.threads
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
+        .max(1)
+}
+
+/// A byte-count bar on a terminal; hidden otherwise (a line per tensor is printed instead).
+pub(crate) fn progress_bar(tty: bool, total: u64) -> ProgressBar {
+    if !tty {
+        return ProgressBar::hidden();
+    }
+    let b = ProgressBar::new(total);
+    b.set_style(
+        ProgressStyle::with_template("{msg:40} [{bar:30}] {bytes}/{total_bytes} ({eta})")
+            .expect("valid template")
+            .progress_chars("=> "),
+    );
+    b
+}
+
+/// The closing line: sizes and bits per weight before and after.
+pub(crate) fn summary(
+    a: &QuantizeArgs,
+    plan: &[Planned],
+    total_in: u64,
+    total_out: u64,
+    start: Instant,
+) {
     let mib = |b: u64| b as f64 / (1024.0 * 1024.0);
     let n_el: u64 = plan.iter().map(|p| p.info.n_elements()).sum();
     eprintln!(
@@ -129,13 +151,12 @@ pub fn run(a: &QuantizeArgs) -> anyhow::Result<()> {
         total_out as f64 * 8.0 / n_el.max(1) as f64,
         start.elapsed().as_secs_f64()
     );
-    Ok(())
 }
 
-struct Planned {
-    info: TensorInfo,
-    ty: GgmlType,
-    imatrix: Option<Vec<f32>>,
+pub(crate) struct Planned {
+    pub info: TensorInfo,
+    pub ty: GgmlType,
+    pub imatrix: Option<Vec<f32>>,
 }
 
 /// `blk.N.` layer of a name, for llama.cpp's tensor order.
@@ -146,28 +167,23 @@ fn layer_key(name: &str) -> i64 {
         .unwrap_or(-1)
 }
 
-fn model_info(f: &GgufFile) -> ModelInfo {
-    let arch = f
-        .opt_str("general.architecture")
-        .ok()
-        .flatten()
+fn model_info(md: &[(String, GgufValue)], tensors: &[TensorInfo]) -> ModelInfo {
+    let get = |key: &str| md.iter().find(|(k, _)| k == key).map(|(_, v)| v);
+    let arch = get("general.architecture")
+        .and_then(|v| v.as_str())
         .unwrap_or("")
         .to_string();
     let k = |s: &str| format!("{arch}.{s}");
-    let u = |key: &str| f.opt_u64(key).ok().flatten().unwrap_or(0) as usize;
+    let opt = |key: &str| get(key).and_then(|v| v.as_u64());
+    let u = |key: &str| opt(key).unwrap_or(0) as usize;
     let n_head = u(&k("attention.head_count"));
     ModelInfo {
         n_layer: u(&k("block_count")),
         n_head,
-        n_head_kv: f
-            .opt_u64(&k("attention.head_count_kv"))
-            .ok()
-            .flatten()
-            .map_or(n_head, |v| v as usize),
+        n_head_kv: opt(&k("attention.head_count_kv")).map_or(n_head, |v| v as usize),
         n_expert: u(&k("expert_count")),
-        has_output: f.tensor("output.weight").is_some(),
-        n_attention_wv: f
-            .tensors()
+        has_output: tensors.iter().any(|t| t.name == "output.weight"),
+        n_attention_wv: tensors
             .iter()
             .filter(|t| {
                 ["attn_v.weight", "attn_qkv.weight", "attn_kv_b.weight"]
@@ -181,9 +197,13 @@ fn model_info(f: &GgufFile) -> ModelInfo {
 
 /// Every tensor's target type, in llama.cpp's order (by layer, then name), checked before
 /// anything is written: a bad input fails here, not half way through.
-fn plan(f: &GgufFile, a: &QuantizeArgs, im: Option<&Imatrix>) -> anyhow::Result<Vec<Planned>> {
-    let info = model_info(f);
-    let mut tensors: Vec<TensorInfo> = f.tensors().to_vec();
+pub(crate) fn plan(
+    md: &[(String, GgufValue)],
+    mut tensors: Vec<TensorInfo>,
+    a: &QuantizeArgs,
+    im: Option<&Imatrix>,
+) -> anyhow::Result<Vec<Planned>> {
+    let info = model_info(md, &tensors);
     tensors.sort_by(|x, y| (layer_key(&x.name), &x.name).cmp(&(layer_key(&y.name), &y.name)));
     let mut st = MixState::default();
     let mut out = Vec::with_capacity(tensors.len());
@@ -258,12 +278,12 @@ fn plan(f: &GgufFile, a: &QuantizeArgs, im: Option<&Imatrix>) -> anyhow::Result<
 
 /// The input's metadata with llama-quantize's changes: file type, quantization version,
 /// no split keys, and the importance matrix's provenance.
-fn metadata(f: &GgufFile, a: &QuantizeArgs, im: Option<&Imatrix>) -> Vec<(String, GgufValue)> {
-    let mut md: Vec<(String, GgufValue)> = f
-        .metadata()
-        .filter(|(k, _)| !k.starts_with("split."))
-        .map(|(k, v)| (k.to_string(), v.clone()))
-        .collect();
+pub(crate) fn metadata(
+    mut md: Vec<(String, GgufValue)>,
+    a: &QuantizeArgs,
+    im: Option<&Imatrix>,
+) -> Vec<(String, GgufValue)> {
+    md.retain(|(k, _)| !k.starts_with("split."));
     let mut set = |k: &str, v: GgufValue| match md.iter_mut().find(|(key, _)| key == k) {
         Some(e) => e.1 = v,
         None => md.push((k.to_string(), v)),

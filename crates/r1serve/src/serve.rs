@@ -89,9 +89,9 @@ fn seconds(name: &str, v: f64) -> anyhow::Result<Duration> {
 
 pub fn run(args: &ServeArgs) -> anyhow::Result<()> {
     let path = &args.model.model;
-    if !path.is_file() {
+    if !path.is_file() && !path.is_dir() {
         anyhow::bail!(
-            "{}: no such model file (fetch the test models with scripts/fetch-models.sh, or `r1serve pull`)",
+            "{}: no such model file or Hugging Face directory (fetch the test models with scripts/fetch-models.sh, or `r1serve pull`)",
             path.display()
         );
     }
