@@ -40,6 +40,40 @@ pub fn run_text(model: &Path, extra: &[&str], prompt: &str) -> String {
         .to_string()
 }
 
+/// Whether llama.cpp (the peer build's `llama-bench`) loads `model` and generates a token;
+/// `None` (with a message) when the peer build is absent.
+pub fn llama_cpp_runs(model: &Path) -> Option<bool> {
+    let peer = std::env::var_os("R1SERVE_PEER_CACHE")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| {
+            std::path::PathBuf::from(std::env::var_os("HOME").unwrap_or_default())
+                .join(".cache/r1serve")
+        })
+        .join("llama.cpp-0c1e570/bin/llama-bench");
+    if !peer.is_file() {
+        eprintln!(
+            "SKIP (llama.cpp half): no {} (scripts/build-llamacpp.sh)",
+            peer.display()
+        );
+        return None;
+    }
+    let o = Command::new(&peer)
+        .arg("-m")
+        .arg(model)
+        .args(["-p", "0", "-n", "1", "-r", "1", "-t", "1", "-o", "json"])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    let ok = o.status.success() && stdout.contains("\"n_gen\": 1");
+    if !ok {
+        eprintln!(
+            "llama-bench: {}\n{stdout}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+    }
+    Some(ok)
+}
+
 /// One tensor of a safetensors file: dtype name, shape, bytes.
 pub struct Tensor {
     pub dtype: String,
