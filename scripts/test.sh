@@ -52,3 +52,5 @@ echo "== deploy: alert rules, Kubernetes manifests and chart, Dockerfile lint"
 scripts/test-deploy.sh
 echo "== python: the openai SDK against a live server"
 scripts/test-python.sh
+echo "== web UI: Chromium through Playwright against live servers"
+scripts/test-webui.sh
