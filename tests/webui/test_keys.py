@@ -8,9 +8,9 @@ import pytest
 from conftest import BIN, Server, send, set_settings, tiny_deepseek
 
 
-def add_key(keys, user, role):
-    out = subprocess.run([str(BIN), "keys", "add", "--file", str(keys), "--user", user, "--role", role],
-                         capture_output=True, text=True, check=True)
+def add_key(keys, user, role, *extra):
+    out = subprocess.run([str(BIN), "keys", "add", "--file", str(keys), "--user", user, "--role", role,
+                          *extra], capture_output=True, text=True, check=True)
     key = out.stdout.strip()
     assert key.startswith("r1k_"), out
     return key
