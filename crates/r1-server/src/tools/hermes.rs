@@ -7,6 +7,9 @@ use serde_json::Value;
 use super::{Scanned, HERMES_BEGIN, HERMES_END};
 
 pub(super) fn scan(region: &str, done: bool) -> Vec<Scanned> {
+    if region.trim_start().starts_with('{') {
+        return super::llama3::json_calls(region, "arguments");
+    }
     let pieces: Vec<&str> = region.split(HERMES_BEGIN).skip(1).collect();
     let n = pieces.len();
     let mut out = Vec::with_capacity(n);

@@ -7,8 +7,14 @@ use super::hermes::call_from_value;
 use super::{Scanned, PYTHON_TAG};
 
 pub(super) fn scan(region: &str, _done: bool) -> Vec<Scanned> {
-    let mut rest = region.trim_start();
-    rest = rest.strip_prefix(PYTHON_TAG).unwrap_or(rest);
+    let rest = region.trim_start();
+    json_calls(rest.strip_prefix(PYTHON_TAG).unwrap_or(rest), "parameters")
+}
+
+/// Whole JSON calls one after another (separated by whitespace or `;`), the arguments under
+/// `args_key` (or the other usual key).
+pub(super) fn json_calls(region: &str, args_key: &str) -> Vec<Scanned> {
+    let mut rest = region;
     let mut out = Vec::new();
     loop {
         rest = rest.trim_start_matches(|c: char| c.is_whitespace() || c == ';');
@@ -19,7 +25,10 @@ pub(super) fn scan(region: &str, _done: bool) -> Vec<Scanned> {
         match values.next() {
             Some(Ok(v)) => {
                 let used = values.byte_offset();
-                match call_from_value(&v, "parameters") {
+                // Bare JSON is a call only with both a name and arguments: a JSON answer
+                // that merely has a "name" field stays content.
+                let has_args = v.get("arguments").is_some() || v.get("parameters").is_some();
+                match call_from_value(&v, args_key).filter(|_| has_args) {
                     Some(c) => out.push(c),
                     None => break,
                 }

@@ -4,7 +4,9 @@
 //! Formats (`--tool-call-parser`, or picked from the chat template):
 //! * `deepseek_v3`: DeepSeek-V3/R1, `<｜tool▁calls▁begin｜><｜tool▁call▁begin｜>function<｜tool▁sep｜>NAME\n```json\n{…}\n```<｜tool▁call▁end｜>…<｜tool▁calls▁end｜>`;
 //! * `deepseek_v31`: DeepSeek-V3.1, `<｜tool▁call▁begin｜>NAME<｜tool▁sep｜>{…}<｜tool▁call▁end｜>`;
-//! * `hermes`: Qwen2.5 and Hermes, `<tool_call>\n{"name": …, "arguments": {…}}\n</tool_call>`;
+//! * `hermes`: Qwen2.5 and Hermes, `<tool_call>\n{"name": …, "arguments": {…}}\n</tool_call>`
+//!   (also the same JSON without the tags at the start of the output, which small Qwen2.5
+//!   models write; output that does not parse as calls stays content);
 //! * `llama3_json`: Llama 3.x, `{"name": …, "parameters": {…}}` (optionally after
 //!   `<|python_tag|>`, several separated by `;`).
 //!
@@ -130,8 +132,9 @@ impl ToolParserKind {
 
     /// Where the tool-call region starts in `text`.
     fn region_start(self, text: &str) -> RegionStart {
-        if self == ToolParserKind::Llama3Json {
-            // Llama 3 answers with a bare JSON call: only a `{` at the very start counts.
+        if matches!(self, ToolParserKind::Llama3Json | ToolParserKind::Hermes) {
+            // Llama 3 answers with a bare JSON call, and small Qwen2.5 models often drop the
+            // <tool_call> tags: a `{` at the very start opens the region (only there).
             let lead = text.len() - text.trim_start().len();
             let t = &text[lead..];
             if t.starts_with('{') {

@@ -140,6 +140,21 @@ fn hermes() {
             call("get_time", "{}")
         ]
     );
+    // Without the tags, at the start of the output (small Qwen2.5 models do this).
+    let out = check_splits(
+        ToolParserKind::Hermes,
+        "{\"name\": \"get_weather\", \"arguments\": {\"city\": \"Paris\"}}\n{\"name\": \"g\", \"arguments\": {}}",
+    );
+    assert_eq!(out.content, None);
+    assert_eq!(
+        out.calls,
+        vec![call("get_weather", r#"{"city":"Paris"}"#), call("g", "{}")]
+    );
+    for answer in ["{\"answer\": 4}", "{\"name\": \"Ada\", \"age\": 36}"] {
+        let out = check_splits(ToolParserKind::Hermes, answer);
+        assert_eq!(out.content.as_deref(), Some(answer));
+        assert!(out.calls.is_empty());
+    }
     // An unterminated last call is taken when the output ends.
     let out = check_splits(
         ToolParserKind::Hermes,

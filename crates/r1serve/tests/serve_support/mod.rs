@@ -26,7 +26,13 @@ pub fn model() -> Option<std::path::PathBuf> {
 impl Server {
     /// Start the server with `extra` flags, and wait until `/ready` says 200.
     pub fn start(extra: &[&str]) -> Option<Server> {
-        let model = model()?;
+        Self::start_model("smollm2.gguf", extra)
+    }
+
+    /// [`Server::start`] with another test model (`qwen05.gguf`); None (the test skips, with a
+    /// message) when it is absent.
+    pub fn start_model(file: &str, extra: &[&str]) -> Option<Server> {
+        let model = r1_model::testdata::model(file)?;
         let mut child = Command::new(env!("CARGO_BIN_EXE_r1serve"))
             .args(["serve", "--model"])
             .arg(&model)
