@@ -10,8 +10,10 @@
 #   --out DIR    work and result directory (default target/precision-table): each run writes
 #                models/ (the files measured), table.md, results.tsv, precision.png and logs/
 #   --threads N  threads for every r1serve and llama.cpp command (default: physical cores)
-#   --chunks N   chunks of 512 tokens scored per type (default 8; 0 = the whole text: 314
-#                chunks, half an hour per quantized type and more for F16 on 2 cores). The first N chunks, as llama-perplexity --chunks
+#   --chunks N   chunks of 512 tokens scored per type, the first N as llama-perplexity
+#                --chunks does (default 4, so that the whole run fits in 20 min on 2 cores:
+#                the F16, BF16 and Q2_K rows take 15-70 s a chunk there, Q2_K for want of a
+#                SIMD Q3_K kernel; 0 = the whole text, 314 chunks, hours)
 #   --reps N     timed repetitions of pp512 and tg128 (r1serve bench -r; default 1, after its
 #                warm-up run)
 #   --types "…"  the rows (default: F16 BF16 Q8_0 Q6_K Q5_K_M Q4_K_M Q4_0 Q3_K_M Q2_K IQ4_XS
@@ -86,7 +88,7 @@ done
 if [ "$QUICK" = 1 ]; then
   : "${TYPES:=F16 Q8_0 Q4_K_M IQ4_XS}" "${CHUNKS:=2}"
 fi
-: "${TYPES:=$DEFAULT_TYPES}" "${CHUNKS:=8}" "${REPS:=1}"
+: "${TYPES:=$DEFAULT_TYPES}" "${CHUNKS:=4}" "${REPS:=1}"
 [ -n "$THREADS" ] || THREADS="$(physical_cores)"
 [[ "$THREADS" =~ ^[1-9][0-9]*$ ]] || die "--threads must be a positive number"
 [[ "$CHUNKS" =~ ^[0-9]+$ ]] || die "--chunks must be a number (0 = all)"
