@@ -43,14 +43,14 @@ def test_reasoning_deltas_fill_the_thinking_block(browser):
         page = browser(server)
         page.goto(server.base + "/")
         page.wait_for_selector("body[data-ready]", state="attached")
-        set_settings(page, temperature=0, max_tokens=96)
+        set_settings(page, temperature=0, max_tokens=200)
         page.evaluate(WATCH)
         send(page, PROMPT)
         seen = page.evaluate("window.__thinking")
         model = page.locator("#model").input_value()
         want, content = streamed_reasoning(server, {
             "model": model, "messages": [{"role": "user", "content": PROMPT}],
-            "temperature": 0, "top_p": 0.95, "max_tokens": 96,
+            "temperature": 0, "top_p": 0.95, "max_tokens": 200,
         })
         assert want, "the fixture gave no reasoning_content"
         # While streaming: open, labelled "Thinking… (N s)", and growing delta by delta.
