@@ -22,7 +22,8 @@ fi
 
 export CARGO_BUILD_JOBS="${CARGO_BUILD_JOBS:-2}"
 cargo build --release -p r1serve
-export R1SERVE_BIN="$(pwd)/${CARGO_TARGET_DIR:-target}/release/r1serve"
+BIN_DIR="${CARGO_TARGET_DIR:-target}/release"
+export R1SERVE_BIN="$(cd "$BIN_DIR" && pwd)/r1serve"
 
 VENV="${R1SERVE_WEBUI_VENV:-.venv-webui}"
 if [ ! -x "$VENV/bin/python" ]; then
