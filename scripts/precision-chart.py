@@ -36,14 +36,12 @@ def main():
         r["mib"] = num(r["size_bytes"]) / (1 << 20)
     base_ppl = next((num(r["ppl"]) for r in rows if r["type"] == "F16"), None)
 
-    fig, (ax_q, ax_pp, ax_tg) = plt.subplots(1, 3, figsize=(15, 5))
+    fig, (ax_q, ax_pp, ax_tg) = plt.subplots(1, 3, figsize=(15, 5.4))
+    later = []  # labels go on once the layout is final: they are placed in pixels
 
     def panel(ax, key, color, ylabel, title, log=False, label=lambda r: r["type"]):
         pts = [r for r in rows if num(r[key]) is not None and (not log or num(r[key]) > 0)]
         ax.scatter([r["mib"] for r in pts], [num(r[key]) for r in pts], color=color, zorder=3)
-        for r in pts:
-            ax.annotate(label(r), (r["mib"], num(r[key])), textcoords="offset points",
-                        xytext=(5, 4), fontsize=8)
         if log:
             ax.set_yscale("log")
         else:
@@ -53,6 +51,27 @@ def main():
         ax.set_ylabel(ylabel)
         ax.set_title(title)
         ax.grid(True, which="both", alpha=0.3)
+        later.append((ax, [(r["mib"], num(r[key]), label(r)) for r in pts]))
+
+    def place_labels(ax, pts):
+        # Many types land near one size (qwen05's fallbacks): top to bottom, push each label
+        # below any label it would overlap, with a thin line back to its point.
+        ax.get_xlim(), ax.get_ylim()  # settle autoscaling before reading the transform
+        gap = 12
+        placed = []
+        for x, y, text in sorted(pts, key=lambda p: -ax.transData.transform((p[0], p[1]))[1]):
+            px, py = ax.transData.transform((x, y))
+            ly = py + 4
+            while True:
+                hit = [q for (qx, q) in placed if abs(qx - px) < 110 and abs(q - ly) < gap]
+                if not hit:
+                    break
+                ly = min(hit) - gap
+            placed.append((px, ly))
+            moved = abs(ly - (py + 4)) > 1
+            ax.annotate(text, (x, y), xytext=(7, ly - py), textcoords="offset pixels",
+                        fontsize=8, va="center",
+                        arrowprops=dict(arrowstyle="-", color="0.6", lw=0.5) if moved else None)
 
     for r in rows:  # F16 is the base: no KLD of its own, and a zero on a log axis
         r["kld_plot"] = "-" if r["type"] == "F16" else r["kld_mean"]
@@ -69,6 +88,8 @@ def main():
 
     fig.suptitle(title, fontsize=10)
     fig.tight_layout()
+    for ax, pts in later:
+        place_labels(ax, pts)
     fig.savefig(out, dpi=110)
     print(f"precision-chart: {out}")
 

@@ -312,7 +312,11 @@ TOTAL=$(secs_since "$T_START")
 # --- the table -----------------------------------------------------------------------------------
 read -r N_SCORED N_ALL <<<"${N_CHUNK:-? ?}"
 CPU="$(lscpu 2>/dev/null | sed -n 's/^Model name:[[:space:]]*//p' | head -n1)"
-REV="$(git rev-parse --short HEAD 2>/dev/null || echo '?')$(git diff --quiet HEAD -- crates 2>/dev/null || echo '+dirty')"
+if [ -n "${R1SERVE_BIN:-}" ]; then
+  REV="(R1SERVE_BIN=$R1SERVE_BIN)"  # not necessarily this checkout's build
+else
+  REV="$(git rev-parse --short HEAD 2>/dev/null || echo '?')$(git diff --quiet HEAD -- crates 2>/dev/null || echo '+dirty')"
+fi
 {
   echo "## Precision against size and speed: qwen05 (Qwen2.5-Coder 0.5B), r1serve $REV"
   echo
