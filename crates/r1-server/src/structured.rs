@@ -192,7 +192,11 @@ fn response_format(rf: &Value) -> Result<Option<Requested>, ApiError> {
 /// constrained from the start: a constraint waiting for a `</think>` that never comes would
 /// be a free decode.
 pub fn start_after(m: &ModelState, rendered_prompt: &str) -> Option<String> {
-    (m.reasoning && crate::reasoning::prompt_opens_reasoning(rendered_prompt))
+    start_after_for(m.reasoning, rendered_prompt)
+}
+
+fn start_after_for(reasoning: bool, rendered_prompt: &str) -> Option<String> {
+    (reasoning && crate::reasoning::prompt_opens_reasoning(rendered_prompt))
         .then(|| THINK_CLOSE.to_string())
 }
 
@@ -268,6 +272,16 @@ mod tests {
             .unwrap()
             .unwrap();
         assert!(matches!(r.grammar, Grammar::Gbnf(_)));
+    }
+
+    #[test]
+    fn constraint_starts_after_the_reasoning() {
+        let r1 = "<｜User｜>hi<｜Assistant｜><think>\n";
+        assert_eq!(start_after_for(true, r1).as_deref(), Some("</think>"));
+        // The parser is off, or the prompt does not open a reasoning section (the model may
+        // answer at once): constrained from the first token.
+        assert_eq!(start_after_for(false, r1), None);
+        assert_eq!(start_after_for(true, "<｜User｜>hi<｜Assistant｜>"), None);
     }
 
     #[test]
