@@ -4,6 +4,7 @@
 //! Nothing async runs here; the HTTP side talks to it through [`EngineHandle`] (`handle.rs`);
 //! the types both sides share are in `types.rs`.
 
+mod constrain;
 mod handle;
 mod types;
 
@@ -22,6 +23,7 @@ use tokio::sync::mpsc as tmpsc;
 
 use crate::adaptive::{AdaptiveBatcher, Limits};
 use crate::block_pool::num_blocks_for_budget;
+use crate::constraint::{Commit, SeqMatcher};
 use crate::detokenizer::DecodeState;
 use crate::engine_metrics::{PriorityLoad, RequestTimes};
 use crate::sampler::{logprobs, Sampler};
@@ -40,6 +42,8 @@ struct SeqState {
     stops: StopStrings,
     /// When this sequence's previous token was sampled (inter-token latency).
     last_token: Option<Instant>,
+    /// The grammar state of a constrained request (one per choice).
+    matcher: Option<SeqMatcher>,
 }
 
 struct RequestState {
@@ -232,6 +236,10 @@ impl EngineLoop {
                             decode: DecodeState::new(&self.tokenizer, req.skip_special_tokens),
                             stops: StopStrings::new(req.stop_strings.clone()),
                             last_token: None,
+                            matcher: req
+                                .constraint
+                                .as_ref()
+                                .map(|c| c.matcher().with_stops(&req.stop_ids, req.ignore_eos)),
                         },
                     );
                 }
@@ -272,7 +280,8 @@ impl EngineLoop {
         }
         let batch = plan.to_batch();
         let t0 = Instant::now();
-        let logits = match self.model.forward(&batch, &mut self.kv) {
+        let forward = self.forward_with_masks(&plan, &batch);
+        let logits = match forward {
             Ok(l) => l,
             Err(e) => {
                 tracing::error!("forward failed: {e}");
@@ -391,6 +400,14 @@ impl EngineLoop {
             return Ok(());
         };
         let mut logits = row.to_vec();
+        // The grammar first: penalties, bias and temperature only reorder what it allows.
+        let constrained = s.matcher.as_ref().is_some_and(|m| m.is_active());
+        if let Some(m) = s.matcher.as_mut() {
+            if let Err(e) = m.mask_logits(&mut logits) {
+                self.fail_request(seq.request, e);
+                return Ok(());
+            }
+        }
         s.sampler.adjust(&mut logits, &s.history, &s.generated);
         let tok = s.sampler.pick(&logits);
         let lp = r.req.logprobs.map(|k| {
@@ -416,9 +433,24 @@ impl EngineLoop {
                 "first token"
             );
         }
+        // Under a grammar an end-of-generation id is only allowed where the grammar accepts
+        // (with `ignore_eos`, only where nothing else is), so it ends the sequence even then.
+        let is_stop_id = ((!r.req.ignore_eos || constrained) && self.tokenizer.is_stop(tok))
+            || r.req.stop_ids.contains(&tok);
+        let mut grammar_done = false;
+        if !is_stop_id {
+            if let Some(m) = s.matcher.as_mut() {
+                match m.commit(tok) {
+                    Ok(Commit::Done) => grammar_done = true,
+                    Ok(Commit::Free | Commit::Continue) => {}
+                    Err(e) => {
+                        self.fail_request(seq.request, e);
+                        return Ok(());
+                    }
+                }
+            }
+        }
         let appended = self.sched.append_token(seq, tok)?;
-        let is_stop_id =
-            (!r.req.ignore_eos && self.tokenizer.is_stop(tok)) || r.req.stop_ids.contains(&tok);
         let mut finish = None;
         if is_stop_id {
             finish = Some(Finish::Stop);
@@ -436,7 +468,7 @@ impl EngineLoop {
                 text,
                 logprob: lp,
             });
-            if stopped {
+            if stopped || grammar_done {
                 finish = Some(Finish::Stop);
             } else if appended == Appended::Finished(FinishReason::Length) {
                 finish = Some(Finish::Length);
@@ -446,7 +478,8 @@ impl EngineLoop {
             if appended == Appended::Running {
                 self.sched.finish(seq, FinishReason::Stop)?;
             }
-            let tail = if reason == Finish::Stop && !is_stop_id {
+            // A stop string drops the text it held back; the end of a grammar releases it.
+            let tail = if reason == Finish::Stop && !is_stop_id && !grammar_done {
                 String::new()
             } else {
                 let t = s.decode.finish(&self.tokenizer);

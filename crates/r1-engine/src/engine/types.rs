@@ -165,4 +165,10 @@ pub struct EngineStats {
     pub step_seq_limit: usize,
     /// Duration of the last forward pass.
     pub last_step_ms: f64,
+    /// Constrained decoding: grammar masks computed, the worker time they took (alongside
+    /// the forward passes), and how long the engine waited for them after a forward pass
+    /// had finished (the part that was not hidden).
+    pub constraint_masks: u64,
+    pub constraint_mask_secs: f64,
+    pub constraint_wait_secs: f64,
 }
