@@ -108,6 +108,7 @@ impl LayoutTensor {
                         let n = max_rows.min(rows - r);
                         buf.resize(n * cols, 0.0);
                         dir.rows_f32(name, r, n, &mut buf)?;
+                        dir.release_rows(name, r, n);
                         f(done, &buf)?;
                         done += n;
                         r += n;
@@ -165,6 +166,7 @@ impl LayoutTensor {
                 buf.resize(v * r, 0.0);
                 for h in 0..*n_head {
                     dir.rows_f32(hf, h * (nope + v) + nope, *v, &mut buf)?;
+                    dir.release_rows(hf, h * (nope + v) + nope, *v);
                     f(h * v, &buf)?;
                 }
             }

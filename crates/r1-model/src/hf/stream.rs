@@ -131,21 +131,30 @@ impl HfDir {
     /// Drop a tensor's pages from this process's resident set once it has been read: the
     /// page cache keeps them, but a one-pass conversion's RSS stays at what it built.
     pub fn release(&self, name: &str) {
+        if let Ok((rows, _)) = self.matrix_shape(name) {
+            self.release_rows(name, 0, rows);
+        }
+    }
+
+    /// [`Self::release`] for rows `r0..r0 + n` only (a slab just converted): a stack of 256
+    /// experts, or one large embedding, then never sits in memory whole.
+    pub fn release_rows(&self, name: &str, r0: usize, n: usize) {
         let Some(e) = self.tensors.get(name) else {
             return;
         };
+        let rows = self.matrix_shape(name).map_or(1, |(r, _)| r.max(1));
+        let row_bytes = (e.end - e.start) / rows;
+        let start = e.start + r0 * row_bytes;
+        let len = (n * row_bytes).min(e.end - start);
         let map = &self.files[e.file].1;
         // SAFETY: a read-only file mapping; MADV_DONTNEED only drops this process's copy of
-        // the pages, which fault in again from the file if read later.
+        // the pages (whole pages around the range), which fault in again from the file if
+        // read later.
         #[cfg(unix)]
         unsafe {
-            let _ = map.unchecked_advise_range(
-                memmap2::UncheckedAdvice::DontNeed,
-                e.start,
-                e.end - e.start,
-            );
+            let _ = map.unchecked_advise_range(memmap2::UncheckedAdvice::DontNeed, start, len);
         }
         #[cfg(not(unix))]
-        let _ = map;
+        let _ = (map, start, len);
     }
 }
