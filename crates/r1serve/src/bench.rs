@@ -2,11 +2,16 @@
 //! (pp: one batch of N prompt tokens; tg: N tokens decoded one at a time; both after `--depth`
 //! tokens already in the cache, 0 by default, like `llama-bench -d`).
 
+use std::path::PathBuf;
 use std::time::Instant;
 
 use r1_engine::session::Session;
 
 use crate::load::{load, ModelArgs};
+
+// Declared here rather than in main.rs: the bench's own submodule.
+#[path = "bench_constrained.rs"]
+mod constrained;
 
 /// (`r1serve bench serve --url URL ...` benchmarks a running server instead; see its --help.)
 #[derive(clap::Args)]
@@ -34,6 +39,15 @@ pub struct BenchArgs {
     pub offline: bool,
     #[command(flatten)]
     pub offline_args: crate::bench_offline::OfflineArgs,
+    /// Time schema-constrained decode against free decode of the same length (`-n` tokens,
+    /// EOS ignored, `-r` runs each) through the engine, with a built-in schema (an array of
+    /// at least 64 records).
+    #[arg(long)]
+    pub constrained: bool,
+    /// Like --constrained, with this JSON schema (its output must not end before `-n`
+    /// tokens).
+    #[arg(long, value_name = "FILE")]
+    pub json_schema: Option<PathBuf>,
 }
 
 struct Stat {
@@ -57,6 +71,10 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
     let l = load(&args.model)?;
     if args.offline {
         return crate::bench_offline::run(&l, &args.offline_args, args.json);
+    }
+    if args.constrained || args.json_schema.is_some() {
+        let schema = args.json_schema.as_deref();
+        return constrained::run(&l, schema, args.n_gen, args.reps, args.json);
     }
     let m = l.model.as_ref();
     let vocab = m.config().vocab_size as u32;
