@@ -6,6 +6,15 @@
 //!
 //! Skips with a message when the peer build (its `libggml-base.a` and headers) or a C
 //! compiler is missing.
+//!
+//! Where GCC fuses multiply-adds depends on the CPU it tuned ggml for (`-mtune=native`; see
+//! `quant/quantize_ggml.rs`), and our quantizers follow this machine's CPU. To check the other
+//! profile, build a libggml-base tuned for it and point the test there, e.g. for Zen on an Intel
+//! machine: `cmake -S <peer>/src -B /tmp/ggml-znver/llama.cpp-0c1e570/build -DGGML_NATIVE=OFF
+//! -DCMAKE_C_FLAGS="-march=native -mtune=znver3"` (plus the peer's other options,
+//! scripts/build-llamacpp.sh), `cmake --build ... --target ggml-base`, link
+//! `/tmp/ggml-znver/llama.cpp-0c1e570/src` to the peer's source, then run with
+//! `R1SERVE_PEER_CACHE=/tmp/ggml-znver R1SERVE_QUANT_FMA=nochains`.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -238,7 +247,9 @@ fn quantize_weights_matches_ggml_quantize_chunk() {
     }
     assert!(
         failures.is_empty(),
-        "differs from ggml:\n{}",
+        "differs from ggml (R1SERVE_QUANT_FMA={:?}, peer {}):\n{}",
+        std::env::var("R1SERVE_QUANT_FMA").ok(),
+        peer_dir().display(),
         failures.join("\n")
     );
 }

@@ -11,6 +11,31 @@
 //!
 //! On x86-64 the row functions are compiled twice, with and without the FMA instruction set,
 //! so `mul_add` is one instruction where the CPU has it (the results are the same either way).
+//!
+//! Where GCC fuses also depends on the CPU ggml was tuned for (`-march=native` implies
+//! `-mtune=native`), so the peer's bytes differ between AMD and Intel machines, and we follow
+//! the machine we run on ([`FmaProfile`]):
+//!
+//! - `nochains` (GCC's tuning for AMD Zen): `X86_TUNE_AVOID_128FMA_CHAINS`/`_256FMA_CHAINS`
+//!   set `--param avoid-fma-max-bits` (128 for znver1, 256 for znver2/3), and GCC then leaves a
+//!   reduction `sum += a*b` whose only chain runs round a loop as a multiply and an add. In the
+//!   quantizers that is `sum_x` in the first loop of `make_qkx2_quants`/`make_qkx3_quants` over
+//!   32 values (the 16-value loop is unrolled, so it has no loop to chain round and is fused).
+//! - `chains` (GCC's tuning for Intel and `generic`): that `sum_x` fused as well.
+//!
+//! Evidence (GCC 12.2, the peer's `ggml-quants.c` at `-O3 -march=native`, `.FMA` calls in
+//! `-fdump-tree-optimized`, per function): `-mtune=znver3` and `-mtune=znver2` against
+//! `-mtune=native` (rocketlake) and `sapphirerapids` (identical to each other) fuse one site
+//! less in `make_qkx3_quants` and in the inlined `make_qkx2_quants` of `quantize_row_q4_K_ref`
+//! and `q5_K_ref`, the `sum_x` above; `-mtune=native --param avoid-fma-max-bits=256` alone
+//! removes just those. The other differences round the same: vector widths of the
+//! `nearest_int` fusions, loop epilogues our row lengths never reach, and Q2_K's
+//! `x + dmin*m`, vectorized with a broadcast product under Zen tuning with AVX-512 but fused
+//! under Intel's, where `dmin*m` (an f16 times a 4-bit integer) is exact either way.
+//!
+//! The profile is chosen once from CPUID (AMD family 17h, 19h or 1Ah, or Hygon 18h: Zen, which
+//! GCC tunes as `znver*` under `-march=native`; anything else: `chains`), and
+//! `R1SERVE_QUANT_FMA=chains|nochains` overrides it, to match a peer built for another machine.
 
 use super::util::{nearest_int, rd_f16, wr_f16};
 use super::{q8, GgmlType, QuantError};
@@ -20,6 +45,79 @@ use super::{q8, GgmlType, QuantError};
 #[inline(always)]
 pub(super) fn ni_mul(a: f32, b: f32) -> i32 {
     (a as f64 * b as f64).round_ties_even() as i32
+}
+
+/// Where GCC contracted products into fused multiply-adds in the ggml build being matched
+/// (see the module doc): the profile of the tuning `-march=native` picks on this CPU.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum FmaProfile {
+    /// Loop-carried `sum += a*b` chains fused (GCC's tuning for Intel, and `generic`).
+    Chains,
+    /// Such chains left as a multiply and an add (GCC's `avoid_fma_chains`, AMD Zen).
+    NoChains,
+}
+
+impl FmaProfile {
+    pub(super) fn chains(self) -> bool {
+        self == FmaProfile::Chains
+    }
+}
+
+/// The CPU is one GCC tunes as AMD Zen (`znver*`) under `-march=native`.
+fn cpu_is_zen() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        // SAFETY: CPUID leaves 0 and 1 exist on every x86-64 CPU. (`__cpuid` is a safe fn in
+        // newer Rust; the block keeps older compilers building.)
+        #[allow(unused_unsafe)]
+        let (l0, l1) = unsafe { (std::arch::x86_64::__cpuid(0), std::arch::x86_64::__cpuid(1)) };
+        let mut vendor = [0u8; 12];
+        vendor[..4].copy_from_slice(&l0.ebx.to_le_bytes());
+        vendor[4..8].copy_from_slice(&l0.edx.to_le_bytes());
+        vendor[8..].copy_from_slice(&l0.ecx.to_le_bytes());
+        let base = (l1.eax >> 8) & 0xF;
+        let family = if base == 0xF {
+            base + ((l1.eax >> 20) & 0xFF)
+        } else {
+            base
+        };
+        match &vendor {
+            b"AuthenticAMD" => matches!(family, 0x17 | 0x19 | 0x1A),
+            b"HygonGenuine" => family == 0x18,
+            _ => false,
+        }
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
+}
+
+/// The profile for this process: `R1SERVE_QUANT_FMA` (`chains` or `nochains`) if set,
+/// else from the CPU. Read once.
+pub(super) fn fma_profile() -> FmaProfile {
+    static PROFILE: std::sync::OnceLock<FmaProfile> = std::sync::OnceLock::new();
+    *PROFILE.get_or_init(|| {
+        let chains = match std::env::var("R1SERVE_QUANT_FMA").as_deref() {
+            Ok("chains") => true,
+            Ok("nochains") => false,
+            Ok(other) => {
+                let zen = cpu_is_zen();
+                tracing::warn!(
+                    "R1SERVE_QUANT_FMA={other:?} is neither `chains` nor `nochains`; \
+                     using the CPU's ({})",
+                    if zen { "nochains" } else { "chains" }
+                );
+                !zen
+            }
+            Err(_) => !cpu_is_zen(),
+        };
+        if chains {
+            FmaProfile::Chains
+        } else {
+            FmaProfile::NoChains
+        }
+    })
 }
 
 /// The types [`quantize_weights`] writes.
@@ -52,28 +150,29 @@ pub fn quantize_weights(
     if let Some(w) = imatrix {
         super::check_len(ty, "importance matrix", x.len(), w.len())?;
     }
+    let p = fma_profile();
     #[cfg(target_arch = "x86_64")]
     if std::arch::is_x86_feature_detected!("fma") {
         // SAFETY: the CPU has FMA, checked just above.
-        unsafe { row_fma(ty, x, out, imatrix) };
+        unsafe { row_fma(ty, x, out, imatrix, p) };
         return Ok(());
     }
-    row_generic(ty, x, out, imatrix);
+    row_generic(ty, x, out, imatrix, p);
     Ok(())
 }
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "fma")]
-unsafe fn row_fma(ty: GgmlType, x: &[f32], out: &mut [u8], imatrix: Option<&[f32]>) {
-    row(ty, x, out, imatrix)
+unsafe fn row_fma(ty: GgmlType, x: &[f32], out: &mut [u8], imatrix: Option<&[f32]>, p: FmaProfile) {
+    row(ty, x, out, imatrix, p)
 }
 
-fn row_generic(ty: GgmlType, x: &[f32], out: &mut [u8], imatrix: Option<&[f32]>) {
-    row(ty, x, out, imatrix)
+fn row_generic(ty: GgmlType, x: &[f32], out: &mut [u8], imatrix: Option<&[f32]>, p: FmaProfile) {
+    row(ty, x, out, imatrix, p)
 }
 
 #[inline(always)]
-fn row(ty: GgmlType, x: &[f32], out: &mut [u8], imatrix: Option<&[f32]>) {
+fn row(ty: GgmlType, x: &[f32], out: &mut [u8], imatrix: Option<&[f32]>, p: FmaProfile) {
     use super::quantize_ggml_k as k;
     use GgmlType::*;
     let bs = ty.block_size();
@@ -88,10 +187,10 @@ fn row(ty: GgmlType, x: &[f32], out: &mut [u8], imatrix: Option<&[f32]>) {
         (Q4_1, None) => blocks.for_each(|(x, y)| q4_1(x, y)),
         (Q5_0, None) => blocks.for_each(|(x, y)| q5_0(x, y)),
         (Q5_1, None) => blocks.for_each(|(x, y)| q5_1(x, y)),
-        (Q2_K, None) => blocks.for_each(|(x, y)| k::q2_k_ref(x, y)),
+        (Q2_K, None) => blocks.for_each(|(x, y)| k::q2_k_ref(x, y, p)),
         (Q3_K, None) => blocks.for_each(|(x, y)| k::q3_k_ref(x, y)),
-        (Q4_K, None) => blocks.for_each(|(x, y)| k::q45_k_ref(x, y, 15)),
-        (Q5_K, None) => blocks.for_each(|(x, y)| k::q45_k_ref(x, y, 31)),
+        (Q4_K, None) => blocks.for_each(|(x, y)| k::q45_k_ref(x, y, 15, p)),
+        (Q5_K, None) => blocks.for_each(|(x, y)| k::q45_k_ref(x, y, 31, p)),
         (Q6_K, None) => blocks.for_each(|(x, y)| k::q6_k_ref(x, y)),
         (_, Some(w)) => {
             let it = x
@@ -101,13 +200,13 @@ fn row(ty: GgmlType, x: &[f32], out: &mut [u8], imatrix: Option<&[f32]>) {
             match ty {
                 // sigma² of these four is taken over the whole row
                 Q4_0 => k::q4_0_imat_row(x, out, w),
-                Q4_1 => k::q4_1_imat_row(x, out, w),
+                Q4_1 => k::q4_1_imat_row(x, out, w, p),
                 Q5_0 => k::q5_0_imat_row(x, out, w),
-                Q5_1 => k::q5_1_imat_row(x, out, w),
-                Q2_K => it.for_each(|((x, y), w)| k::q2_k_imat(x, y, w)),
+                Q5_1 => k::q5_1_imat_row(x, out, w, p),
+                Q2_K => it.for_each(|((x, y), w)| k::q2_k_imat(x, y, w, p)),
                 Q3_K => it.for_each(|((x, y), w)| k::q3_k_imat(x, y, w)),
-                Q4_K => it.for_each(|((x, y), w)| k::q45_k_imat(x, y, w, 15)),
-                Q5_K => it.for_each(|((x, y), w)| k::q45_k_imat(x, y, w, 31)),
+                Q4_K => it.for_each(|((x, y), w)| k::q45_k_imat(x, y, w, 15, p)),
+                Q5_K => it.for_each(|((x, y), w)| k::q45_k_imat(x, y, w, 31, p)),
                 Q6_K => it.for_each(|((x, y), w)| k::q6_k_imat(x, y, w)),
                 _ => unreachable!("checked by quantize_weights_supported"),
             }

@@ -4,7 +4,7 @@
 // The loops index as ggml's C does, so the two can be read side by side.
 #![allow(clippy::needless_range_loop)]
 
-use super::quantize_ggml::{f16_roundtrip, ni, ni_mul};
+use super::quantize_ggml::{f16_roundtrip, ni, ni_mul, FmaProfile};
 use super::quantize_ggml_search::*;
 use super::util::{rd_f16, scale_min_k4, scales_q3k, wr_f16, QK_K};
 
@@ -54,7 +54,7 @@ fn q45_k_finish(x: &[f32], y: &mut [u8], l: &mut [u8; QK_K], nmax: i32) {
 
 /// Q4_K (nmax 15) and Q5_K (nmax 31), `quantize_row_q4_K_ref` / `q5_K_ref`.
 #[inline(always)]
-pub(super) fn q45_k_ref(x: &[f32], y: &mut [u8], nmax: i32) {
+pub(super) fn q45_k_ref(x: &[f32], y: &mut [u8], nmax: i32, p: FmaProfile) {
     let mut l = [0u8; QK_K];
     let mut scales = [0f32; 8];
     let mut mins = [0f32; 8];
@@ -68,7 +68,18 @@ pub(super) fn q45_k_ref(x: &[f32], y: &mut [u8], nmax: i32) {
             *w = av_x + v.abs();
         }
         let lj = &mut l[32 * j..32 * j + 32];
-        let (s, m) = make_qkx_quants(nmax, xs, &weights, lj, rmin, 0.1, nstep, false, false);
+        let (s, m) = make_qkx_quants(
+            nmax,
+            xs,
+            &weights,
+            lj,
+            rmin,
+            0.1,
+            nstep,
+            false,
+            false,
+            p.chains(),
+        );
         scales[j] = s;
         mins[j] = m;
         if s > max_scale {
@@ -98,7 +109,7 @@ pub(super) fn q45_k_ref(x: &[f32], y: &mut [u8], nmax: i32) {
 
 /// Q4_K / Q5_K with an importance matrix (`quantize_row_q4_K_impl` / `q5_K_impl`).
 #[inline(always)]
-pub(super) fn q45_k_imat(x: &[f32], y: &mut [u8], qw: &[f32], nmax: i32) {
+pub(super) fn q45_k_imat(x: &[f32], y: &mut [u8], qw: &[f32], nmax: i32, p: FmaProfile) {
     let mut l = [0u8; QK_K];
     let mut scales = [0f32; 8];
     let mut mins = [0f32; 8];
@@ -110,7 +121,18 @@ pub(super) fn q45_k_imat(x: &[f32], y: &mut [u8], qw: &[f32], nmax: i32) {
         imat_weights(xs, &qw[32 * j..32 * j + 32], sigma2, &mut weights);
         sw[j] = weights.iter().fold(0f32, |s, &w| s + w);
         let lj = &mut l[32 * j..32 * j + 32];
-        let (s, m) = make_qkx_quants(nmax, xs, &weights, lj, -0.9, 0.05, 36, false, true);
+        let (s, m) = make_qkx_quants(
+            nmax,
+            xs,
+            &weights,
+            lj,
+            -0.9,
+            0.05,
+            36,
+            false,
+            true,
+            p.chains(),
+        );
         scales[j] = s;
         mins[j] = m;
     }
@@ -211,7 +233,7 @@ fn q2_k_finish(x: &[f32], y: &mut [u8], l: &mut [u8; QK_K]) {
 }
 
 #[inline(always)]
-pub(super) fn q2_k_ref(x: &[f32], y: &mut [u8]) {
+pub(super) fn q2_k_ref(x: &[f32], y: &mut [u8], p: FmaProfile) {
     let mut l = [0u8; QK_K];
     let mut weights = [0f32; 16];
     let mut scales = [0f32; 16];
@@ -223,7 +245,7 @@ pub(super) fn q2_k_ref(x: &[f32], y: &mut [u8]) {
             *w = v.abs();
         }
         let ls = &mut l[16 * j..16 * j + 16];
-        let (s, m) = make_qkx_quants(3, xs, &weights, ls, -0.5, 0.1, 15, true, false);
+        let (s, m) = make_qkx_quants(3, xs, &weights, ls, -0.5, 0.1, 15, true, false, p.chains());
         scales[j] = s;
         mins[j] = m;
         if s > max_scale {
@@ -252,7 +274,7 @@ pub(super) fn q2_k_ref(x: &[f32], y: &mut [u8]) {
 }
 
 #[inline(always)]
-pub(super) fn q2_k_imat(x: &[f32], y: &mut [u8], qw: &[f32]) {
+pub(super) fn q2_k_imat(x: &[f32], y: &mut [u8], qw: &[f32], p: FmaProfile) {
     let mut l = [0u8; QK_K];
     let mut weight = [0f32; 16];
     let mut scales = [0f32; 16];
@@ -264,7 +286,7 @@ pub(super) fn q2_k_imat(x: &[f32], y: &mut [u8], qw: &[f32]) {
         imat_weights(xs, &qw[16 * j..16 * j + 16], sigma2, &mut weight);
         sw[j] = weight.iter().fold(0f32, |s, &w| s + w);
         let ls = &mut l[16 * j..16 * j + 16];
-        let (s, m) = make_qkx_quants(3, xs, &weight, ls, -0.9, 0.05, 36, false, true);
+        let (s, m) = make_qkx_quants(3, xs, &weight, ls, -0.9, 0.05, 36, false, true, p.chains());
         scales[j] = s;
         mins[j] = m;
     }
@@ -413,7 +435,7 @@ fn qx_0_imat_row(x: &[f32], y: &mut [u8], qw: &[f32], five: bool) {
 
 /// Q4_1 / Q5_1 with an importance matrix, one row.
 #[inline(always)]
-fn qx_1_imat_row(x: &[f32], y: &mut [u8], qw: &[f32], five: bool) {
+fn qx_1_imat_row(x: &[f32], y: &mut [u8], qw: &[f32], five: bool, p: FmaProfile) {
     let sigma2 = row_sigma2(x);
     let ts = if five { 24 } else { 20 };
     let mut weight = [0f32; 32];
@@ -425,7 +447,18 @@ fn qx_1_imat_row(x: &[f32], y: &mut [u8], qw: &[f32], five: bool) {
     {
         imat_weights(xb, wb, sigma2, &mut weight);
         let nmax = if five { 31 } else { 15 };
-        let (d, m) = make_qkx_quants(nmax, xb, &weight, &mut l, -0.9, 0.05, 36, false, true);
+        let (d, m) = make_qkx_quants(
+            nmax,
+            xb,
+            &weight,
+            &mut l,
+            -0.9,
+            0.05,
+            36,
+            false,
+            true,
+            p.chains(),
+        );
         wr_f16(yb, 0, d);
         wr_f16(yb, 2, -m);
         if five {
@@ -451,9 +484,9 @@ pub(super) fn q4_0_imat_row(x: &[f32], y: &mut [u8], qw: &[f32]) {
 pub(super) fn q5_0_imat_row(x: &[f32], y: &mut [u8], qw: &[f32]) {
     qx_0_imat_row(x, y, qw, true)
 }
-pub(super) fn q4_1_imat_row(x: &[f32], y: &mut [u8], qw: &[f32]) {
-    qx_1_imat_row(x, y, qw, false)
+pub(super) fn q4_1_imat_row(x: &[f32], y: &mut [u8], qw: &[f32], p: FmaProfile) {
+    qx_1_imat_row(x, y, qw, false, p)
 }
-pub(super) fn q5_1_imat_row(x: &[f32], y: &mut [u8], qw: &[f32]) {
-    qx_1_imat_row(x, y, qw, true)
+pub(super) fn q5_1_imat_row(x: &[f32], y: &mut [u8], qw: &[f32], p: FmaProfile) {
+    qx_1_imat_row(x, y, qw, true, p)
 }

@@ -135,8 +135,35 @@ pub(super) fn fit_error(
     e
 }
 
+/// The first pass of `make_qkx_quants`: (min, max, Σw, Σw·x). `FUSE_SUM_X`: GCC fused
+/// `sum_x += w*x` (see `quantize_ggml.rs`: always for 16 values, whose loop it unrolls; for
+/// 32 only without Zen's `avoid_fma_chains` tuning, as the chain runs round the loop).
+#[inline(always)]
+fn qkx_stats<const FUSE_SUM_X: bool>(x: &[f32], w: &[f32]) -> (f32, f32, f32, f32) {
+    let mut min = x[0];
+    let mut max = x[0];
+    let mut sum_w = w[0];
+    let mut sum_x = sum_w * x[0];
+    for i in 1..x.len() {
+        if x[i] < min {
+            min = x[i];
+        }
+        if x[i] > max {
+            max = x[i];
+        }
+        sum_w += w[i];
+        sum_x = if FUSE_SUM_X {
+            w[i].mul_add(x[i], sum_x)
+        } else {
+            sum_x + w[i] * x[i]
+        };
+    }
+    (min, max, sum_w, sum_x)
+}
+
 /// ggml's `make_qkx2_quants` (`first_min_clamp`: clamp min to 0 before the equal check, as
 /// qkx2 does) and `make_qkx3_quants` (after it). Returns (scale, -min); `l` gets the levels.
+/// `chains`: [`super::quantize_ggml::FmaProfile::chains`].
 #[allow(clippy::too_many_arguments)]
 #[inline(always)]
 pub(super) fn make_qkx_quants(
@@ -149,27 +176,14 @@ pub(super) fn make_qkx_quants(
     nstep: i32,
     use_mad: bool,
     qkx3: bool,
+    chains: bool,
 ) -> (f32, f32) {
     let n = x.len();
-    let mut min = x[0];
-    let mut max = x[0];
-    let mut sum_w = w[0];
-    let mut sum_x = sum_w * x[0];
-    for i in 1..n {
-        if x[i] < min {
-            min = x[i];
-        }
-        if x[i] > max {
-            max = x[i];
-        }
-        sum_w += w[i];
-        // GCC unrolls the 16-element loop and fuses; the 32-element one it does not
-        sum_x = if n == 16 {
-            w[i].mul_add(x[i], sum_x)
-        } else {
-            sum_x + w[i] * x[i]
-        };
-    }
+    let (mut min, max, sum_w, sum_x) = if n == 16 || chains {
+        qkx_stats::<true>(x, w)
+    } else {
+        qkx_stats::<false>(x, w)
+    };
     if min > 0.0 {
         min = 0.0;
     }
