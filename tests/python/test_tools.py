@@ -211,12 +211,9 @@ def test_weather_round_trip(qwen, qwen_model, choice, stream):
     assert no_markup(final.content)
 
 
-@pytest.mark.xfail(
-    reason="qwen05 offered two tools without a system prompt writes its call in a ```json "
-    "fence, no <tool_call> tags; the Hermes parser takes the tagged form and bare JSON only",
-    strict=False,
-)
-def test_bare_json_call_without_system_prompt(qwen, qwen_model):
+def test_fenced_json_call_without_system_prompt(qwen, qwen_model):
+    # qwen05 offered two tools without a system prompt writes its call in a ```json fence,
+    # without <tool_call> tags; the Hermes parser takes that form too.
     r = ask(qwen, qwen_model, [{"role": "user", "content": ASK}], tools=[WEATHER_TOOL, TIME_TOOL], tool_choice="auto")
     assert r.finish_reason == "tool_calls", r.content
     assert_weather_call(r.tool_calls[0])

@@ -1,14 +1,20 @@
 //! The Hermes format, which Qwen2.5 uses: each call is a JSON object between `<tool_call>`
 //! and `</tool_call>`, `{"name": …, "arguments": {…}}`. A call is reported once its JSON is
-//! whole (name and arguments in one go).
+//! whole (name and arguments in one go). Small Qwen2.5 models also write the bare JSON, or
+//! the JSON in a ```` ```json ```` fence, at the start of the answer; both count.
 
 use serde_json::Value;
 
 use super::{Scanned, HERMES_BEGIN, HERMES_END};
 
 pub(super) fn scan(region: &str, done: bool) -> Vec<Scanned> {
-    if region.trim_start().starts_with('{') {
+    let lead = region.trim_start();
+    if lead.starts_with('{') {
         return super::llama3::json_calls(region, "arguments");
+    }
+    // A call in a ```json fence (the closing fence ends the JSON scan).
+    if let Some(body) = super::strip_json_fence(lead) {
+        return super::llama3::json_calls(body, "arguments");
     }
     let pieces: Vec<&str> = region.split(HERMES_BEGIN).skip(1).collect();
     let n = pieces.len();

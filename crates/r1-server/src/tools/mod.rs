@@ -134,13 +134,20 @@ impl ToolParserKind {
     fn region_start(self, text: &str) -> RegionStart {
         if matches!(self, ToolParserKind::Llama3Json | ToolParserKind::Hermes) {
             // Llama 3 answers with a bare JSON call, and small Qwen2.5 models often drop the
-            // <tool_call> tags: a `{` at the very start opens the region (only there).
+            // <tool_call> tags (or, Hermes only, put the call in a ```json fence): a `{` at the
+            // very start (only there), bare or fenced, opens the region.
             let lead = text.len() - text.trim_start().len();
             let t = &text[lead..];
+            let hermes = self == ToolParserKind::Hermes;
+            match strip_json_fence(t) {
+                Some(body) if hermes && body.starts_with('{') => return RegionStart::At(lead),
+                Some(body) if hermes && body.is_empty() => return RegionStart::Maybe(lead),
+                _ => {}
+            }
             if t.starts_with('{') {
                 return RegionStart::At(lead);
             }
-            if t.is_empty() {
+            if t.is_empty() || (hermes && JSON_FENCE.starts_with(t)) {
                 return RegionStart::Maybe(lead);
             }
         }
@@ -169,6 +176,17 @@ impl ToolParserKind {
             RegionStart::None
         }
     }
+}
+
+const JSON_FENCE: &str = "```json";
+
+/// The text after an opening Markdown code fence (```` ```json ```` or a bare ```` ``` ````)
+/// and the whitespace that follows it; `None` when `t` does not open with a fence.
+fn strip_json_fence(t: &str) -> Option<&str> {
+    let rest = t
+        .strip_prefix(JSON_FENCE)
+        .or_else(|| t.strip_prefix("```"))?;
+    Some(rest.trim_start())
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -150,6 +150,22 @@ fn hermes() {
         out.calls,
         vec![call("get_weather", r#"{"city":"Paris"}"#), call("g", "{}")]
     );
+    // In a ```json fence (qwen05 offered two tools without a system prompt does this).
+    let out = check_splits(
+        ToolParserKind::Hermes,
+        "```json\n{\"name\": \"get_weather\", \"arguments\": {\"city\": \"Paris\"}}\n```",
+    );
+    assert_eq!(out.content, None);
+    assert_eq!(out.calls, vec![call("get_weather", r#"{"city":"Paris"}"#)]);
+    for answer in [
+        "```json\n{\"answer\": 4}\n```",
+        "```python\nprint(1)\n```",
+        "``not a fence``",
+    ] {
+        let out = check_splits(ToolParserKind::Hermes, answer);
+        assert_eq!(out.content.as_deref(), Some(answer));
+        assert!(out.calls.is_empty());
+    }
     for answer in ["{\"answer\": 4}", "{\"name\": \"Ada\", \"age\": 36}"] {
         let out = check_splits(ToolParserKind::Hermes, answer);
         assert_eq!(out.content.as_deref(), Some(answer));
