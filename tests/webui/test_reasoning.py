@@ -45,7 +45,18 @@ def test_reasoning_deltas_fill_the_thinking_block(browser):
         page.wait_for_selector("body[data-ready]", state="attached")
         set_settings(page, temperature=0, max_tokens=200)
         page.evaluate(WATCH)
+        # On an idle machine the tiny model writes its whole reasoning within one network
+        # read, and the page would get it as one piece: throttle the download (after the page
+        # has loaded) so the SSE events arrive over a second or two, as from a real model.
+        cdp = page.context.new_cdp_session(page)
+        cdp.send("Network.enable")
+        cdp.send("Network.emulateNetworkConditions", {
+            "offline": False, "latency": 20, "downloadThroughput": 2048, "uploadThroughput": -1,
+        })
         send(page, PROMPT)
+        cdp.send("Network.emulateNetworkConditions", {
+            "offline": False, "latency": 0, "downloadThroughput": -1, "uploadThroughput": -1,
+        })
         seen = page.evaluate("window.__thinking")
         model = page.locator("#model").input_value()
         want, content = streamed_reasoning(server, {
