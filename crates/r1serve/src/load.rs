@@ -106,6 +106,19 @@ fn load_gguf_file(args: &ModelArgs, path: &Path) -> anyhow::Result<Loaded> {
         file.mlock().context("--mlock")?;
         tracing::info!(bytes = file.file_size(), "weights locked in RAM");
     }
+    finish_gguf_load(args, file, model, path, "file", start)
+}
+
+/// The end of every GGUF load (from a file, or quantized in memory): the kernels in the log,
+/// the tokenizer from the GGUF's keys, and one "model loaded" line saying how.
+fn finish_gguf_load(
+    args: &ModelArgs,
+    file: Arc<r1_model::gguf::GgufFile>,
+    model: Box<dyn r1_model::Model>,
+    path: &Path,
+    source: &str,
+    start: Instant,
+) -> anyhow::Result<Loaded> {
     log_kernels(&file);
     let tokenizer = Tokenizer::from_gguf(&file)
         .with_context(|| format!("building the tokenizer of {}", path.display()))?;
@@ -113,6 +126,7 @@ fn load_gguf_file(args: &ModelArgs, path: &Path) -> anyhow::Result<Loaded> {
         model = %model.config().name,
         arch = %model.config().arch,
         threads = args.threads(),
+        source,
         secs = start.elapsed().as_secs_f64(),
         "model loaded"
     );
@@ -188,21 +202,8 @@ fn load_hf_quantized(
         r1_model::arch::load_gguf_bytes(&name, bytes, args.threads(), &mut |_, _| {})
             .with_context(|| format!("loading {}", dir.display()))?;
     set_kv_dtype(args, model.as_mut(), dir)?;
-    log_kernels(&file);
-    let tokenizer = Tokenizer::from_gguf(&file)
-        .with_context(|| format!("building the tokenizer of {}", dir.display()))?;
-    tracing::info!(
-        model = %model.config().name,
-        arch = %model.config().arch,
-        quantize = ty.name(),
-        secs = start.elapsed().as_secs_f64(),
-        "model loaded"
-    );
-    Ok(Loaded {
-        size_bytes: file.file_size() as u64,
-        model: Arc::from(model),
-        tokenizer: Arc::new(tokenizer),
-    })
+    let source = format!("quantized to {} at load", ty.name());
+    finish_gguf_load(args, file, model, dir, &source, start)
 }
 
 /// A Hugging Face model directory: safetensors weights, tokenizer.json and its config.
