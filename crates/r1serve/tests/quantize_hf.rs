@@ -12,11 +12,13 @@
 //! Skips with a message without the fixtures (`R1SERVE_FIXTURES`, default ../shared/fixtures).
 
 mod quantize_hf_support;
+mod serve_support;
 
 use std::path::{Path, PathBuf};
 
-use quantize_hf_support::{llama_cpp_runs, make_fp8_copy, r1serve, run_text, Server};
+use quantize_hf_support::{llama_cpp_runs, make_fp8_copy, r1serve, run_text};
 use r1_model::gguf::GgufFile;
+use serve_support::Server;
 
 fn fixture(rel: &str) -> Option<PathBuf> {
     let p = r1_model::testdata::fixture(rel);
@@ -146,13 +148,19 @@ fn bf16_quantized_at_load_runs_as_the_quantized_file() {
     );
 
     // Served from the directory with --quantize: the same completion.
-    let Some(server) = Server::start(&dir, &["--quantize", "q8_0"]) else {
-        return;
-    };
+    // Quantizing at load takes a while before the server listens.
+    let server = Server::start_path(
+        &dir,
+        &["--quantize", "q8_0"],
+        std::time::Duration::from_secs(120),
+        std::time::Duration::from_secs(180),
+    );
     let body = serde_json::json!({
         "prompt": prompts[0], "max_tokens": 16, "temperature": 0.0
     });
-    let got = server.complete(&body);
+    let (status, v) = server.post("/v1/completions", &body);
+    assert_eq!(status, 200, "{v}: {}", server.log());
+    let got = v["choices"][0]["text"].as_str().unwrap();
     assert_eq!(got, run_text(&file, &[], prompts[0]), "{}", server.log());
 }
 

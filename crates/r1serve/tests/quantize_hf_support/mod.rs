@@ -5,11 +5,8 @@
 #![allow(dead_code)]
 
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::process::Command;
 
 use serde_json::Value;
 
@@ -234,87 +231,4 @@ pub fn drop_tensor(path: &Path, name: &str) {
     let mut t = read_safetensors(path);
     assert!(t.remove(name).is_some(), "{name} not in {path:?}");
     write_safetensors(path, &t);
-}
-
-/// `r1serve serve` on a model path with extra flags.
-pub struct Server {
-    child: Child,
-    base: String,
-    log: Arc<Mutex<String>>,
-}
-
-impl Server {
-    pub fn start(model: &Path, extra: &[&str]) -> Option<Server> {
-        let mut child = r1serve()
-            .args(["serve", "--model"])
-            .arg(model)
-            .args(["--host", "127.0.0.1", "--port", "0", "--threads", "1"])
-            .args(["--kv-cache-mem", "64MiB"])
-            .args(extra)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("start r1serve serve");
-        let stderr = child.stderr.take().unwrap();
-        let log = Arc::new(Mutex::new(String::new()));
-        let (tx, rx) = std::sync::mpsc::channel();
-        let log2 = log.clone();
-        std::thread::spawn(move || {
-            let mut r = BufReader::new(stderr);
-            let mut line = String::new();
-            while r.read_line(&mut line).unwrap_or(0) > 0 {
-                if let Some(a) = line.trim().strip_prefix("r1serve: listening on http://") {
-                    let _ = tx.send(a.to_string());
-                }
-                log2.lock().unwrap().push_str(&line);
-                line.clear();
-            }
-        });
-        let addr = match rx.recv_timeout(Duration::from_secs(120)) {
-            Ok(a) => a,
-            Err(_) => {
-                let _ = child.kill();
-                panic!("the server did not start: {}", log.lock().unwrap());
-            }
-        };
-        let s = Server {
-            child,
-            base: format!("http://{addr}"),
-            log,
-        };
-        let t0 = Instant::now();
-        while !matches!(ureq::get(&format!("{}/ready", s.base)).call(), Ok(r) if r.status() == 200)
-        {
-            assert!(
-                t0.elapsed() < Duration::from_secs(180),
-                "not ready: {}",
-                s.log()
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        Some(s)
-    }
-
-    pub fn log(&self) -> String {
-        self.log.lock().unwrap().clone()
-    }
-
-    /// POST /v1/completions; the text of the first choice.
-    pub fn complete(&self, body: &Value) -> String {
-        let r = ureq::post(&format!("{}/v1/completions", self.base))
-            .timeout(Duration::from_secs(120))
-            .set("Content-Type", "application/json")
-            .send_string(&body.to_string())
-            .unwrap_or_else(|e| panic!("{e}: {}", self.log()));
-        let v: Value = serde_json::from_str(&r.into_string().unwrap()).unwrap();
-        v["choices"][0]["text"].as_str().unwrap().to_string()
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }

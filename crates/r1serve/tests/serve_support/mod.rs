@@ -33,9 +33,25 @@ impl Server {
     /// message) when it is absent.
     pub fn start_model(file: &str, extra: &[&str]) -> Option<Server> {
         let model = r1_model::testdata::model(file)?;
+        Some(Self::start_path(
+            &model,
+            extra,
+            Duration::from_secs(60),
+            Duration::from_secs(120),
+        ))
+    }
+
+    /// Start the server on the model at `path` (a GGUF file or an HF directory) with `extra`
+    /// flags; it must listen within `listen` and answer `/ready` within `ready`.
+    pub fn start_path(
+        model: &std::path::Path,
+        extra: &[&str],
+        listen: Duration,
+        ready: Duration,
+    ) -> Server {
         let mut child = Command::new(env!("CARGO_BIN_EXE_r1serve"))
             .args(["serve", "--model"])
-            .arg(&model)
+            .arg(model)
             .args(["--host", "127.0.0.1", "--port", "0", "--threads", "1"])
             .args(["--kv-cache-mem", "64MiB"])
             .args(extra)
@@ -59,7 +75,7 @@ impl Server {
                 line.clear();
             }
         });
-        let addr = match rx.recv_timeout(Duration::from_secs(60)) {
+        let addr = match rx.recv_timeout(listen) {
             Ok(a) => a,
             Err(_) => {
                 let _ = child.kill();
@@ -77,14 +93,10 @@ impl Server {
             if let Ok((200, _)) = s.try_get("/ready") {
                 break;
             }
-            assert!(
-                t0.elapsed() < Duration::from_secs(120),
-                "not ready: {}",
-                s.log()
-            );
+            assert!(t0.elapsed() < ready, "not ready: {}", s.log());
             std::thread::sleep(Duration::from_millis(50));
         }
-        Some(s)
+        s
     }
 
     pub fn log(&self) -> String {
