@@ -83,6 +83,11 @@ mod quantize;
 mod quantize_ggml;
 mod quantize_ggml_k;
 mod quantize_ggml_search;
+mod quantize_iq;
+mod quantize_iq1;
+mod quantize_iq2;
+mod quantize_iq3;
+mod quantize_iq4;
 mod types;
 mod util;
 pub mod x16;
@@ -125,6 +130,7 @@ mod x86_x16_q2k;
 
 pub use dispatch::{kernel_isa, Isa};
 pub use quantize_ggml::{quantize_weights, quantize_weights_supported};
+pub use quantize_iq::needs_imatrix;
 pub use types::GgmlType;
 
 /// How a weight matrix's rows lie in memory.
@@ -166,6 +172,8 @@ pub enum QuantError {
     },
     #[error("{ty} is not supported by {op}")]
     Unsupported { ty: GgmlType, op: &'static str },
+    #[error("{ty} needs an importance matrix (llama.cpp's --imatrix): its quantizer has no fallback without one")]
+    NeedsImatrix { ty: GgmlType },
     #[error("{ty}: the row length k must be positive")]
     EmptyRow { ty: GgmlType },
     #[error("ISA {0:?} is not available on this CPU")]

@@ -126,7 +126,7 @@ pub fn quantize_weights_supported(ty: GgmlType) -> bool {
     matches!(
         ty,
         F32 | F16 | BF16 | Q4_0 | Q4_1 | Q5_0 | Q5_1 | Q8_0 | Q2_K | Q3_K | Q4_K | Q5_K | Q6_K
-    )
+    ) || super::quantize_iq::supported(ty)
 }
 
 /// Quantize one row of a weight matrix as `llama-quantize` does (`ggml_quantize_chunk` on
@@ -154,27 +154,48 @@ pub fn quantize_weights(
     #[cfg(target_arch = "x86_64")]
     if std::arch::is_x86_feature_detected!("fma") {
         // SAFETY: the CPU has FMA, checked just above.
-        unsafe { row_fma(ty, x, out, imatrix, p) };
-        return Ok(());
+        return unsafe { row_fma(ty, x, out, imatrix, p) };
     }
-    row_generic(ty, x, out, imatrix, p);
-    Ok(())
+    row_generic(ty, x, out, imatrix, p)
 }
+
+type RowResult = Result<(), QuantError>;
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "fma")]
-unsafe fn row_fma(ty: GgmlType, x: &[f32], out: &mut [u8], imatrix: Option<&[f32]>, p: FmaProfile) {
-    row(ty, x, out, imatrix, p)
+unsafe fn row_fma(
+    ty: GgmlType,
+    x: &[f32],
+    out: &mut [u8],
+    w: Option<&[f32]>,
+    p: FmaProfile,
+) -> RowResult {
+    row(ty, x, out, w, p)
 }
 
-fn row_generic(ty: GgmlType, x: &[f32], out: &mut [u8], imatrix: Option<&[f32]>, p: FmaProfile) {
-    row(ty, x, out, imatrix, p)
+fn row_generic(
+    ty: GgmlType,
+    x: &[f32],
+    out: &mut [u8],
+    w: Option<&[f32]>,
+    p: FmaProfile,
+) -> RowResult {
+    row(ty, x, out, w, p)
 }
 
 #[inline(always)]
-fn row(ty: GgmlType, x: &[f32], out: &mut [u8], imatrix: Option<&[f32]>, p: FmaProfile) {
+fn row(
+    ty: GgmlType,
+    x: &[f32],
+    out: &mut [u8],
+    imatrix: Option<&[f32]>,
+    p: FmaProfile,
+) -> RowResult {
     use super::quantize_ggml_k as k;
     use GgmlType::*;
+    if super::quantize_iq::supported(ty) {
+        return super::quantize_iq::row(ty, x, out, imatrix, p);
+    }
     let bs = ty.block_size();
     let ts = ty.type_size();
     let blocks = x.chunks_exact(bs).zip(out.chunks_exact_mut(ts));
@@ -213,6 +234,7 @@ fn row(ty: GgmlType, x: &[f32], out: &mut [u8], imatrix: Option<&[f32]>, p: FmaP
         }
         _ => unreachable!("checked by quantize_weights_supported"),
     }
+    Ok(())
 }
 
 /// (max |x|, the element that has it)

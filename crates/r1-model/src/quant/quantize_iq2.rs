@@ -1,0 +1,27 @@
+//! Writers for IQ2_XXS, IQ2_XS, IQ2_S (ggml's quantize_iq2_xxs / _xs / _s), byte-identical to ggml.
+//! Not written yet: every type here reports `Unsupported` until its port lands.
+
+use super::quantize_ggml::FmaProfile;
+use super::{GgmlType, QuantError};
+
+/// The types of this family that [`row`] writes.
+pub(super) fn supported(ty: GgmlType) -> bool {
+    let _ = ty; // IQ2_XXS | IQ2_XS | IQ2_S
+    false
+}
+
+/// Quantize one whole row as ggml does.
+#[inline(always)]
+pub(super) fn row(
+    ty: GgmlType,
+    x: &[f32],
+    out: &mut [u8],
+    imatrix: Option<&[f32]>,
+    p: FmaProfile,
+) -> Result<(), QuantError> {
+    let _ = (x, out, imatrix, p);
+    Err(QuantError::Unsupported {
+        ty,
+        op: "quantize_weights",
+    })
+}
