@@ -85,6 +85,9 @@ mod quantize_ggml_k;
 mod quantize_ggml_search;
 mod quantize_iq;
 mod quantize_iq1;
+// used by the IQ1 and IQ2 writers as their ports land
+#[allow(dead_code)]
+mod quantize_iq2_index;
 mod quantize_iq2;
 mod quantize_iq3;
 mod quantize_iq4;
@@ -103,6 +106,8 @@ mod x86_float;
 mod x86_iq;
 #[cfg(target_arch = "x86_64")]
 mod x86_k;
+#[cfg(target_arch = "x86_64")]
+mod x86_k_low;
 #[cfg(target_arch = "x86_64")]
 mod x86_q8;
 #[cfg(target_arch = "x86_64")]
