@@ -109,8 +109,8 @@ fn build(carried: &[u64], nwant: usize) -> Iq2Index {
     }
     let mut neighbours = Vec::new();
     let mut dist = vec![0i32; grid.len()];
-    for i in 0..MAP_SIZE {
-        if map[i] >= 0 {
+    for (i, slot) in map.iter_mut().enumerate() {
+        if *slot >= 0 {
             continue;
         }
         let pos: [i32; 8] = std::array::from_fn(|k| 2 * ((i >> (2 * k)) & 3) as i32 + 1);
@@ -141,7 +141,7 @@ fn build(carried: &[u64], nwant: usize) -> Iq2Index {
             .map(|(j, &d)| (d, j as u16))
             .collect();
         near.sort_unstable();
-        map[i] = -(neighbours.len() as i32 + 1);
+        *slot = -(neighbours.len() as i32 + 1);
         neighbours.push(near.len() as u16);
         neighbours.extend(near.iter().map(|&(_, j)| j));
     }
