@@ -17,6 +17,7 @@ mod pull;
 mod quantize;
 mod quantize_hf;
 mod quantize_imatrix;
+mod quantize_ftype;
 mod quantize_mix;
 mod serve;
 mod serve_overload;

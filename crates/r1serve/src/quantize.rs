@@ -260,6 +260,22 @@ pub(crate) fn plan(
                 }
             }
         }
+        if ty != t.ty
+            && imatrix.is_none()
+            && crate::quantize_ftype::requires_imatrix(&t.name, ty, a.ty)
+        {
+            // llama-quantize's rule: these types are garbage without one
+            bail!(
+                "{path}: tensor {} would be {}, which needs an importance matrix{} \
+                 (make one with llama-imatrix and pass --imatrix FILE)",
+                t.name,
+                ty.name(),
+                match &a.imatrix {
+                    Some(p) => format!(", and {} has no entry for it", p.display()),
+                    None => String::new(),
+                }
+            );
+        }
         out.push(Planned {
             info: t,
             ty,

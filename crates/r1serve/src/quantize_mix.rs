@@ -1,143 +1,10 @@
 //! Which type each tensor gets: llama.cpp's file types (`--type`) and its per-tensor rules
 //! (`llama_tensor_get_type` in `src/llama-quant.cpp` at the peer commit 0c1e570), for the
-//! types r1serve can write: the plain types, and the K-quant mixes.
+//! mixes r1serve can write: the plain types, the K-quant mixes and the i-quant mixes.
 
 use r1_model::quant::GgmlType;
 
-/// A `--type`: llama.cpp's `llama_ftype`, named and numbered as there.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-#[allow(non_camel_case_types)]
-pub enum FileType {
-    F32,
-    F16,
-    BF16,
-    Q8_0,
-    Q4_0,
-    Q4_1,
-    Q5_0,
-    Q5_1,
-    Q2_K,
-    Q3_K_S,
-    Q3_K_M,
-    Q3_K_L,
-    Q4_K_S,
-    Q4_K_M,
-    Q5_K_S,
-    Q5_K_M,
-    Q6_K,
-}
-
-impl FileType {
-    pub const ALL: [FileType; 17] = [
-        FileType::F32,
-        FileType::F16,
-        FileType::BF16,
-        FileType::Q8_0,
-        FileType::Q4_0,
-        FileType::Q4_1,
-        FileType::Q5_0,
-        FileType::Q5_1,
-        FileType::Q2_K,
-        FileType::Q3_K_S,
-        FileType::Q3_K_M,
-        FileType::Q3_K_L,
-        FileType::Q4_K_S,
-        FileType::Q4_K_M,
-        FileType::Q5_K_S,
-        FileType::Q5_K_M,
-        FileType::Q6_K,
-    ];
-
-    pub fn name(self) -> &'static str {
-        use FileType::*;
-        match self {
-            F32 => "F32",
-            F16 => "F16",
-            BF16 => "BF16",
-            Q8_0 => "Q8_0",
-            Q4_0 => "Q4_0",
-            Q4_1 => "Q4_1",
-            Q5_0 => "Q5_0",
-            Q5_1 => "Q5_1",
-            Q2_K => "Q2_K",
-            Q3_K_S => "Q3_K_S",
-            Q3_K_M => "Q3_K_M",
-            Q3_K_L => "Q3_K_L",
-            Q4_K_S => "Q4_K_S",
-            Q4_K_M => "Q4_K_M",
-            Q5_K_S => "Q5_K_S",
-            Q5_K_M => "Q5_K_M",
-            Q6_K => "Q6_K",
-        }
-    }
-
-    /// `general.file_type` (llama.cpp's `LLAMA_FTYPE_*` value).
-    pub fn id(self) -> u32 {
-        use FileType::*;
-        match self {
-            F32 => 0,
-            F16 => 1,
-            Q4_0 => 2,
-            Q4_1 => 3,
-            Q8_0 => 7,
-            Q5_0 => 8,
-            Q5_1 => 9,
-            Q2_K => 10,
-            Q3_K_S => 11,
-            Q3_K_M => 12,
-            Q3_K_L => 13,
-            Q4_K_S => 14,
-            Q4_K_M => 15,
-            Q5_K_S => 16,
-            Q5_K_M => 17,
-            Q6_K => 18,
-            BF16 => 32,
-        }
-    }
-
-    /// The tensor type the mix starts from (`llama_ftype_get_default_type`).
-    pub fn default_type(self) -> GgmlType {
-        use FileType::*;
-        match self {
-            F32 => GgmlType::F32,
-            F16 => GgmlType::F16,
-            BF16 => GgmlType::BF16,
-            Q8_0 => GgmlType::Q8_0,
-            Q4_0 => GgmlType::Q4_0,
-            Q4_1 => GgmlType::Q4_1,
-            Q5_0 => GgmlType::Q5_0,
-            Q5_1 => GgmlType::Q5_1,
-            Q2_K => GgmlType::Q2_K,
-            Q3_K_S | Q3_K_M | Q3_K_L => GgmlType::Q3_K,
-            Q4_K_S | Q4_K_M => GgmlType::Q4_K,
-            Q5_K_S | Q5_K_M => GgmlType::Q5_K,
-            Q6_K => GgmlType::Q6_K,
-        }
-    }
-}
-
-impl std::str::FromStr for FileType {
-    type Err = String;
-    /// Names as `llama-quantize` takes them (any case); `Q3_K`, `Q4_K`, `Q5_K` mean the `_M`
-    /// mixes, as there.
-    fn from_str(s: &str) -> Result<Self, String> {
-        let u = s.to_ascii_uppercase();
-        let alias = match u.as_str() {
-            "Q3_K" => "Q3_K_M",
-            "Q4_K" => "Q4_K_M",
-            "Q5_K" => "Q5_K_M",
-            "INT8" => "Q8_0",
-            other => other,
-        };
-        FileType::ALL
-            .into_iter()
-            .find(|t| t.name() == alias)
-            .ok_or_else(|| {
-                let names: Vec<_> = FileType::ALL.iter().map(|t| t.name()).collect();
-                format!("unknown type `{s}` (one of: {})", names.join(", "))
-            })
-    }
-}
+pub use crate::quantize_ftype::FileType;
 
 /// What the rules need to know about the model.
 #[derive(Clone, Debug, Default)]
@@ -251,6 +118,8 @@ fn category(name: &str) -> Category {
 pub struct MixState {
     i_attention_wv: usize,
     i_ffn_down: usize,
+    i_ffn_gate: usize,
+    i_ffn_up: usize,
     pub n_fallback: usize,
 }
 
@@ -296,6 +165,7 @@ fn fallback(st: &mut MixState, ty: GgmlType, ne0: usize) -> GgmlType {
     }
     st.n_fallback += 1;
     let fb = match ty {
+        IQ1_S | IQ1_M | IQ2_XXS | IQ2_XS | IQ2_S | IQ3_XXS | IQ3_S | IQ4_XS => IQ4_NL,
         Q2_K | Q3_K => Q4_0,
         Q4_K => Q5_0,
         Q5_K => Q5_1,
@@ -318,6 +188,7 @@ fn mix_rules(
     mut ty: GgmlType,
     ne0: usize,
 ) -> GgmlType {
+    use Category as C;
     use FileType as F;
     use GgmlType as T;
     let use_more_bits = |i: usize, n: usize| {
@@ -326,17 +197,8 @@ fn mix_rules(
     let cat = category(name);
     let falcon = info.arch == "falcon";
     let n_expert = info.n_expert;
-    if cat == Category::Output || (!info.has_output && cat == Category::TokenEmbd) {
-        if falcon || !ne0.is_multiple_of(ty.block_size()) {
-            ty = T::Q8_0;
-        } else if ty != T::Q8_0 {
-            ty = T::Q6_K;
-        }
-        return ty;
-    }
-    if cat == Category::TokenEmbd {
-        return ty;
-    }
+    let n_gqa = info.n_gqa();
+    let n_layer = info.n_layer;
     // the layer of a per-layer tensor: parsed from the name for MoE models, else counted
     let layer = |i: usize| {
         if n_expert > 1 {
@@ -345,19 +207,85 @@ fn mix_rules(
             i
         }
     };
-    let n_layer = info.n_layer;
+    let iq2_s_or_m = matches!(ftype, F::IQ2_S | F::IQ2_M);
+    if cat == C::Output || (!info.has_output && cat == C::TokenEmbd) {
+        return if falcon || !ne0.is_multiple_of(ty.block_size()) {
+            T::Q8_0
+        } else if matches!(
+            ftype,
+            F::IQ2_XXS | F::IQ2_XS | F::IQ3_XXS | F::IQ1_S | F::IQ2_S | F::IQ2_M | F::IQ1_M
+        ) {
+            T::Q5_K
+        } else if ty != T::Q8_0 {
+            T::Q6_K
+        } else {
+            ty
+        };
+    }
+    if cat == C::TokenEmbd {
+        return match ftype {
+            F::IQ2_XXS | F::IQ2_XS | F::IQ1_S | F::IQ1_M => T::Q2_K,
+            F::IQ2_S | F::IQ2_M | F::IQ3_XXS => T::IQ3_S,
+            _ => ty,
+        };
+    }
+    if ftype.is_very_low_bit() {
+        match cat {
+            C::AttnV | C::AttnQkv | C::AttnKvB => {
+                ty = if n_gqa >= 4 || n_expert >= 4 {
+                    T::Q4_K
+                } else if iq2_s_or_m {
+                    T::IQ3_S
+                } else {
+                    T::Q2_K
+                };
+                st.i_attention_wv += 1;
+            }
+            C::AttnK if n_expert == 8 => ty = T::Q4_K,
+            C::FfnDown => {
+                // llama.cpp counts ffn_down tensors here, not layers (n_ffn_down = n_layer)
+                if st.i_ffn_down < n_layer / 8 {
+                    ty = if iq2_s_or_m { T::IQ3_S } else { T::Q2_K };
+                }
+                st.i_ffn_down += 1;
+            }
+            C::AttnOutput => {
+                if n_expert == 8 {
+                    ty = T::Q5_K;
+                } else if matches!(ftype, F::IQ1_S | F::IQ1_M) {
+                    ty = T::IQ2_XXS;
+                } else if iq2_s_or_m {
+                    ty = T::IQ3_S;
+                }
+            }
+            _ => {}
+        }
+        return ty;
+    }
     match cat {
-        Category::AttnV | Category::AttnQkv | Category::AttnKvB => {
+        C::AttnV | C::AttnQkv | C::AttnKvB => {
             let i = st.i_attention_wv;
             let n = info.n_attention_wv;
             ty = match ftype {
                 F::Q2_K => {
-                    if info.n_gqa() >= 4 {
+                    if n_gqa >= 4 {
                         T::Q4_K
                     } else {
                         T::Q3_K
                     }
                 }
+                F::Q2_K_S if n_gqa >= 4 => T::Q4_K,
+                F::IQ3_XXS => {
+                    if n_gqa >= 4 {
+                        T::Q4_K
+                    } else if !has_imatrix {
+                        T::IQ3_S
+                    } else {
+                        T::IQ3_XXS
+                    }
+                }
+                F::IQ3_XS | F::IQ3_S if n_gqa >= 4 => T::Q4_K,
+                F::IQ3_M => T::Q4_K,
                 F::Q3_K_M => {
                     if i < 2 {
                         T::Q5_K
@@ -366,6 +294,7 @@ fn mix_rules(
                     }
                 }
                 F::Q3_K_L => T::Q5_K,
+                F::IQ4_NL | F::IQ4_XS if n_gqa >= 4 => T::Q5_K,
                 F::Q4_K_M | F::Q5_K_M if use_more_bits(i, n) => T::Q6_K,
                 F::Q4_K_S if i < 4 => T::Q5_K,
                 _ => ty,
@@ -380,11 +309,35 @@ fn mix_rules(
             // the fused-qkv rules of llama.cpp apply to `attn_qkv` only when it is not
             // also counted as attention-v; at this commit it is, so nothing more here
         }
-        Category::AttnK if n_expert == 8 => ty = T::Q8_0,
-        Category::FfnDown => {
+        C::AttnK => {
+            if n_expert == 8 {
+                ty = T::Q8_0;
+            } else if ftype == F::IQ3_XS {
+                ty = T::IQ3_XXS;
+            } else if ftype == F::IQ3_XXS {
+                ty = T::IQ2_S;
+            }
+        }
+        C::AttnQ => {
+            if ftype == F::IQ3_XS {
+                ty = T::IQ3_XXS;
+            } else if ftype == F::IQ3_XXS {
+                ty = T::IQ2_S;
+            }
+        }
+        C::FfnDown => {
             let i = layer(st.i_ffn_down);
             ty = match ftype {
                 F::Q2_K => T::Q3_K,
+                F::Q2_K_S if i < n_layer / 8 => T::Q4_K,
+                F::Q2_K_S => ty,
+                F::IQ3_XXS if !has_imatrix => {
+                    if i < n_layer / 8 {
+                        T::Q4_K
+                    } else {
+                        T::Q3_K
+                    }
+                }
                 F::Q3_K_M => {
                     if i < n_layer / 16 {
                         T::Q5_K
@@ -393,6 +346,9 @@ fn mix_rules(
                     } else {
                         T::Q3_K
                     }
+                }
+                F::IQ3_M if i < n_layer / 8 || (n_expert == 8 && use_more_bits(i, n_layer)) => {
+                    T::Q4_K
                 }
                 F::Q3_K_L => {
                     if falcon {
@@ -416,6 +372,7 @@ fn mix_rules(
                         ty
                     }
                 }
+                F::IQ4_NL | F::IQ4_XS if i < n_layer / 8 && !has_imatrix => T::Q5_K,
                 F::Q5_K_M if use_more_bits(i, n_layer) => T::Q6_K,
                 F::Q4_K_S if !falcon && i < n_layer / 8 => T::Q5_K,
                 F::Q4_0 | F::Q5_0 if has_imatrix && i < n_layer / 8 => {
@@ -429,19 +386,30 @@ fn mix_rules(
             };
             st.i_ffn_down += 1;
         }
-        Category::AttnOutput => {
+        C::AttnOutput => {
             if !falcon {
                 if n_expert == 8 {
                     if matches!(
                         ftype,
-                        F::Q2_K | F::Q3_K_S | F::Q3_K_M | F::Q4_K_S | F::Q4_K_M
+                        F::Q2_K
+                            | F::IQ3_XS
+                            | F::IQ3_XXS
+                            | F::Q3_K_S
+                            | F::Q3_K_M
+                            | F::IQ4_NL
+                            | F::Q4_K_S
+                            | F::Q4_K_M
+                            | F::IQ3_S
+                            | F::IQ3_M
+                            | F::IQ4_XS
                     ) {
                         ty = T::Q5_K;
                     }
                 } else {
                     ty = match ftype {
                         F::Q2_K => T::Q3_K,
-                        F::Q3_K_M => T::Q4_K,
+                        F::IQ3_XXS => T::IQ3_S,
+                        F::Q3_K_M | F::IQ3_M => T::Q4_K,
                         F::Q3_K_L => T::Q5_K,
                         _ => ty,
                     };
@@ -449,6 +417,18 @@ fn mix_rules(
             } else if ftype == F::Q3_K_L {
                 ty = T::Q4_K;
             }
+        }
+        C::FfnGate | C::FfnUp => {
+            let counter = if cat == C::FfnGate {
+                &mut st.i_ffn_gate
+            } else {
+                &mut st.i_ffn_up
+            };
+            let i = layer(*counter);
+            if ftype == F::IQ3_XS && i >= n_layer / 8 && i < 7 * n_layer / 8 {
+                ty = T::IQ3_XXS;
+            }
+            *counter += 1;
         }
         _ => {}
     }
@@ -488,5 +468,94 @@ mod tests {
         assert_eq!(t(&mut st, "blk.0.attn_q.weight", 896, 2), GgmlType::Q5_0);
         assert_eq!(t(&mut st, "blk.0.ffn_down.weight", 4864, 2), GgmlType::Q4_K);
         assert_eq!(st.n_fallback, 1);
+    }
+
+    /// The i-quant rules on a DeepSeek-shaped model (llama.cpp's `llama_tensor_get_type` at
+    /// 0c1e570), the mixes people download R1 in: IQ1_S, IQ2_XXS, IQ3_XXS, IQ4_XS.
+    #[test]
+    fn iq_mixes_follow_llama_cpp_on_a_deepseek_shape() {
+        let info = ModelInfo {
+            arch: "deepseek2".into(),
+            n_layer: 16,
+            n_head: 128,
+            n_head_kv: 128,
+            n_expert: 256,
+            has_output: true,
+            n_attention_wv: 16,
+        };
+        let plan = |f: FileType, imatrix: bool, names: &[(&str, usize)]| -> Vec<GgmlType> {
+            let mut st = MixState::default();
+            names
+                .iter()
+                .map(|&(n, ne0)| {
+                    tensor_type(&mut st, &info, f, imatrix, false, n, GgmlType::BF16, ne0, 2)
+                })
+                .collect()
+        };
+        let names = [
+            ("token_embd.weight", 7168),
+            ("output.weight", 7168),
+            ("blk.0.attn_kv_b.weight", 512),
+            ("blk.0.attn_output.weight", 16384),
+            ("blk.0.ffn_down.weight", 18432),
+            ("blk.1.ffn_down.weight", 18432),
+            ("blk.3.ffn_down_exps.weight", 2048),
+            ("blk.3.ffn_up_exps.weight", 7168),
+            ("blk.3.attn_q_b.weight", 1536),
+        ];
+        use GgmlType::*;
+        assert_eq!(
+            plan(FileType::IQ1_S, true, &names),
+            [Q2_K, Q5_K, Q4_K, IQ2_XXS, Q2_K, Q2_K, IQ1_S, IQ1_S, IQ1_S]
+        );
+        assert_eq!(
+            plan(FileType::IQ2_M, true, &names),
+            [IQ3_S, Q5_K, Q4_K, IQ3_S, IQ3_S, IQ3_S, IQ2_S, IQ2_S, IQ2_S]
+        );
+        assert_eq!(
+            plan(FileType::IQ3_XXS, true, &names),
+            [IQ3_S, Q5_K, IQ3_XXS, IQ3_S, IQ3_XXS, IQ3_XXS, IQ3_XXS, IQ3_XXS, IQ3_XXS]
+        );
+        // without an importance matrix, IQ3_XXS keeps more bits where it matters
+        assert_eq!(
+            plan(FileType::IQ3_XXS, false, &names)[2..6],
+            [IQ3_S, IQ3_S, Q4_K, Q4_K]
+        );
+        assert_eq!(
+            plan(FileType::IQ4_XS, false, &names),
+            [IQ4_XS, Q6_K, IQ4_XS, IQ4_XS, Q5_K, Q5_K, IQ4_XS, IQ4_XS, IQ4_XS]
+        );
+        // a row length that is not whole 256-blocks falls back to IQ4_NL
+        assert_eq!(
+            plan(FileType::IQ2_XXS, true, &[("blk.0.ffn_up.weight", 896)]),
+            [IQ4_NL]
+        );
+        use crate::quantize_ftype::requires_imatrix;
+        assert!(requires_imatrix(
+            "blk.0.ffn_up.weight",
+            IQ1_S,
+            FileType::IQ1_S
+        ));
+        assert!(!requires_imatrix(
+            "token_embd.weight",
+            IQ2_XXS,
+            FileType::IQ1_S
+        ));
+        assert!(!requires_imatrix(
+            "blk.0.ffn_up.weight",
+            IQ4_XS,
+            FileType::IQ4_XS
+        ));
+        assert!(requires_imatrix(
+            "blk.0.ffn_up.weight",
+            Q2_K,
+            FileType::Q2_K_S
+        ));
+        assert!(!requires_imatrix(
+            "blk.0.ffn_up.weight",
+            Q2_K,
+            FileType::Q2_K
+        ));
+        assert_eq!("iq2_m".parse::<FileType>().unwrap().id(), 29);
     }
 }
