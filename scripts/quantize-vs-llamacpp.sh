@@ -2,7 +2,7 @@
 # `r1serve quantize` against `llama-quantize` (the peer build, scripts/build-llamacpp.sh): the
 # same F16 input, the same type, and the tensor bytes must be identical.
 #
-#   scripts/quantize-vs-llamacpp.sh [--mixes] [--imatrix]
+#   scripts/quantize-vs-llamacpp.sh [--mixes] [--imatrix] [--iq [TYPES]]
 #
 # Base input: models/qwen05.gguf converted to F16 by `llama-quantize --allow-requantize`
 # (its Q4_K_M values, in F16). Then for each of Q8_0 Q4_0 Q4_1 Q5_0 Q5_1 Q4_K Q5_K Q6_K:
@@ -13,6 +13,12 @@
 #   --imatrix  also Q4_0 Q4_K_M Q3_K_M with an importance matrix made by llama-imatrix
 #              (GGUF and legacy .dat) over the first 16 chunks of 128 tokens of this repo's
 #              README.md
+#   --iq       also the i-quant mixes, with that importance matrix (llama-quantize refuses most
+#              of them without one): IQ4_NL IQ4_XS IQ3_XXS IQ3_XS IQ3_S IQ3_M IQ2_XXS IQ2_XS
+#              IQ2_S IQ2_M IQ1_S IQ1_M Q2_K_S, or the comma-separated TYPES given. qwen05's
+#              896-wide rows are not whole 256-blocks, so most of its matrices fall back to
+#              IQ4_NL and the 256-block i-quants land on ffn_down (4864 wide) and the rules'
+#              K-quant picks.
 # Work files go to ${R1SERVE_QWORK:-/tmp/r1serve-quantize-vs-llamacpp} (about 3 GB at peak).
 # Exit status 1 when any type differs.
 set -euo pipefail
@@ -20,12 +26,19 @@ cd "$(dirname "$0")/.."
 
 MIXES=0
 IMAT=0
-for a in "$@"; do
-  case "$a" in
+IQ=0
+IQ_TYPES="IQ4_NL IQ4_XS IQ3_XXS IQ3_XS IQ3_S IQ3_M IQ2_XXS IQ2_XS IQ2_S IQ2_M IQ1_S IQ1_M Q2_K_S"
+while [ $# -gt 0 ]; do
+  case "$1" in
     --mixes) MIXES=1 ;;
     --imatrix) IMAT=1 ;;
-    *) echo "usage: $0 [--mixes] [--imatrix]" >&2; exit 2 ;;
+    --iq)
+      IQ=1
+      if [ $# -gt 1 ] && [[ "$2" != --* ]]; then IQ_TYPES="${2//,/ }"; shift; fi
+      ;;
+    *) echo "usage: $0 [--mixes] [--imatrix] [--iq [TYPE,TYPE...]]" >&2; exit 2 ;;
   esac
+  shift
 done
 
 MODEL=models/qwen05.gguf
@@ -85,7 +98,8 @@ bad = [n for n in a if a.get(n) != b.get(n)] + [n for n in b if n not in a]
 same_file = open(pa, 'rb').read() == open(pb, 'rb').read()
 types = {}
 for n, (ty, _, _) in a.items(): types[ty] = types.get(ty, 0) + 1
-tn = {0:'F32',1:'F16',2:'Q4_0',3:'Q4_1',6:'Q5_0',7:'Q5_1',8:'Q8_0',10:'Q2_K',11:'Q3_K',12:'Q4_K',13:'Q5_K',14:'Q6_K',30:'BF16'}
+tn = {0:'F32',1:'F16',2:'Q4_0',3:'Q4_1',6:'Q5_0',7:'Q5_1',8:'Q8_0',10:'Q2_K',11:'Q3_K',12:'Q4_K',13:'Q5_K',14:'Q6_K',30:'BF16',
+      16:'IQ2_XXS',17:'IQ2_XS',18:'IQ3_XXS',19:'IQ1_S',20:'IQ4_NL',21:'IQ3_S',22:'IQ2_S',23:'IQ4_XS',29:'IQ1_M'}
 mix = ' '.join('%s×%d' % (tn.get(t, t), c) for t, c in sorted(types.items()))
 print('%-22s %3d/%3d tensors identical   whole file %-9s  [%s]' % (
     name, len(a) - len(bad), len(a), 'identical' if same_file else 'differs', mix))
@@ -119,18 +133,27 @@ if [ "$MIXES" = 1 ]; then
     run_pair "$T" "$T" --
   done
 fi
-if [ "$IMAT" = 1 ]; then
-  IM="$WORK/imatrix"
-  if [ ! -f "$IM.gguf" ]; then
+IM="$WORK/imatrix"
+make_imatrix() {
+  if [ ! -f "$IM.gguf" ] || [ ! -f "$IM.dat" ]; then
     "$BIN/llama-imatrix" -m "$BASE" -f README.md -c 128 --chunks 16 -t "$(nproc)" -o "$IM.gguf" \
       >"$WORK/imatrix.log" 2>&1
     "$BIN/llama-imatrix" -m "$BASE" -f README.md -c 128 --chunks 16 -t "$(nproc)" \
       --output-format dat -o "$IM.dat" >>"$WORK/imatrix.log" 2>&1
   fi
+}
+if [ "$IMAT" = 1 ]; then
+  make_imatrix
   for T in Q4_0 Q4_K_M Q3_K_M; do
     run_pair "$T imatrix.gguf" "$T" --imatrix "$IM.gguf" -- --imatrix "$IM.gguf"
   done
   run_pair "Q4_K_M imatrix.dat" Q4_K_M --imatrix "$IM.dat" -- --imatrix "$IM.dat"
+fi
+if [ "$IQ" = 1 ]; then
+  make_imatrix
+  for T in $IQ_TYPES; do
+    run_pair "$T imatrix.gguf" "$T" --imatrix "$IM.gguf" -- --imatrix "$IM.gguf"
+  done
 fi
 [ "$FAIL" = 0 ] && echo "quantize-vs-llamacpp: all identical" || echo "quantize-vs-llamacpp: DIFFERENCES"
 exit "$FAIL"
