@@ -24,11 +24,11 @@
 #
 # Base: models/qwen05.gguf (scripts/fetch-models.sh; mostly Q5_0/Q4_K) converted back to F16 by
 # `llama-quantize --allow-requantize` (exactly its quantized values, in F16). Every other file
-# is made from that F16 file: by `r1serve quantize --type T` (llama.cpp's per-tensor mixes,
-# no importance matrix), or, for types r1serve cannot write yet (the IQ types), by
-# `llama-quantize --imatrix` with an importance matrix from `llama-imatrix` over
-# scripts/data/imatrix-calibration.txt (not the scored text). The table says which tool made
-# each file.
+# is made from that F16 file by `r1serve quantize --type T` (llama.cpp's per-tensor mixes):
+# the K and legacy types without an importance matrix, the IQ types with one from
+# `llama-imatrix` over scripts/data/imatrix-calibration.txt (not the scored text). A type
+# r1serve cannot write (its `quantize --dry-run` fails) is made by `llama-quantize` with the
+# same arguments instead. The table says which tool made each file.
 #
 # Text: CPython's own Lib/ sources of the python3 on PATH (`sysconfig` stdlib path), a fixed
 # list of files concatenated in this order: argparse.py ast.py collections/__init__.py
@@ -175,11 +175,11 @@ kld_field() { sed -n "s/^$2: *\([-0-9.]*\).*/\1/p" "$1" | head -n1; }
 ppl_of() { sed -n 's/.*Final estimate: PPL = \([0-9.]*\) +\/- \([0-9.]*\).*/\1 \2/p' "$1" | tail -n1; }
 secs_since() { echo $(( $(date +%s) - $1 )); }
 
-# r1serve writes a type when `quantize --type T` parses it; otherwise llama-quantize does.
-r1_can_quantize() {
-  local err
-  err="$("$R1" quantize /nonexistent.gguf /nonexistent-out.gguf --type "$1" 2>&1 || true)"
-  ! grep -q "invalid value" <<<"$err"
+# r1serve makes a type when its quantize plans every tensor of the base as that type (a dry
+# run: it fails on a tensor type it has no writer for); otherwise llama-quantize does.
+r1_can_quantize() { # TYPE [r1serve quantize args...]
+  local t="$1"; shift
+  "$R1" quantize "$BASE" "$MODELS/dry-run.gguf" --type "$t" --dry-run "$@" >"$LOGS/dry-run-$t.log" 2>&1
 }
 needs_imatrix() { [[ "$1" == IQ* ]]; }
 
@@ -214,14 +214,10 @@ for t in "${ROWS[@]}"; do
       mv "$IMATRIX.part" "$IMATRIX"
     fi
   fi
-  if r1_can_quantize "$t"; then
-    if needs_imatrix "$t"; then
-      MAKER[$t]="r1serve quantize --imatrix"
-      args=(--imatrix "$IMATRIX")
-    else
-      MAKER[$t]="r1serve quantize"
-      args=()
-    fi
+  args=()
+  needs_imatrix "$t" && args=(--imatrix "$IMATRIX")
+  if r1_can_quantize "$t" "${args[@]}"; then
+    MAKER[$t]="r1serve quantize${args[0]:+ --imatrix}"
     if [ ! -f "$f" ]; then
       log "$t: r1serve quantize"
       "$R1" quantize "$BASE" "$f" --type "$t" --threads "$THREADS" "${args[@]}" \
@@ -232,7 +228,7 @@ for t in "${ROWS[@]}"; do
     args=(--imatrix "$IMATRIX")
     needs_imatrix "$t" || { MAKER[$t]="llama-quantize"; args=(); }
     if [ ! -f "$f" ]; then
-      log "$t: llama-quantize (r1serve quantize does not write $t)"
+      log "$t: llama-quantize (r1serve quantize cannot: $(tail -n 1 "$LOGS/dry-run-$t.log"))"
       "$PEER_BIN/llama-quantize" "${args[@]}" "$BASE" "$f.part" "$t" "$THREADS" \
         >"$LOGS/quantize-$t.log" 2>&1 || die "llama-quantize $t failed: $(tail -n 5 "$LOGS/quantize-$t.log")"
       mv "$f.part" "$f"
@@ -352,7 +348,13 @@ EOF
 import csv,sys
 print("; ".join("%s: %s" % (r["type"], r["mix_mib"]) for r in csv.DictReader(open(sys.argv[1]), delimiter="\t")))' "$RESULTS"). qwen05's hidden size, 896, is not a multiple of 256, so every matrix that multiplies it falls back from a K or IQ type to a 32-block type (llama.cpp's rules: Q4_K to Q5_0, Q5_K to Q5_1, Q6_K to Q8_0, Q2_K and Q3_K to Q4_0, the IQ types to IQ4_NL): the low-bit rows are bigger, and closer to each other, than on a model with 256-multiple rows."
   if [ "$USED_IMATRIX" = 1 ]; then
-    echo "- IQ rows: r1serve runs these types but its quantize does not write them yet where \"made by\" says llama-quantize (llama.cpp $PEER_COMMIT, --imatrix from llama-imatrix over scripts/data/imatrix-calibration.txt, -c 128). The other rows use no importance matrix."
+    lq=""
+    for t in "${ROWS[@]}"; do
+      if [[ "${MAKER[$t]}" == llama-quantize* ]] && [ -f "$LOGS/dry-run-$t.log" ]; then
+        lq+="$t ($(tail -n 1 "$LOGS/dry-run-$t.log")); "
+      fi
+    done
+    echo "- IQ rows: quantized with an importance matrix from llama-imatrix (llama.cpp $PEER_COMMIT) over scripts/data/imatrix-calibration.txt, -c 128; the other rows use none.${lq:+ Made by llama-quantize because r1serve quantize could not write every tensor: ${lq%; }.}"
   fi
   echo "- Speed: \`r1serve bench -p 512 -n 128 -r $REPS\` (mean of $REPS after a warm-up), $THREADS threads on ${CPU:-this CPU}; peak RSS is that bench process's (model, KV cache for 513 tokens, buffers)."
   echo "- Run: $(date -u '+%Y-%m-%d %H:%M UTC'), $TOTAL s in all; per row (quantize/bench/perplexity, s): $(python3 -c '

@@ -182,6 +182,7 @@ fn load_hf_quantized(
         pure: false,
         imatrix: None,
         allow_requantize: false,
+        dry_run: false,
         threads: Some(args.threads()),
     };
     let tty = std::io::stderr().is_terminal();

@@ -24,8 +24,9 @@ pub struct QuantizeArgs {
     /// Output GGUF file (written as OUT.part, renamed when complete).
     pub output: PathBuf,
     /// Target: F32, F16, BF16, Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, Q6_K, or one of llama.cpp's
-    /// mixes Q2_K, Q3_K_S, Q3_K_M, Q3_K_L, Q4_K_S, Q4_K_M, Q5_K_S, Q5_K_M (Q3_K, Q4_K, Q5_K
-    /// mean the _M mixes).
+    /// mixes Q2_K, Q2_K_S, Q3_K_S, Q3_K_M, Q3_K_L, Q4_K_S, Q4_K_M, Q5_K_S, Q5_K_M (Q3_K, Q4_K,
+    /// Q5_K mean the _M mixes), IQ4_NL, IQ4_XS, IQ3_XXS, IQ3_XS, IQ3_S, IQ3_M, IQ2_XXS, IQ2_XS,
+    /// IQ2_S, IQ2_M, IQ1_S, IQ1_M. The very-low-bit ones need --imatrix, as in llama-quantize.
     #[arg(long = "type", short = 'T', value_name = "T")]
     pub ty: FileType,
     /// Every quantizable tensor gets the target type itself (no mix rules, as
@@ -38,6 +39,11 @@ pub struct QuantizeArgs {
     /// Allow quantizing tensors that are already quantized (they are dequantized first).
     #[arg(long)]
     pub allow_requantize: bool,
+    /// Show each tensor's type and the output's size, and write nothing (llama-quantize
+    /// --dry-run). Fails as the real run would on a type with no writer or a missing
+    /// importance matrix.
+    #[arg(long)]
+    pub dry_run: bool,
     /// Worker threads (default: all cores).
     #[arg(long, short = 't')]
     pub threads: Option<usize>,
@@ -61,6 +67,9 @@ pub fn run(a: &QuantizeArgs) -> anyhow::Result<()> {
         .map(|(k, v)| (k.to_string(), v.clone()))
         .collect();
     let plan = plan(&src_md, f.tensors().to_vec(), a, imatrix.as_ref())?;
+    if a.dry_run {
+        return dry_run(a, &plan);
+    }
     let metadata = metadata(src_md, a, imatrix.as_ref());
     let tensors: Vec<StreamTensor> = plan
         .iter()
@@ -105,6 +114,43 @@ pub fn run(a: &QuantizeArgs) -> anyhow::Result<()> {
     w.finish()
         .with_context(|| format!("writing {}", a.output.display()))?;
     summary(a, &plan, total_in, total_out, start);
+    Ok(())
+}
+
+/// `--dry-run`: the plan, a line per tensor, then the sizes.
+pub(crate) fn dry_run(a: &QuantizeArgs, plan: &[Planned]) -> anyhow::Result<()> {
+    let mut total_in = 0u64;
+    let mut total_out = 0u64;
+    for (i, p) in plan.iter().enumerate() {
+        let t = &p.info;
+        let rows = t.n_elements() / t.row_len().max(1) as u64;
+        let out = if p.ty == t.ty {
+            t.size_bytes as u64
+        } else {
+            rows * p.ty.row_bytes(t.row_len()).unwrap_or(0) as u64
+        };
+        total_in += t.size_bytes as u64;
+        total_out += out;
+        println!(
+            "[{:4}/{:4}] {:36} {:>7} -> {:<7} {:>10.2} MiB",
+            i + 1,
+            plan.len(),
+            t.name,
+            t.ty.name(),
+            p.ty.name(),
+            out as f64 / (1024.0 * 1024.0)
+        );
+    }
+    let n_el: u64 = plan.iter().map(|p| p.info.n_elements()).sum();
+    println!(
+        "dry run: {} as {}{}: {:.2} MiB -> {:.2} MiB ({:.2} BPW); nothing written",
+        a.input.display(),
+        a.ty.name(),
+        if a.pure { " (pure)" } else { "" },
+        total_in as f64 / (1024.0 * 1024.0),
+        total_out as f64 / (1024.0 * 1024.0),
+        total_out as f64 * 8.0 / n_el.max(1) as f64
+    );
     Ok(())
 }
 

@@ -73,6 +73,10 @@ pub fn quantize_dir(
         None => None,
     };
     let plan = quantize::plan(&src_md, infos, a, imatrix.as_ref())?;
+    if a.dry_run {
+        quantize::dry_run(a, &plan)?;
+        return Ok(None);
+    }
     let metadata = quantize::metadata(src_md, a, imatrix.as_ref());
     let stream: Vec<StreamTensor> = plan
         .iter()
