@@ -85,8 +85,6 @@ mod quantize_ggml_k;
 mod quantize_ggml_search;
 mod quantize_iq;
 mod quantize_iq1;
-// used by the IQ1 and IQ2 writers as their ports land
-#[allow(dead_code)]
 mod quantize_iq2_index;
 mod quantize_iq2;
 mod quantize_iq3;

@@ -1,0 +1,100 @@
+//! The IQ1_S and IQ1_M writers of `quant::quantize_weights` against ggml's own
+//! `ggml_quantize_chunk` (what `llama-quantize` calls), linked from the peer build of
+//! llama.cpp (`scripts/build-llamacpp.sh`): bytes must be identical on real qwen05 rows and
+//! random rows (`ggml_peer::inputs`), IQ1_S with an importance matrix (ggml has no IQ1_S
+//! without one), IQ1_M with and without.
+//!
+//! Skips with a message when the peer build or a C compiler is missing. Two more tests run
+//! without the peer: IQ1_S without an importance matrix is an error, and what the writers
+//! produce dequantizes back close to the input.
+mod ggml_peer;
+
+use ggml_peer::{harness, inputs, mismatches, peer_dir, Rng};
+use r1_model::quant::{self, GgmlType, QuantError};
+
+fn check(types: &[GgmlType], plain: bool) {
+    if types.iter().any(|&t| !quant::quantize_weights_supported(t)) {
+        eprintln!("skipping {types:?}: not written yet");
+        return;
+    }
+    let exe = match harness() {
+        Ok(e) => e,
+        Err(why) => {
+            eprintln!("skipping quantize_iq1_vs_ggml: {why}");
+            return;
+        }
+    };
+    let failures = mismatches(&exe, types, plain, true);
+    assert!(
+        failures.is_empty(),
+        "differs from ggml (R1SERVE_QUANT_FMA={:?}, peer {}):\n{}",
+        std::env::var("R1SERVE_QUANT_FMA").ok(),
+        peer_dir().display(),
+        failures.join("\n")
+    );
+}
+
+#[test]
+fn iq1_s_matches_ggml_quantize_chunk() {
+    check(&[GgmlType::IQ1_S], false);
+}
+
+#[test]
+fn iq1_m_matches_ggml_quantize_chunk() {
+    check(&[GgmlType::IQ1_M], true);
+}
+
+#[test]
+fn iq1_s_without_imatrix_is_an_error() {
+    let x: Vec<f32> = (0..256).map(|i| (i as f32 * 0.37).sin()).collect();
+    let mut out = vec![0u8; GgmlType::IQ1_S.row_bytes(256).unwrap()];
+    let r = quant::quantize_weights(GgmlType::IQ1_S, &x, &mut out, None);
+    assert!(
+        matches!(
+            r,
+            Err(QuantError::NeedsImatrix {
+                ty: GgmlType::IQ1_S
+            })
+        ),
+        "{r:?}"
+    );
+}
+
+/// Quantize, dequantize: the relative RMS error of each non-zero row stays within what the
+/// format's bits allow (loose bounds; the byte comparison above is the exact test).
+#[test]
+fn iq1_rows_dequantize_close_to_input() {
+    use GgmlType::*;
+    for (ty, weighted, bound) in [(IQ1_S, true, 0.75), (IQ1_M, false, 0.7), (IQ1_M, true, 0.7)] {
+        if !quant::quantize_weights_supported(ty) {
+            eprintln!("skipping {ty:?}: not written yet");
+            continue;
+        }
+        for (name, npr, x) in inputs() {
+            if npr % ty.block_size() != 0 {
+                continue;
+            }
+            let mut rng = Rng(5);
+            let imat: Vec<f32> = (0..npr).map(|_| 0.5 + rng.next()).collect();
+            let im = weighted.then_some(imat.as_slice());
+            let rb = ty.row_bytes(npr).unwrap();
+            let mut q = vec![0u8; rb];
+            let mut back = vec![0f32; npr];
+            for (r, row) in x.chunks_exact(npr).enumerate() {
+                let energy: f32 = row.iter().map(|v| v * v).sum();
+                quant::quantize_weights(ty, row, &mut q, im).unwrap();
+                quant::dequantize(ty, &q, &mut back).unwrap();
+                if energy == 0.0 {
+                    assert!(back.iter().all(|&v| v == 0.0), "{ty:?} {name} row {r}");
+                    continue;
+                }
+                let err: f32 = row.iter().zip(&back).map(|(a, b)| (a - b) * (a - b)).sum();
+                let rel = (err / energy).sqrt();
+                assert!(
+                    rel < bound,
+                    "{ty:?} {name} row {r}: relative RMS error {rel}"
+                );
+            }
+        }
+    }
+}
