@@ -1,5 +1,7 @@
 //! Quick single-thread throughput of the quantized GEMV / GEMM kernels per ISA.
 //! `cargo bench -p r1-model --bench quant [-- FILTER]`; `QUANT_BENCH_SECS` sets the time per case.
+//! `QUANT_BENCH_N=1,64` picks token counts; `QUANT_BENCH_SCALAR=1` times the portable kernels
+//! at every count too (by default only up to 4 tokens).
 
 use std::hint::black_box;
 use std::time::{Duration, Instant};
@@ -55,6 +57,7 @@ fn main() {
         (GgmlType::IQ4_XS, 896, 4864, "qwen05-IQ4_XS ffn_down"),
         (GgmlType::IQ2_XXS, 896, 4864, "qwen05-IQ2_XXS ffn_down"),
         (GgmlType::Q2_K, 896, 4864, "qwen05-IQ2_XXS ffn_down"),
+        (GgmlType::Q3_K, 896, 4864, "qwen05-Q2_K ffn_down"),
         (GgmlType::IQ1_S, 896, 4864, "ffn_down (IQ1_S)"),
         (GgmlType::IQ1_M, 896, 4864, "ffn_down (IQ1_M)"),
         // DeepSeek-V2-Lite's expert ffn_gate/up (R1's is 2048x7168), in the types of the
@@ -132,7 +135,11 @@ fn main() {
                     continue;
                 }
                 for isa in Isa::available() {
-                    if isa == Isa::Scalar && n > 4 {
+                    // the portable kernel at every n only on request (slow; for speedup ratios)
+                    if isa == Isa::Scalar
+                        && n > 4
+                        && std::env::var_os("QUANT_BENCH_SCALAR").is_none()
+                    {
                         continue;
                     }
                     // no kernel for this ISA and layout (x16 Q2_K and i-quants: AVX-512 only)

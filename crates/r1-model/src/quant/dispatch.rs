@@ -159,7 +159,7 @@ fn scalar_kernel(ty: GgmlType) -> Option<GemmFn> {
 
 #[cfg(target_arch = "x86_64")]
 fn avx2_kernel(ty: GgmlType) -> Option<GemmFn> {
-    use super::{x86_b32 as b, x86_float as f, x86_iq as iq, x86_k as kq};
+    use super::{x86_b32 as b, x86_float as f, x86_iq as iq, x86_k as kq, x86_k_low as kl};
     use GgmlType::*;
     Some(match ty {
         F32 => f::gemm_f32_avx2,
@@ -170,6 +170,8 @@ fn avx2_kernel(ty: GgmlType) -> Option<GemmFn> {
         Q5_0 => b::gemm_q5_0_avx2,
         Q5_1 => b::gemm_q5_1_avx2,
         Q8_0 => b::gemm_q8_0_avx2,
+        Q2_K => kl::gemm_q2_k_avx2,
+        Q3_K => kl::gemm_q3_k_avx2,
         Q4_K => kq::gemm_q4_k_avx2,
         Q5_K => kq::gemm_q5_k_avx2,
         Q6_K => kq::gemm_q6_k_avx2,
