@@ -93,3 +93,74 @@ fn iq34_rows_dequantize_close_to_input() {
         }
     }
 }
+
+/// More real weights than `ggml_peer::inputs`, where some fused roundings change a block or
+/// two only: 48 rows of `ffn_down` from three layers (4864 columns, every type) and of
+/// `ffn_gate` (896 columns, IQ4_NL), with no importance matrix and with one shaped like
+/// llama-imatrix's (mean x² of each column).
+#[test]
+fn iq34_match_ggml_on_more_qwen_rows() {
+    use r1_model::gguf::GgufFile;
+    use GgmlType::*;
+    let types = [IQ4_NL, IQ4_XS, IQ3_XXS, IQ3_S];
+    if types.iter().any(|&t| !quant::quantize_weights_supported(t)) {
+        eprintln!("skipping: not all of {types:?} written yet");
+        return;
+    }
+    let exe = match harness() {
+        Ok(e) => e,
+        Err(why) => {
+            eprintln!("skipping quantize_iq34_vs_ggml: {why}");
+            return;
+        }
+    };
+    let Some(path) = r1_model::testdata::model("qwen05.gguf") else {
+        eprintln!("skipping: models/qwen05.gguf absent (scripts/fetch-models.sh)");
+        return;
+    };
+    let f = GgufFile::open(&path).unwrap();
+    let mut failures = Vec::new();
+    for layer in [1, 12, 23] {
+        for (kind, tys) in [("ffn_down", &types[..]), ("ffn_gate", &types[..1])] {
+            let name = format!("blk.{layer}.{kind}.weight");
+            let t = f.tensor(&name).unwrap();
+            let (npr, rows) = (t.row_len(), t.n_rows().min(48));
+            let rb = t.ty.row_bytes(npr).unwrap();
+            let data = f.tensor_data(t);
+            let mut x = vec![0f32; npr * rows];
+            for (r, out) in x.chunks_exact_mut(npr).enumerate() {
+                quant::dequantize(t.ty, &data[r * rb..(r + 1) * rb], out).unwrap();
+            }
+            let mut imat = vec![0f32; npr];
+            for row in x.chunks_exact(npr) {
+                for (m, v) in imat.iter_mut().zip(row) {
+                    *m += v * v / rows as f32;
+                }
+            }
+            for &ty in tys {
+                for im in [None, Some(imat.as_slice())] {
+                    let want = ggml_peer::ggml(&exe, ty, &x, npr, im);
+                    let got = ggml_peer::ours(ty, &x, npr, im);
+                    let ts = ty.type_size();
+                    let n = want
+                        .chunks(ts)
+                        .zip(got.chunks(ts))
+                        .filter(|(a, b)| a != b)
+                        .count();
+                    if n > 0 {
+                        failures.push(format!(
+                            "{ty:?} imatrix={} {name}: {n} of {} blocks differ",
+                            im.is_some(),
+                            want.len() / ts
+                        ));
+                    }
+                }
+            }
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "differs from ggml:\n{}",
+        failures.join("\n")
+    );
+}

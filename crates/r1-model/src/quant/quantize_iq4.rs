@@ -70,27 +70,35 @@ pub(super) fn row(
     Ok(())
 }
 
-/// ggml's `best_index_int8(16, kvalues_iq4nl, x)`: the nearest level (ties to the upper one),
-/// by bisection as ggml does it.
+/// The levels as floats (ggml converts `kvalues_iq4nl[i]` at each use; the same values).
+const LEVELS: [f32; 16] = {
+    let mut v = [0f32; 16];
+    let mut i = 0;
+    while i < 16 {
+        v[i] = KVALUES_IQ4NL[i] as f32;
+        i += 1;
+    }
+    v
+};
+
+/// ggml's `best_index_int8(16, kvalues_iq4nl, x)`: the nearest level, ties to the upper one.
+/// ggml bisects for the first level above `x`; counting the levels at or below it finds the
+/// same one without the four unpredictable branches.
 #[inline(always)]
 fn best_index(x: f32) -> u8 {
-    let v = |i: usize| KVALUES_IQ4NL[i] as f32;
-    if x <= v(0) {
+    if x <= LEVELS[0] {
         return 0;
     }
-    if x >= v(15) {
+    // NaN: ggml's bisection ends at the top (every `x < level` is false)
+    if x >= LEVELS[15] || x.is_nan() {
         return 15;
     }
-    let (mut ml, mut mu) = (0usize, 15usize);
-    while mu - ml > 1 {
-        let mav = (ml + mu) / 2;
-        if x < v(mav) {
-            mu = mav;
-        } else {
-            ml = mav;
-        }
+    // LEVELS[mu - 1] <= x < LEVELS[mu]
+    let mut mu = 1;
+    for &v in &LEVELS[1..15] {
+        mu += (v <= x) as usize;
     }
-    if x - v(mu - 1) < v(mu) - x {
+    if x - LEVELS[mu - 1] < LEVELS[mu] - x {
         (mu - 1) as u8
     } else {
         mu as u8
@@ -133,7 +141,7 @@ fn fit(xb: &[f32], weight: &[f32; 32], id: f32, mut keep: Option<&mut [u8]>) -> 
         if let Some(lb) = keep.as_deref_mut() {
             lb[j] = l;
         }
-        let q = KVALUES_IQ4NL[l as usize] as f32;
+        let q = LEVELS[l as usize & 15];
         let wq = weight[j] * q;
         sumqx = xb[j].mul_add(wq, sumqx);
         sumq2 = q.mul_add(wq, sumq2);
@@ -244,6 +252,45 @@ fn xs_block(x: &[f32], y: &mut [u8], qw: Option<&[f32]>, l: &mut [u8]) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// ggml's bisection, as written in `best_index_int8`.
+    fn bisect(x: f32) -> u8 {
+        let v = |i: usize| KVALUES_IQ4NL[i] as f32;
+        if x <= v(0) {
+            return 0;
+        }
+        if x >= v(15) {
+            return 15;
+        }
+        let (mut ml, mut mu) = (0usize, 15usize);
+        while mu - ml > 1 {
+            let mav = (ml + mu) / 2;
+            if x < v(mav) {
+                mu = mav;
+            } else {
+                ml = mav;
+            }
+        }
+        if x - v(mu - 1) < v(mu) - x {
+            (mu - 1) as u8
+        } else {
+            mu as u8
+        }
+    }
+
+    /// The counting search picks what ggml's bisection picks, on the levels, on the
+    /// midpoints between them (ties), around them, and for NaN and infinities.
+    #[test]
+    fn best_index_is_ggml_bisection() {
+        let mut xs = vec![f32::NAN, f32::INFINITY, f32::NEG_INFINITY, 0.0, -0.0];
+        for k in -600..600 {
+            let x = k as f32 * 0.25;
+            xs.extend([x, x.next_up(), x.next_down()]);
+        }
+        for x in xs {
+            assert_eq!(best_index(x), bisect(x), "x = {x}");
+        }
+    }
 
     /// best_index agrees with a plain nearest-level search away from midpoints.
     #[test]
