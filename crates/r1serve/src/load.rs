@@ -31,10 +31,17 @@ pub struct ModelArgs {
     /// Quantize a Hugging Face directory's weights while loading them (BF16/FP16/FP32, or
     /// FP8 dequantized block by block), one tensor at a time, so memory peaks near the
     /// quantized size: q8_0, q4_0, q4_1, q5_0, q5_1, q6_k, the mixes q2_k, q3_k_m, q4_k_m,
-    /// q5_k_m (q4_k = q4_k_m, as llama-quantize names them), or f16/bf16/f32. The result is
-    /// what `r1serve quantize DIR OUT --type T` writes.
+    /// q5_k_m (q4_k = q4_k_m, as llama-quantize names them), the i-quant mixes iq4_xs …
+    /// iq1_s (most need --imatrix), or f16/bf16/f32. The result is what
+    /// `r1serve quantize DIR OUT --type T` writes.
     #[arg(long, value_name = "T")]
     pub quantize: Option<crate::quantize_mix::FileType>,
+    /// With --quantize: llama.cpp importance matrix (llama-imatrix output, GGUF or .dat).
+    #[arg(long, value_name = "FILE", requires = "quantize")]
+    pub imatrix: Option<PathBuf>,
+    /// With --quantize: every quantizable tensor gets the type itself (llama-quantize --pure).
+    #[arg(long, requires = "quantize")]
+    pub pure: bool,
     /// With --quantize: also write the quantized model to this GGUF file (tokenizer and chat
     /// template included), and serve it from there.
     #[arg(long, value_name = "OUT.gguf", requires = "quantize")]
@@ -179,8 +186,8 @@ fn load_hf_quantized(
         input: dir.to_path_buf(),
         output: args.save.clone().unwrap_or_default(),
         ty,
-        pure: false,
-        imatrix: None,
+        pure: args.pure,
+        imatrix: args.imatrix.clone(),
         allow_requantize: false,
         dry_run: false,
         threads: Some(args.threads()),
