@@ -2,7 +2,7 @@
 # `r1serve quantize` against `llama-quantize` (the peer build, scripts/build-llamacpp.sh): the
 # same F16 input, the same type, and the tensor bytes must be identical.
 #
-#   scripts/quantize-vs-llamacpp.sh [--mixes] [--imatrix] [--iq [TYPES]]
+#   scripts/quantize-vs-llamacpp.sh [--mixes] [--imatrix] [--iq [TYPES]] [--base FILE]
 #
 # Base input: models/qwen05.gguf converted to F16 by `llama-quantize --allow-requantize`
 # (its Q4_K_M values, in F16). Then for each of Q8_0 Q4_0 Q4_1 Q5_0 Q5_1 Q4_K Q5_K Q6_K:
@@ -19,7 +19,11 @@
 #              896-wide rows are not whole 256-blocks, so most of its matrices fall back to
 #              IQ4_NL and the 256-block i-quants land on ffn_down (4864 wide) and the rules'
 #              K-quant picks.
+#   --base F   quantize this GGUF (F16/BF16/F32) instead of qwen05-in-F16, e.g. the DeepSeek
+#              fixture $R1SERVE_FIXTURES/deepseek2-gguf/small1-f16.gguf, whose rows are all whole
+#              256-blocks, so every i-quant lands on every matrix, with DeepSeek's MoE rules
 # Work files go to ${R1SERVE_QWORK:-/tmp/r1serve-quantize-vs-llamacpp} (about 3 GB at peak).
+# R1SERVE_BIN names an r1serve binary to test instead of building one.
 # Exit status 1 when any type differs.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -27,6 +31,7 @@ cd "$(dirname "$0")/.."
 MIXES=0
 IMAT=0
 IQ=0
+BASE_ARG=""
 IQ_TYPES="IQ4_NL IQ4_XS IQ3_XXS IQ3_XS IQ3_S IQ3_M IQ2_XXS IQ2_XS IQ2_S IQ2_M IQ1_S IQ1_M Q2_K_S"
 while [ $# -gt 0 ]; do
   case "$1" in
@@ -36,7 +41,8 @@ while [ $# -gt 0 ]; do
       IQ=1
       if [ $# -gt 1 ] && [[ "$2" != --* ]]; then IQ_TYPES="${2//,/ }"; shift; fi
       ;;
-    *) echo "usage: $0 [--mixes] [--imatrix] [--iq [TYPE,TYPE...]]" >&2; exit 2 ;;
+    --base) BASE_ARG="${2:?--base needs a file}"; shift ;;
+    *) echo "usage: $0 [--mixes] [--imatrix] [--iq [TYPE,TYPE...]] [--base FILE]" >&2; exit 2 ;;
   esac
   shift
 done
@@ -47,12 +53,20 @@ BIN="$(scripts/build-llamacpp.sh)"
 for b in llama-quantize llama-imatrix; do
   [ -x "$BIN/$b" ] || { echo "quantize-vs-llamacpp: $BIN/$b missing" >&2; exit 2; }
 done
-cargo build --release -q -p r1serve
-R1=target/release/r1serve
+R1="${R1SERVE_BIN:-}"
+if [ -z "$R1" ]; then
+  cargo build --release -q -p r1serve
+  R1=target/release/r1serve
+fi
 WORK="${R1SERVE_QWORK:-/tmp/r1serve-quantize-vs-llamacpp}"
 mkdir -p "$WORK"
 BASE="$WORK/qwen05-f16.gguf"
-if [ ! -f "$BASE" ]; then
+if [ -n "$BASE_ARG" ]; then
+  [ -f "$BASE_ARG" ] || { echo "quantize-vs-llamacpp: --base $BASE_ARG: no such file" >&2; exit 2; }
+  BASE="$BASE_ARG"
+  WORK="$WORK/$(basename "$BASE_ARG" .gguf)"
+  mkdir -p "$WORK"
+elif [ ! -f "$BASE" ]; then
   "$BIN/llama-quantize" --allow-requantize "$MODEL" "$BASE" F16 >"$WORK/base.log" 2>&1
 fi
 
@@ -124,7 +138,11 @@ run_pair() { # label, type, llama-quantize extra args..., --, r1serve extra args
   rm -f "$WORK/ll.gguf" "$WORK/r1.gguf"
 }
 
-echo "# base: $BASE (qwen05 -> F16 by llama-quantize --allow-requantize); peer: $BIN"
+if [ -n "$BASE_ARG" ]; then
+  echo "# base: $BASE; peer: $BIN"
+else
+  echo "# base: $BASE (qwen05 -> F16 by llama-quantize --allow-requantize); peer: $BIN"
+fi
 for T in Q8_0 Q4_0 Q4_1 Q5_0 Q5_1 Q4_K Q5_K Q6_K; do
   run_pair "$T --pure" "$T" --pure -- --pure
 done

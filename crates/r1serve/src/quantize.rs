@@ -346,9 +346,11 @@ pub(crate) fn metadata(
     im: Option<&Imatrix>,
 ) -> Vec<(String, GgufValue)> {
     md.retain(|(k, _)| !k.starts_with("split."));
-    let mut set = |k: &str, v: GgufValue| match md.iter_mut().find(|(key, _)| key == k) {
-        Some(e) => e.1 = v,
-        None => md.push((k.to_string(), v)),
+    // gguf's setters remove a key and append it, so a key llama-quantize sets moves to the
+    // end even when the input has it (an F16 file from convert_hf_to_gguf.py does)
+    let mut set = |k: &str, v: GgufValue| {
+        md.retain(|(key, _)| key != k);
+        md.push((k.to_string(), v));
     };
     set("general.quantization_version", GgufValue::U32(2));
     set("general.file_type", GgufValue::U32(a.ty.id()));
