@@ -5,7 +5,7 @@
 //! `dot_scalar::gemm_q2_k` / `gemm_q3_k`, so results equal the portable kernels bit for bit.
 //!
 //! Without these, Q2_K and Q3_K (most of llama.cpp's Q2_K and Q3_K_M mixes) ran the portable
-//! code on x86; weights are unpacked once per tile and reused for up to 4 tokens.
+//! code on x86; weights are unpacked once per tile and reused for 6 (Q3_K) or 8 (Q2_K) tokens.
 
 // Parallel arrays of SIMD registers (per token) are indexed together.
 #![allow(clippy::needless_range_loop)]
@@ -226,7 +226,14 @@ unsafe fn gemm_low(fmt: LowFmt, k: usize, w: &[u8], a: &[u8], n: usize, out: Out
         nb,
         fmt,
     };
-    gemm_tiled::<_, 1, 4>(&kern, w.len() / kern.wrow, n, kern.arow, out);
+    let m = w.len() / kern.wrow;
+    // Tokens per tile: a chunk's weight unpacking is shared by the tile's tokens. 896x4864,
+    // one thread, 64 tokens: Q2_K 8 tokens ~1.6x 4 tokens; Q3_K (more unpacking, and a
+    // sign op per token) 6 tokens ~1.4x 4 tokens, while 8 spill registers and are slower.
+    match fmt {
+        LowFmt::Q2K => gemm_tiled::<_, 1, 8>(&kern, m, n, kern.arow, out),
+        LowFmt::Q3K => gemm_tiled::<_, 1, 6>(&kern, m, n, kern.arow, out),
+    }
 }
 
 /// Q2_K weights against Q8_K activations (AVX2 + FMA).
