@@ -9,7 +9,7 @@
 //! produce dequantizes back close to the input.
 mod ggml_peer;
 
-use ggml_peer::{harness, inputs, mismatches, peer_dir, Rng};
+use ggml_peer::{first_diff, ggml, harness, inputs, mismatches, ours, peer_dir, random_rows, Rng};
 use r1_model::quant::{self, GgmlType, QuantError};
 
 fn check(types: &[GgmlType], plain: bool) {
@@ -42,6 +42,40 @@ fn iq1_s_matches_ggml_quantize_chunk() {
 #[test]
 fn iq1_m_matches_ggml_quantize_chunk() {
     check(&[GgmlType::IQ1_M], true);
+}
+
+/// Many random rows: enough blocks that the sites only Intel tuning fuses ([`FmaProfile`] in
+/// the writer) change a few bytes, so this tells the wrong profile from the right one, which
+/// the shared inputs above do not.
+#[test]
+fn iq1_s_many_random_rows_match_ggml() {
+    if !quant::quantize_weights_supported(GgmlType::IQ1_S) {
+        eprintln!("skipping IQ1_S: not written yet");
+        return;
+    }
+    let exe = match harness() {
+        Ok(e) => e,
+        Err(why) => {
+            eprintln!("skipping quantize_iq1_vs_ggml: {why}");
+            return;
+        }
+    };
+    let npr = 256;
+    let x = random_rows(npr, 3000, 23);
+    let mut rng = Rng(29);
+    let imat: Vec<f32> = (0..npr).map(|_| rng.next() * rng.next() * 4.0).collect();
+    let want = ggml(&exe, GgmlType::IQ1_S, &x, npr, Some(&imat));
+    let got = ours(GgmlType::IQ1_S, &x, npr, Some(&imat));
+    let ts = GgmlType::IQ1_S.type_size();
+    assert_eq!(
+        first_diff(&want, &got, ts),
+        None,
+        "IQ1_S differs from ggml in block (R1SERVE_QUANT_FMA={:?}, peer {}); {} of {} blocks differ",
+        std::env::var("R1SERVE_QUANT_FMA").ok(),
+        peer_dir().display(),
+        want.chunks(ts).zip(got.chunks(ts)).filter(|(a, b)| a != b).count(),
+        want.len() / ts
+    );
 }
 
 #[test]
