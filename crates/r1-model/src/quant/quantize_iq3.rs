@@ -18,6 +18,10 @@
 //!
 //! The `sumx2` sum is vectorized with an in-order reduction of rounded products: the same as
 //! the plain loop, unfused.
+//!
+//! Checked both ways: `tests/quantize_iq34_vs_ggml.rs` passes against the peer built here
+//! (AMD, `znver3` tuning) and against its `ggml-quants.c` rebuilt with `-mtune=sapphirerapids`
+//! (`R1SERVE_PEER_CACHE` pointing there, `R1SERVE_QUANT_FMA=chains`).
 // The loops index as ggml's C does, so the two can be read side by side.
 #![allow(clippy::needless_range_loop)]
 

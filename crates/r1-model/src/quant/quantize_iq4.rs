@@ -8,10 +8,15 @@
 //! - `sigma2 + x*x` inside the importance weight's `sqrtf`;
 //! - the scale fits `sumqx += w*q*x`, `sumq2 += w*q*q`: `w*q` rounded once, then fused into
 //!   each sum (the loops branch in `best_index_int8`, so Zen's chain avoidance does not apply);
-//! - IQ4_XS's `nearest_int(id*scales[ib])` ([`ni_mul`]).
+//! - IQ4_XS's `nearest_int(id*scales[ib])` ([`ni_mul`]; rounding the product first changes no
+//!   block of the test inputs, so this one rests on the tree dump alone).
 //!
 //! The `sigma2` sum is vectorized with an in-order reduction of rounded products: the same as
 //! the plain loop, unfused.
+//!
+//! Checked both ways: `tests/quantize_iq34_vs_ggml.rs` passes against the peer built here
+//! (AMD, `znver3` tuning) and against its `ggml-quants.c` rebuilt with `-mtune=sapphirerapids`
+//! (`R1SERVE_PEER_CACHE` pointing there, `R1SERVE_QUANT_FMA=chains`).
 // The loops index as ggml's C does, so the two can be read side by side.
 #![allow(clippy::needless_range_loop)]
 
