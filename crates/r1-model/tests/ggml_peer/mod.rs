@@ -40,8 +40,15 @@ pub fn peer_dir() -> PathBuf {
     root.join("llama.cpp-0c1e570")
 }
 
-/// Build the harness against the peer's ggml, or say why not.
+/// The harness built against the peer's ggml, or why not. Built once per test process:
+/// it goes to one path per process, and tests running side by side must not rebuild it
+/// under each other (a half-written binary fails to run).
 pub fn harness() -> Result<PathBuf, String> {
+    static EXE: std::sync::OnceLock<Result<PathBuf, String>> = std::sync::OnceLock::new();
+    EXE.get_or_init(build_harness).clone()
+}
+
+fn build_harness() -> Result<PathBuf, String> {
     let peer = peer_dir();
     let lib = peer.join("build/ggml/src/libggml-base.a");
     let inc = peer.join("src/ggml/include");
