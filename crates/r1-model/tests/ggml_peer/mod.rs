@@ -4,13 +4,16 @@
 //! Shared by `quantize_vs_ggml.rs` and the i-quant tests.
 #![allow(dead_code)]
 
-use std::io::Write;
+use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
 use r1_model::gguf::GgufFile;
 use r1_model::quant::{self, GgmlType};
 
+/// Answers jobs until its input ends, so ggml's one-time i-quant set-up (`ggml_quantize_init`,
+/// ~20 s for IQ1's grid index) is paid once per test process, not once per call. A job: type,
+/// rows, row length, has-imatrix, rows, imatrix; the answer: its byte count (u64), the bytes.
 pub const HARNESS: &str = r#"
 #include <stdio.h>
 #include <stdint.h>
@@ -18,15 +21,20 @@ pub const HARNESS: &str = r#"
 #include "ggml.h"
 int main(void) {
     int32_t ty; int64_t nrows, npr; int32_t has_imat;
-    if (fread(&ty,4,1,stdin)!=1||fread(&nrows,8,1,stdin)!=1||fread(&npr,8,1,stdin)!=1||
-        fread(&has_imat,4,1,stdin)!=1) return 2;
-    float *x = malloc(nrows*npr*4);
-    if (fread(x,4,nrows*npr,stdin)!=(size_t)(nrows*npr)) return 3;
-    float *im = NULL;
-    if (has_imat) { im = malloc(npr*4); if (fread(im,4,npr,stdin)!=(size_t)npr) return 4; }
-    void *out = malloc(ggml_row_size(ty, npr)*nrows);
-    size_t n = ggml_quantize_chunk(ty, x, out, 0, nrows, npr, im);
-    fwrite(out,1,n,stdout);
+    while (fread(&ty,4,1,stdin)==1) {
+        if (fread(&nrows,8,1,stdin)!=1||fread(&npr,8,1,stdin)!=1||fread(&has_imat,4,1,stdin)!=1)
+            return 2;
+        float *x = malloc(nrows*npr*4);
+        if (fread(x,4,nrows*npr,stdin)!=(size_t)(nrows*npr)) return 3;
+        float *im = NULL;
+        if (has_imat) { im = malloc(npr*4); if (fread(im,4,npr,stdin)!=(size_t)npr) return 4; }
+        void *out = malloc(ggml_row_size(ty, npr)*nrows);
+        uint64_t n = ggml_quantize_chunk(ty, x, out, 0, nrows, npr, im);
+        fwrite(&n,8,1,stdout);
+        fwrite(out,1,n,stdout);
+        fflush(stdout);
+        free(x); free(im); free(out);
+    }
     return 0;
 }
 "#;
@@ -91,17 +99,33 @@ pub fn ggml(exe: &Path, ty: GgmlType, x: &[f32], npr: usize, imat: Option<&[f32]
     for v in x.iter().chain(imat.unwrap_or(&[])) {
         input.extend_from_slice(&v.to_le_bytes());
     }
-    let mut child = Command::new(exe)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut stdin = child.stdin.take().unwrap();
-    let writer = std::thread::spawn(move || stdin.write_all(&input).unwrap());
-    let out = child.wait_with_output().unwrap();
-    writer.join().unwrap();
-    assert!(out.status.success(), "harness failed for {ty:?}");
-    out.stdout
+    // one harness process per test process, shared by the tests' threads in turn
+    static SERVER: std::sync::Mutex<Option<(PathBuf, std::process::Child)>> =
+        std::sync::Mutex::new(None);
+    let mut guard = SERVER.lock().unwrap_or_else(|e| e.into_inner());
+    if guard.as_ref().is_none_or(|(p, _)| p != exe) {
+        let child = Command::new(exe)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        *guard = Some((exe.to_path_buf(), child));
+    }
+    let child = &mut guard.as_mut().unwrap().1;
+    // the harness reads a whole job before it answers, so writing first cannot deadlock
+    let stdin = child.stdin.as_mut().unwrap();
+    stdin.write_all(&input).unwrap();
+    stdin.flush().unwrap();
+    let stdout = child.stdout.as_mut().unwrap();
+    let mut len = [0u8; 8];
+    if let Err(e) = stdout.read_exact(&mut len) {
+        let status = child.try_wait();
+        *guard = None;
+        panic!("harness failed for {ty:?}: {e} ({status:?})");
+    }
+    let mut out = vec![0u8; u64::from_le_bytes(len) as usize];
+    stdout.read_exact(&mut out).unwrap();
+    out
 }
 
 pub fn ours(ty: GgmlType, x: &[f32], npr: usize, imat: Option<&[f32]>) -> Vec<u8> {
