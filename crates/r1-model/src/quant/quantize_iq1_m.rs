@@ -39,7 +39,11 @@ const X_M: [f32; 3] = [-1.0 - IQ1M_DELTA, -IQ1M_DELTA, 1.0 - IQ1M_DELTA];
 /// (0: +,+  1: +,-  2: -,+  3: -,-).
 #[inline(always)]
 fn half_values(shift: usize, k: usize) -> &'static [f32; 3] {
-    let plus = if k == 0 { shift < 2 } else { shift.is_multiple_of(2) };
+    let plus = if k == 0 {
+        shift < 2
+    } else {
+        shift.is_multiple_of(2)
+    };
     if plus {
         &X_P
     } else {
