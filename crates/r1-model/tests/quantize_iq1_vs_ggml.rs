@@ -9,39 +9,13 @@
 //! produce dequantizes back close to the input.
 mod ggml_peer;
 
-use std::path::{Path, PathBuf};
-use std::sync::OnceLock;
-
-use ggml_peer::{first_diff, ggml, harness, inputs, mismatches, ours, peer_dir, random_rows, Rng};
+use ggml_peer::{
+    assert_matches_ggml, first_diff, ggml, harness, inputs, ours, peer_dir, random_rows, Rng,
+};
 use r1_model::quant::{self, GgmlType, QuantError};
 
-/// The harness, built once for all tests here: `harness()` compiles to one path per process,
-/// so tests running side by side would rebuild it under each other's feet.
-fn peer() -> Result<&'static Path, String> {
-    static EXE: OnceLock<Result<PathBuf, String>> = OnceLock::new();
-    EXE.get_or_init(harness).as_deref().map_err(Clone::clone)
-}
-
 fn check(types: &[GgmlType], plain: bool) {
-    if types.iter().any(|&t| !quant::quantize_weights_supported(t)) {
-        eprintln!("skipping {types:?}: not written yet");
-        return;
-    }
-    let exe = match peer() {
-        Ok(e) => e,
-        Err(why) => {
-            eprintln!("skipping quantize_iq1_vs_ggml: {why}");
-            return;
-        }
-    };
-    let failures = mismatches(exe, types, plain, true);
-    assert!(
-        failures.is_empty(),
-        "differs from ggml (R1SERVE_QUANT_FMA={:?}, peer {}):\n{}",
-        std::env::var("R1SERVE_QUANT_FMA").ok(),
-        peer_dir().display(),
-        failures.join("\n")
-    );
+    assert_matches_ggml("quantize_iq1_vs_ggml", types, plain, true);
 }
 
 #[test]
@@ -59,11 +33,7 @@ fn iq1_m_matches_ggml_quantize_chunk() {
 /// the shared inputs above do not.
 #[test]
 fn iq1_s_many_random_rows_match_ggml() {
-    if !quant::quantize_weights_supported(GgmlType::IQ1_S) {
-        eprintln!("skipping IQ1_S: not written yet");
-        return;
-    }
-    let exe = match peer() {
+    let exe = match harness() {
         Ok(e) => e,
         Err(why) => {
             eprintln!("skipping quantize_iq1_vs_ggml: {why}");
@@ -74,7 +44,7 @@ fn iq1_s_many_random_rows_match_ggml() {
     let x = random_rows(npr, 3000, 23);
     let mut rng = Rng(29);
     let imat: Vec<f32> = (0..npr).map(|_| rng.next() * rng.next() * 4.0).collect();
-    let want = ggml(exe, GgmlType::IQ1_S, &x, npr, Some(&imat));
+    let want = ggml(&exe, GgmlType::IQ1_S, &x, npr, Some(&imat));
     let got = ours(GgmlType::IQ1_S, &x, npr, Some(&imat));
     let ts = GgmlType::IQ1_S.type_size();
     assert_eq!(
@@ -110,10 +80,6 @@ fn iq1_s_without_imatrix_is_an_error() {
 fn iq1_rows_dequantize_close_to_input() {
     use GgmlType::*;
     for (ty, weighted, bound) in [(IQ1_S, true, 0.75), (IQ1_M, false, 0.7), (IQ1_M, true, 0.7)] {
-        if !quant::quantize_weights_supported(ty) {
-            eprintln!("skipping {ty:?}: not written yet");
-            continue;
-        }
         for (name, npr, x) in inputs() {
             if npr % ty.block_size() != 0 {
                 continue;

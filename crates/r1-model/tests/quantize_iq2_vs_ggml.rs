@@ -9,29 +9,11 @@
 //! and that what the writers produce dequantizes back close to the input.
 mod ggml_peer;
 
-use ggml_peer::{harness, inputs, mismatches, peer_dir, Rng};
+use ggml_peer::{assert_matches_ggml, harness, inputs, Rng};
 use r1_model::quant::{self, GgmlType, QuantError};
 
 fn check(types: &[GgmlType], plain: bool) {
-    if types.iter().any(|&t| !quant::quantize_weights_supported(t)) {
-        eprintln!("skipping {types:?}: not written yet");
-        return;
-    }
-    let exe = match harness() {
-        Ok(e) => e,
-        Err(why) => {
-            eprintln!("skipping quantize_iq2_vs_ggml: {why}");
-            return;
-        }
-    };
-    let failures = mismatches(&exe, types, plain, true);
-    assert!(
-        failures.is_empty(),
-        "differs from ggml (R1SERVE_QUANT_FMA={:?}, peer {}):\n{}",
-        std::env::var("R1SERVE_QUANT_FMA").ok(),
-        peer_dir().display(),
-        failures.join("\n")
-    );
+    assert_matches_ggml("quantize_iq2_vs_ggml", types, plain, true);
 }
 
 #[test]
@@ -100,10 +82,6 @@ fn iq2_edge_rows_match_ggml_quantize_chunk() {
     let (x, imat) = edge_rows();
     let mut failures = Vec::new();
     for (ty, plain) in [(IQ2_XXS, false), (IQ2_XS, false), (IQ2_S, true)] {
-        if !quant::quantize_weights_supported(ty) {
-            eprintln!("skipping {ty:?}: not written yet");
-            continue;
-        }
         let modes: &[Option<&[f32]>] = if plain {
             &[None, Some(&imat)]
         } else {
@@ -152,9 +130,6 @@ fn iq2_non_finite_rows_do_not_panic() {
     x[200] = f32::NEG_INFINITY;
     let imat = vec![1.0f32; 256];
     for ty in [GgmlType::IQ2_XXS, GgmlType::IQ2_XS, GgmlType::IQ2_S] {
-        if !quant::quantize_weights_supported(ty) {
-            continue;
-        }
         let mut out = vec![0u8; ty.row_bytes(256).unwrap()];
         quant::quantize_weights(ty, &x, &mut out, Some(&imat)).unwrap();
     }
@@ -166,10 +141,6 @@ fn iq2_non_finite_rows_do_not_panic() {
 fn iq2_rows_dequantize_close_to_input() {
     use GgmlType::*;
     for (ty, bound) in [(IQ2_XXS, 0.75), (IQ2_XS, 0.6), (IQ2_S, 0.55)] {
-        if !quant::quantize_weights_supported(ty) {
-            eprintln!("skipping {ty:?}: not written yet");
-            continue;
-        }
         for (name, npr, x) in inputs() {
             if npr % ty.block_size() != 0 {
                 continue;

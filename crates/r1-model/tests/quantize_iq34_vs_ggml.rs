@@ -7,39 +7,11 @@
 //! without the peer, that what the writers produce dequantizes back close to the input.
 mod ggml_peer;
 
-use std::path::{Path, PathBuf};
-use std::sync::OnceLock;
-
-use ggml_peer::{harness, inputs, mismatches, peer_dir};
+use ggml_peer::{assert_matches_ggml, harness, inputs};
 use r1_model::quant::{self, GgmlType};
 
-/// The harness, built once for all tests here: `harness()` compiles to one path per process,
-/// so tests running side by side would rebuild it under each other's feet.
-fn peer() -> Result<&'static Path, String> {
-    static EXE: OnceLock<Result<PathBuf, String>> = OnceLock::new();
-    EXE.get_or_init(harness).as_deref().map_err(Clone::clone)
-}
-
 fn check(types: &[GgmlType]) {
-    if types.iter().any(|&t| !quant::quantize_weights_supported(t)) {
-        eprintln!("skipping {types:?}: not written yet");
-        return;
-    }
-    let exe = match peer() {
-        Ok(e) => e,
-        Err(why) => {
-            eprintln!("skipping quantize_iq34_vs_ggml: {why}");
-            return;
-        }
-    };
-    let failures = mismatches(exe, types, true, true);
-    assert!(
-        failures.is_empty(),
-        "differs from ggml (R1SERVE_QUANT_FMA={:?}, peer {}):\n{}",
-        std::env::var("R1SERVE_QUANT_FMA").ok(),
-        peer_dir().display(),
-        failures.join("\n")
-    );
+    assert_matches_ggml("quantize_iq34_vs_ggml", types, true, true);
 }
 
 #[test]
@@ -68,10 +40,6 @@ fn iq34_rows_dequantize_close_to_input() {
         (IQ3_XXS, 0.35),
         (IQ3_S, 0.3),
     ] {
-        if !quant::quantize_weights_supported(ty) {
-            eprintln!("skipping {ty:?}: not written yet");
-            continue;
-        }
         for (name, npr, x) in inputs() {
             if npr % ty.block_size() != 0 {
                 continue;
@@ -113,11 +81,7 @@ fn iq34_match_ggml_on_more_qwen_rows() {
     use r1_model::gguf::GgufFile;
     use GgmlType::*;
     let types = [IQ4_NL, IQ4_XS, IQ3_XXS, IQ3_S];
-    if types.iter().any(|&t| !quant::quantize_weights_supported(t)) {
-        eprintln!("skipping: not all of {types:?} written yet");
-        return;
-    }
-    let exe = match peer() {
+    let exe = match harness() {
         Ok(e) => e,
         Err(why) => {
             eprintln!("skipping quantize_iq34_vs_ggml: {why}");
@@ -149,7 +113,7 @@ fn iq34_match_ggml_on_more_qwen_rows() {
             }
             for &ty in tys {
                 for im in [None, Some(imat.as_slice())] {
-                    let want = ggml_peer::ggml(exe, ty, &x, npr, im);
+                    let want = ggml_peer::ggml(&exe, ty, &x, npr, im);
                     let got = ggml_peer::ours(ty, &x, npr, im);
                     let ts = ty.type_size();
                     let n = want

@@ -17,28 +17,14 @@
 //! `R1SERVE_PEER_CACHE=/tmp/ggml-znver R1SERVE_QUANT_FMA=nochains`.
 mod ggml_peer;
 
-use ggml_peer::{harness, mismatches, peer_dir};
+use ggml_peer::assert_matches_ggml;
 use r1_model::quant::GgmlType;
 
 #[test]
 fn quantize_weights_matches_ggml_quantize_chunk() {
-    let exe = match harness() {
-        Ok(e) => e,
-        Err(why) => {
-            eprintln!("skipping quantize_vs_ggml: {why}");
-            return;
-        }
-    };
     use GgmlType::*;
     let types = [
         F16, BF16, Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, Q2_K, Q3_K, Q4_K, Q5_K, Q6_K,
     ];
-    let failures = mismatches(&exe, &types, true, true);
-    assert!(
-        failures.is_empty(),
-        "differs from ggml (R1SERVE_QUANT_FMA={:?}, peer {}):\n{}",
-        std::env::var("R1SERVE_QUANT_FMA").ok(),
-        peer_dir().display(),
-        failures.join("\n")
-    );
+    assert_matches_ggml("quantize_vs_ggml", &types, true, true);
 }

@@ -106,32 +106,7 @@ fn requantized_model_loads_in_r1serve_and_llama_cpp() {
     let text = run(&out);
     assert!(text.contains("Paris"), "{text}");
     // llama.cpp loads and runs it
-    let peer = std::env::var_os("R1SERVE_PEER_CACHE")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            PathBuf::from(std::env::var_os("HOME").unwrap_or_default()).join(".cache/r1serve")
-        })
-        .join("llama.cpp-0c1e570/bin/llama-bench");
-    if !peer.is_file() {
-        eprintln!(
-            "skipping the llama.cpp half: no {} (scripts/build-llamacpp.sh)",
-            peer.display()
-        );
-        return;
-    }
-    let o = Command::new(&peer)
-        .arg("-m")
-        .arg(&out)
-        .args(["-p", "0", "-n", "1", "-r", "1", "-t", "2", "-o", "json"])
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&o.stdout);
-    assert!(
-        o.status.success() && stdout.contains("\"n_gen\": 1"),
-        "llama-bench could not run r1serve's file: {}\n{}",
-        String::from_utf8_lossy(&o.stderr),
-        stdout
-    );
+    llama_bench_runs(&out);
 }
 
 /// A legacy `.dat` importance matrix (llama-imatrix --output-format dat) with an entry for
@@ -247,10 +222,6 @@ fn iq_mixes_need_an_imatrix_and_their_files_run_in_r1serve_and_llama_cpp() {
         ("IQ2_XXS", true, GgmlType::IQ2_XXS),
         ("IQ1_S", true, GgmlType::IQ1_S),
     ] {
-        if !r1_model::quant::quantize_weights_supported(own) {
-            eprintln!("skipping {ty}: r1serve has no {own:?} writer yet");
-            continue;
-        }
         let out = dir.path().join(format!("{ty}.gguf"));
         let mut a = vec!["--type", ty];
         if im {

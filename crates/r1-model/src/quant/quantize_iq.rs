@@ -50,3 +50,32 @@ pub(super) fn row(
         })
     }
 }
+
+/// `sigma2` of a 256-value super-block as the IQ1/IQ3 writers take it: `2·Σx²/256`, each
+/// product rounded, summed in order (no fusion: GCC keeps the loop-carried chain unfused).
+#[inline(always)]
+pub(super) fn sigma2_superblock(x: &[f32]) -> f32 {
+    let mut s = 0f32;
+    for &v in x {
+        s += v * v;
+    }
+    2.0 * s / super::util::QK_K as f32
+}
+
+/// The importance of each of a block's values, as every i-quant writer weighs them:
+/// `qw·sqrt(sigma2 + x²)` (GCC fuses `x*x + sigma2`), or `x²` without an importance matrix.
+#[inline(always)]
+pub(super) fn block_weights(xb: &[f32], qw: Option<&[f32]>, sigma2: f32, weight: &mut [f32]) {
+    match qw {
+        Some(qw) => {
+            for i in 0..weight.len() {
+                weight[i] = qw[i] * xb[i].mul_add(xb[i], sigma2).sqrt();
+            }
+        }
+        None => {
+            for i in 0..weight.len() {
+                weight[i] = xb[i] * xb[i];
+            }
+        }
+    }
+}

@@ -30,6 +30,7 @@ mod iq1_m;
 
 use super::iq_grids::IQ1S_DELTA;
 use super::quantize_ggml::{ni, FmaProfile};
+use super::quantize_iq::{block_weights, sigma2_superblock};
 use super::quantize_iq2_index::{iq2_index, Iq2Index};
 use super::util::{wr_f16, QK_K};
 use super::{GgmlType, QuantError};
@@ -79,33 +80,6 @@ pub(super) fn row(
             ty,
             op: "quantize_weights",
         }),
-    }
-}
-
-/// `sigma2` of a super-block: `2·Σx²/256`, products rounded, summed in order.
-#[inline(always)]
-fn sigma2(x: &[f32]) -> f32 {
-    let mut s = 0f32;
-    for &v in x {
-        s += v * v;
-    }
-    2.0 * s / QK_K as f32
-}
-
-/// The importance of each of a block's values: `qw·sqrt(sigma2 + x²)`, or `x²`.
-#[inline(always)]
-fn weights(xb: &[f32], qw: Option<&[f32]>, sigma2: f32, weight: &mut [f32]) {
-    match qw {
-        Some(qw) => {
-            for i in 0..weight.len() {
-                weight[i] = qw[i] * xb[i].mul_add(xb[i], sigma2).sqrt();
-            }
-        }
-        None => {
-            for i in 0..weight.len() {
-                weight[i] = xb[i] * xb[i];
-            }
-        }
     }
 }
 
@@ -266,7 +240,7 @@ struct SBlock {
 #[inline(always)]
 fn s_superblock(xbl: &[f32], y: &mut [u8], qw: &[f32], index: &Iq2Index, p: FmaProfile) {
     y.fill(0);
-    let sigma2 = sigma2(xbl);
+    let sigma2 = sigma2_superblock(xbl);
     let mut blocks = [const {
         SBlock {
             scale: 0.0,
@@ -277,7 +251,7 @@ fn s_superblock(xbl: &[f32], y: &mut [u8], qw: &[f32], index: &Iq2Index, p: FmaP
     for ib in 0..QK_K / S_BLOCK {
         let xb = &xbl[S_BLOCK * ib..S_BLOCK * (ib + 1)];
         let mut weight = [0f32; S_BLOCK];
-        weights(xb, Some(&qw[S_BLOCK * ib..]), sigma2, &mut weight);
+        block_weights(xb, Some(&qw[S_BLOCK * ib..]), sigma2, &mut weight);
         if max_abs(xb) < S_EPS {
             continue;
         }

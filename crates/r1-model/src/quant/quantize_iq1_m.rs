@@ -15,10 +15,11 @@
 
 use super::super::iq_grids::IQ1M_DELTA;
 use super::super::quantize_ggml::FmaProfile;
+use super::super::quantize_iq::{block_weights, sigma2_superblock};
 use super::super::quantize_iq2_index::{iq2_index, Iq2Index};
 use super::super::util::{wr_f16, QK_K};
 use super::super::GgmlType;
-use super::{level, max_abs, refit_group, sigma2, snap_group, sort_block, split_levels, weights};
+use super::{level, max_abs, refit_group, snap_group, sort_block, split_levels};
 
 /// Bytes of a super-block: qs[32], qh[16], scales[8] (4 u16 holding the 3-bit block scales
 /// and, in their top nibbles, the f16 super-block scale).
@@ -70,14 +71,14 @@ pub(super) fn row(x: &[f32], out: &mut [u8], imatrix: Option<&[f32]>, p: FmaProf
 #[inline(always)]
 fn superblock(xbl: &[f32], y: &mut [u8], qw: Option<&[f32]>, index: &Iq2Index) {
     y.fill(0);
-    let sigma2 = sigma2(xbl);
+    let sigma2 = sigma2_superblock(xbl);
     let mut scales = [0f32; QK_K / N];
     let mut shifts = [0u8; QK_K / N];
     let mut max_scale = 0f32;
     let mut weight = [0f32; N];
     for ib in 0..QK_K / N {
         let xb = &xbl[N * ib..N * (ib + 1)];
-        weights(xb, qw.map(|w| &w[N * ib..]), sigma2, &mut weight);
+        block_weights(xb, qw.map(|w| &w[N * ib..]), sigma2, &mut weight);
         if max_abs(xb) < M_EPS {
             continue;
         }
@@ -104,7 +105,7 @@ fn superblock(xbl: &[f32], y: &mut [u8], qw: Option<&[f32]>, index: &Iq2Index) {
         const MASKS: [u8; 4] = [0x00, 0x80, 0x08, 0x88];
         y[QH + ib] |= MASKS[shifts[ib] as usize];
         let xb = &xbl[N * ib..N * (ib + 1)];
-        weights(xb, qw.map(|w| &w[N * ib..]), sigma2, &mut weight);
+        block_weights(xb, qw.map(|w| &w[N * ib..]), sigma2, &mut weight);
         let odd = (2 * l + 1) as f32;
         for k in 0..2 {
             // ggml reads the row back from the bytes: blocks it skipped count as row 0

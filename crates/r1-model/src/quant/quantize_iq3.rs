@@ -31,6 +31,7 @@ mod index;
 use index::{iq3s_index, iq3xxs_index, key, Iq3Index};
 
 use super::quantize_ggml::{ni, FmaProfile};
+use super::quantize_iq::{block_weights, sigma2_superblock};
 use super::util::{wr_f16, QK_K};
 use super::{GgmlType, QuantError};
 
@@ -100,33 +101,6 @@ struct Block {
     scale: f32,
     grid: [u16; 8],
     signs: [u8; 4],
-}
-
-/// `sigma2` of a super-block: `2·Σx²/256`, products rounded, summed in order.
-#[inline(always)]
-fn sigma2(x: &[f32]) -> f32 {
-    let mut s = 0f32;
-    for &v in x {
-        s += v * v;
-    }
-    2.0 * s / QK_K as f32
-}
-
-/// The importance of each of a 32-block's values: `qw·sqrt(sigma2 + x²)`, or `x²`.
-#[inline(always)]
-fn weights(xb: &[f32], qw: Option<&[f32]>, sigma2: f32, weight: &mut [f32; 32]) {
-    match qw {
-        Some(qw) => {
-            for i in 0..32 {
-                weight[i] = qw[i] * xb[i].mul_add(xb[i], sigma2).sqrt();
-            }
-        }
-        None => {
-            for i in 0..32 {
-                weight[i] = xb[i] * xb[i];
-            }
-        }
-    }
 }
 
 /// ggml's `nearest_int(0.5f*(id*x - 1))` clamped to a level (GCC fuses `id*x - 1`).
@@ -315,14 +289,14 @@ fn search_block(xb: &[f32], weight: &[f32; 32], v: Variant) -> Option<Block> {
 #[inline(always)]
 fn xxs_superblock(x: &[f32], y: &mut [u8], qw: Option<&[f32]>, v: Variant) {
     y.fill(0);
-    let s2 = sigma2(x);
+    let s2 = sigma2_superblock(x);
     let mut weight = [0f32; 32];
     let mut scales = [0f32; 8];
     let mut packed = [0u32; 8];
     let mut max_scale = 0f32;
     for ib in 0..8 {
         let xb = &x[32 * ib..32 * ib + 32];
-        weights(xb, qw.map(|w| &w[32 * ib..32 * ib + 32]), s2, &mut weight);
+        block_weights(xb, qw.map(|w| &w[32 * ib..32 * ib + 32]), s2, &mut weight);
         let Some(b) = search_block(xb, &weight, v) else {
             scales[ib] = 0.0;
             continue;
@@ -357,7 +331,7 @@ fn xxs_superblock(x: &[f32], y: &mut [u8], qw: Option<&[f32]>, v: Variant) {
 #[inline(always)]
 fn s_superblock(x: &[f32], y: &mut [u8], qw: Option<&[f32]>, v: Variant) {
     y.fill(0);
-    let s2 = sigma2(x);
+    let s2 = sigma2_superblock(x);
     let mut weight = [0f32; 32];
     let mut scales = [0f32; 8];
     let mut max_scale = 0f32;
@@ -366,7 +340,7 @@ fn s_superblock(x: &[f32], y: &mut [u8], qw: Option<&[f32]>, v: Variant) {
     let (mut qs, mut signs) = (2, 74);
     for ib in 0..8 {
         let xb = &x[32 * ib..32 * ib + 32];
-        weights(xb, qw.map(|w| &w[32 * ib..32 * ib + 32]), s2, &mut weight);
+        block_weights(xb, qw.map(|w| &w[32 * ib..32 * ib + 32]), s2, &mut weight);
         let Some(b) = search_block(xb, &weight, v) else {
             scales[ib] = 0.0;
             continue;

@@ -23,6 +23,7 @@
 use super::iq_grids::KVALUES_IQ4NL;
 use super::quantize_ggml::{ni_mul, FmaProfile};
 use super::quantize_ggml_search::GROUP_MAX_EPS;
+use super::quantize_iq::block_weights;
 use super::util::{wr_f16, QK_K};
 use super::{GgmlType, QuantError};
 
@@ -120,23 +121,6 @@ fn sigma2(x: &[f32]) -> f32 {
     s * (2.0 / x.len() as f32)
 }
 
-/// The importance of each of a 32-block's values: `qw·sqrt(sigma2 + x²)`, or `x²`.
-#[inline(always)]
-fn weights(xb: &[f32], qw: Option<&[f32]>, sigma2: f32, weight: &mut [f32; 32]) {
-    match qw {
-        Some(qw) => {
-            for j in 0..32 {
-                weight[j] = qw[j] * xb[j].mul_add(xb[j], sigma2).sqrt();
-            }
-        }
-        None => {
-            for j in 0..32 {
-                weight[j] = xb[j] * xb[j];
-            }
-        }
-    }
-}
-
 /// Σ w·q·x and Σ w·q² of the levels `id·x` snaps to (`w*q` rounded, then fused into each).
 #[inline(always)]
 fn fit(xb: &[f32], weight: &[f32; 32], id: f32, mut keep: Option<&mut [u8]>) -> (f32, f32) {
@@ -201,7 +185,7 @@ fn pack(l: &[u8], qs: &mut [u8]) {
 #[inline(always)]
 fn nl_block(xb: &[f32], y: &mut [u8], qw: Option<&[f32]>, l: &mut [u8]) {
     let mut weight = [0f32; 32];
-    weights(xb, qw, sigma2(xb), &mut weight);
+    block_weights(xb, qw, sigma2(xb), &mut weight);
     let scale = block_scale(xb, &weight, l).unwrap_or(0.0);
     wr_f16(y, 0, scale);
     // ggml re-snaps with the fitted scale itself (not its f16), even for a zero block
@@ -222,7 +206,7 @@ fn xs_block(x: &[f32], y: &mut [u8], qw: Option<&[f32]>, l: &mut [u8]) {
     let (mut max_scale, mut amax_scale) = (0f32, 0f32);
     for ib in 0..8 {
         let xb = &x[32 * ib..32 * ib + 32];
-        weights(xb, qw.map(|w| &w[32 * ib..32 * ib + 32]), s2, &mut weight);
+        block_weights(xb, qw.map(|w| &w[32 * ib..32 * ib + 32]), s2, &mut weight);
         let Some(d) = block_scale(xb, &weight, &mut l[32 * ib..32 * ib + 32]) else {
             scales[ib] = 0.0;
             continue;

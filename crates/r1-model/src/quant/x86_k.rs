@@ -22,24 +22,24 @@ unsafe fn madd_acc(acc: __m256i, p: __m256i, s: __m256i) -> __m256i {
 }
 
 #[inline(always)]
-unsafe fn ld(p: *const u8) -> __m256i {
+pub(super) unsafe fn ld(p: *const u8) -> __m256i {
     _mm256_loadu_si256(p as *const __m256i)
 }
 
 /// Activation quants `off..off+32` of a Q8_K block.
 #[inline(always)]
-unsafe fn q8k(y: *const u8, off: usize) -> __m256i {
+pub(super) unsafe fn q8k(y: *const u8, off: usize) -> __m256i {
     ld(y.add(4 + off))
 }
 
 /// Its 16 group sums as i16 lanes.
 #[inline(always)]
-unsafe fn bsums(y: *const u8) -> __m256i {
+pub(super) unsafe fn bsums(y: *const u8) -> __m256i {
     ld(y.add(4 + QK_K))
 }
 
 #[inline(always)]
-unsafe fn rd_dy(y: *const u8) -> f32 {
+pub(super) unsafe fn rd_dy(y: *const u8) -> f32 {
     (y as *const f32).read_unaligned()
 }
 

@@ -16,32 +16,11 @@ use core::slice;
 use super::gemm::{gemm_tiled, OutPtr, RowKernel};
 use super::util::*;
 use super::x86_b32::hsum8_ps;
+use super::x86_k::{bsums, ld, q8k, rd_dy};
 
 const Q8K: usize = 292;
 const Q2K_BYTES: usize = 84;
 const Q3K_BYTES: usize = 110;
-
-#[inline(always)]
-unsafe fn ld(p: *const u8) -> __m256i {
-    _mm256_loadu_si256(p as *const __m256i)
-}
-
-/// Activation quants `off..off+32` of a Q8_K block.
-#[inline(always)]
-unsafe fn q8k(y: *const u8, off: usize) -> __m256i {
-    ld(y.add(4 + off))
-}
-
-/// Its 16 group sums as i16 lanes.
-#[inline(always)]
-unsafe fn bsums(y: *const u8) -> __m256i {
-    ld(y.add(4 + QK_K))
-}
-
-#[inline(always)]
-unsafe fn rd_dy(y: *const u8) -> f32 {
-    (y as *const f32).read_unaligned()
-}
 
 /// `acc = fma(d, lanes, acc)` per lane, as `dot_scalar::fma_lanes`.
 #[inline(always)]

@@ -267,3 +267,24 @@ pub fn mismatches(exe: &Path, types: &[GgmlType], plain: bool, weighted: bool) -
     }
     failures
 }
+
+/// The byte test every quantizer file runs: quantize [`inputs`] as each of `types` with ggml
+/// and with r1serve, without an importance matrix (where `plain`) and with one (where
+/// `weighted`), and fail listing what differs. Skips with a message without the peer build.
+pub fn assert_matches_ggml(test: &str, types: &[GgmlType], plain: bool, weighted: bool) {
+    let exe = match harness() {
+        Ok(e) => e,
+        Err(why) => {
+            eprintln!("skipping {test}: {why}");
+            return;
+        }
+    };
+    let failures = mismatches(&exe, types, plain, weighted);
+    assert!(
+        failures.is_empty(),
+        "differs from ggml (R1SERVE_QUANT_FMA={:?}, peer {}):\n{}",
+        std::env::var("R1SERVE_QUANT_FMA").ok(),
+        peer_dir().display(),
+        failures.join("\n")
+    );
+}
