@@ -10,7 +10,8 @@
 mod ggml_peer;
 
 use ggml_peer::{
-    assert_matches_ggml, first_diff, ggml, harness, inputs, ours, peer_dir, random_rows, Rng,
+    assert_matches_ggml, assert_round_trip, first_diff, ggml, harness, inputs, ours, peer_dir,
+    random_rows, Rng,
 };
 use r1_model::quant::{self, GgmlType, QuantError};
 
@@ -87,23 +88,8 @@ fn iq1_rows_dequantize_close_to_input() {
             let mut rng = Rng(5);
             let imat: Vec<f32> = (0..npr).map(|_| 0.5 + rng.next()).collect();
             let im = weighted.then_some(imat.as_slice());
-            let rb = ty.row_bytes(npr).unwrap();
-            let mut q = vec![0u8; rb];
-            let mut back = vec![0f32; npr];
             for (r, row) in x.chunks_exact(npr).enumerate() {
-                let energy: f32 = row.iter().map(|v| v * v).sum();
-                quant::quantize_weights(ty, row, &mut q, im).unwrap();
-                quant::dequantize(ty, &q, &mut back).unwrap();
-                if energy == 0.0 {
-                    assert!(back.iter().all(|&v| v == 0.0), "{ty:?} {name} row {r}");
-                    continue;
-                }
-                let err: f32 = row.iter().zip(&back).map(|(a, b)| (a - b) * (a - b)).sum();
-                let rel = (err / energy).sqrt();
-                assert!(
-                    rel < bound,
-                    "{ty:?} {name} row {r}: relative RMS error {rel}"
-                );
+                assert_round_trip(ty, row, im, bound, &format!("{name} row {r}"));
             }
         }
     }

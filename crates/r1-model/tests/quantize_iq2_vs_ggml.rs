@@ -9,7 +9,7 @@
 //! and that what the writers produce dequantizes back close to the input.
 mod ggml_peer;
 
-use ggml_peer::{assert_matches_ggml, harness, inputs, Rng};
+use ggml_peer::{assert_matches_ggml, assert_round_trip, harness, inputs, Rng};
 use r1_model::quant::{self, GgmlType, QuantError};
 
 fn check(types: &[GgmlType], plain: bool) {
@@ -147,23 +147,8 @@ fn iq2_rows_dequantize_close_to_input() {
             }
             let mut rng = Rng(npr as u64 + 3);
             let imat: Vec<f32> = (0..npr).map(|_| rng.next() * rng.next() * 4.0).collect();
-            let rb = ty.row_bytes(npr).unwrap();
-            let mut q = vec![0u8; rb];
-            let mut back = vec![0f32; npr];
             for (r, row) in x.chunks_exact(npr).enumerate() {
-                let energy: f32 = row.iter().map(|v| v * v).sum();
-                quant::quantize_weights(ty, row, &mut q, Some(&imat)).unwrap();
-                quant::dequantize(ty, &q, &mut back).unwrap();
-                if energy == 0.0 {
-                    assert!(back.iter().all(|&v| v == 0.0), "{ty:?} {name} row {r}");
-                    continue;
-                }
-                let err: f32 = row.iter().zip(&back).map(|(a, b)| (a - b) * (a - b)).sum();
-                let rel = (err / energy).sqrt();
-                assert!(
-                    rel < bound,
-                    "{ty:?} {name} row {r}: relative RMS error {rel}"
-                );
+                assert_round_trip(ty, row, Some(&imat), bound, &format!("{name} row {r}"));
             }
         }
     }

@@ -43,6 +43,16 @@ pub(super) unsafe fn rd_dy(y: *const u8) -> f32 {
     (y as *const f32).read_unaligned()
 }
 
+/// Decode: rows are contiguous, so stream the block `pf` bytes ahead of `x` (its `bytes`, in
+/// cache lines) into L1 before it is used.
+#[inline(always)]
+pub(super) unsafe fn prefetch_block(x: *const u8, pf: usize, bytes: usize) {
+    let p = x.wrapping_add(pf);
+    for l in 0..bytes.div_ceil(64) {
+        _mm_prefetch::<_MM_HINT_T0>(p.wrapping_add(64 * l) as *const i8);
+    }
+}
+
 /// Per-token float state of ggml's K-quant dot products.
 #[derive(Clone, Copy)]
 struct KAcc {
@@ -215,11 +225,7 @@ impl RowKernel<1> for KKernel {
         for b in 0..self.nb {
             let x = w.add(b * wb);
             if NT <= 2 {
-                // decode: rows are contiguous, so stream linearly ahead of use
-                let p = x.wrapping_add(pf);
-                for l in 0..wb.div_ceil(64) {
-                    _mm_prefetch::<_MM_HINT_T0>(p.wrapping_add(64 * l) as *const i8);
-                }
+                prefetch_block(x, pf, wb);
             }
             let y: [*const u8; NT] =
                 core::array::from_fn(|t| self.a.add((t0 + t) * self.arow + b * Q8K));

@@ -16,7 +16,7 @@ use core::slice;
 use super::gemm::{gemm_tiled, OutPtr, RowKernel};
 use super::util::*;
 use super::x86_b32::hsum8_ps;
-use super::x86_k::{bsums, ld, q8k, rd_dy};
+use super::x86_k::{bsums, ld, prefetch_block, q8k, rd_dy};
 
 const Q8K: usize = 292;
 const Q2K_BYTES: usize = 84;
@@ -177,11 +177,7 @@ impl RowKernel<1> for LowKernel {
         for b in 0..self.nb {
             let x = w.add(b * wb);
             if NT <= 2 {
-                // decode: rows are contiguous, so stream linearly ahead of use
-                let p = x.wrapping_add(pf);
-                for l in 0..wb.div_ceil(64) {
-                    _mm_prefetch::<_MM_HINT_T0>(p.wrapping_add(64 * l) as *const i8);
-                }
+                prefetch_block(x, pf, wb);
             }
             let y: [*const u8; NT] =
                 core::array::from_fn(|t| self.a.add((t0 + t) * self.arow + b * Q8K));

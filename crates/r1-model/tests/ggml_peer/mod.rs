@@ -288,3 +288,21 @@ pub fn assert_matches_ggml(test: &str, types: &[GgmlType], plain: bool, weighted
         failures.join("\n")
     );
 }
+
+/// Quantize `row` as `ty` and dequantize it back: an all-zero row must come back all zero,
+/// any other within relative RMS error `bound` (a sanity bound; the bytes are tested exactly
+/// against ggml). `what` names the row in the failure.
+pub fn assert_round_trip(ty: GgmlType, row: &[f32], imat: Option<&[f32]>, bound: f32, what: &str) {
+    let mut q = vec![0u8; ty.row_bytes(row.len()).unwrap()];
+    let mut back = vec![0f32; row.len()];
+    quant::quantize_weights(ty, row, &mut q, imat).unwrap();
+    quant::dequantize(ty, &q, &mut back).unwrap();
+    let energy: f32 = row.iter().map(|v| v * v).sum();
+    if energy == 0.0 {
+        assert!(back.iter().all(|&v| v == 0.0), "{ty:?} {what}");
+        return;
+    }
+    let err: f32 = row.iter().zip(&back).map(|(a, b)| (a - b) * (a - b)).sum();
+    let rel = (err / energy).sqrt();
+    assert!(rel < bound, "{ty:?} {what}: relative RMS error {rel}");
+}
